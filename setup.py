@@ -1,0 +1,46 @@
+"""ament_python build of vla_pruned_ros.
+
+package.xml is the one place for the package's name, version and description; this file reads
+them from it so that `colcon build` and `pip install` can never disagree.
+"""
+
+from pathlib import Path
+from xml.etree import ElementTree
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = ElementTree.parse(HERE / "package.xml").getroot()
+PACKAGE_NAME = MANIFEST.findtext("name")
+MAINTAINER = MANIFEST.find("maintainer")
+
+# Console entry points: the `vla-*` tools and the ROS executables (`ros2 run vla_pruned_ros X`).
+ENTRY_POINTS = {
+    "console_scripts": [],
+}
+
+
+def _files(folder: str, pattern: str) -> list[str]:
+    return sorted(str(p.relative_to(HERE)) for p in (HERE / folder).glob(pattern) if p.is_file())
+
+
+DATA_FILES = [
+    ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE_NAME}"]),
+    (f"share/{PACKAGE_NAME}", ["package.xml"]),
+    (f"share/{PACKAGE_NAME}/launch", _files("launch", "*.launch.py")),
+    (f"share/{PACKAGE_NAME}/config", _files("config", "*.yaml")),
+]
+
+setup(
+    name=PACKAGE_NAME,
+    version=MANIFEST.findtext("version"),
+    description=MANIFEST.findtext("description"),
+    maintainer=MAINTAINER.text,
+    maintainer_email=MAINTAINER.get("email"),
+    license=MANIFEST.findtext("license"),
+    packages=find_packages(include=[PACKAGE_NAME, f"{PACKAGE_NAME}.*"]),
+    data_files=DATA_FILES,
+    install_requires=["setuptools"],
+    zip_safe=True,
+    entry_points=ENTRY_POINTS,
+)
