@@ -16,7 +16,9 @@ MAINTAINER = MANIFEST.find("maintainer")
 
 # Console entry points: the `vla-*` tools and the ROS executables (`ros2 run vla_pruned_ros X`).
 ENTRY_POINTS = {
-    "console_scripts": [],
+    "console_scripts": [
+        "safety_monitor = vla_pruned_ros.ros.safety_monitor_node:main",
+    ],
 }
 
 

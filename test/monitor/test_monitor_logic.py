@@ -1,0 +1,116 @@
+"""The monitor's counting and gating rules, on explicit timelines (no ROS needed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vla_pruned_ros.monitor import CATEGORIES, SafetyLimits, SafetyMonitor, write_reports
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMITS = SafetyLimits(control_rate_hz=10.0, command_timeout_s=0.3, camera_timeout_s=0.3)
+
+
+def test_categories_match_the_message_constants() -> None:
+    text = (ROOT / "msg" / "SafetyEvent.msg").read_text()
+    declared = re.findall(r"^string [A-Z_]+=(\w+)$", text, flags=re.M)
+    assert tuple(declared) == CATEGORIES
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=60))
+def test_each_contact_onset_is_counted_exactly_once(touching: list[bool]) -> None:
+    monitor = SafetyMonitor(LIMITS)
+    for i, touch in enumerate(touching):
+        contacts = [("base", "wall", 5.0)] if touch else [("base", "floor", 1e-6)]
+        monitor.on_contacts(contacts, now=i * 0.1)
+    onsets = sum(1 for i, t in enumerate(touching) if t and (i == 0 or not touching[i - 1]))
+    assert monitor.episode.counts["collision"] == onsets
+    assert monitor.episode.unsafe == (onsets > 0)
+
+
+def test_commands_pass_while_fresh_and_stop_when_stale() -> None:
+    monitor = SafetyMonitor(LIMITS)
+    assert monitor.decide(0.0).stop, "nothing to pass before the first command"
+    t = 0.0
+    for _ in range(5):
+        monitor.on_command([0.2, 0, 0], [0, 0, 0.1], t)
+        monitor.on_camera(t)
+        monitor.on_policy_heartbeat(t)
+        assert not monitor.decide(t + 0.05).stop
+        t += 0.1
+    last = t - 0.1
+    decision = monitor.decide(last + 0.31)
+    assert decision.stop and decision.reason == "stale_command"
+    assert monitor.episode.counts["stale_command"] == 1
+    assert monitor.episode.counts["stale_camera"] == 1
+    monitor.record_output(True, last + 0.31)
+    assert monitor.episode.time_to_stop == pytest.approx(0.0)
+
+
+def test_a_stop_is_held_after_the_condition_clears() -> None:
+    monitor = SafetyMonitor(SafetyLimits(stop_hold_s=0.5, camera_timeout_s=0, policy_timeout_s=0))
+    monitor.on_command([0.1], [0.0], 0.0)
+    monitor.on_contacts([("base", "wall", 1.0)], 0.0)
+    monitor.on_contacts([], 0.1)
+    monitor.on_command([0.1], [0.0], 0.1)
+    assert monitor.decide(0.2).stop
+    monitor.on_command([0.1], [0.0], 0.6)
+    assert not monitor.decide(0.61).stop
+
+
+def test_non_finite_command_is_invalid_and_stops() -> None:
+    monitor = SafetyMonitor(LIMITS)
+    monitor.on_command([float("nan")], [0.0], 0.0)
+    assert monitor.decide(0.0).stop
+    assert monitor.episode.counts["invalid_action"] == 1
+
+
+def test_speed_is_counted_and_clamped_but_does_not_stop_by_default() -> None:
+    monitor = SafetyMonitor(
+        SafetyLimits(max_linear_speed=0.5, camera_timeout_s=0, policy_timeout_s=0)
+    )
+    monitor.on_command([3.0, 4.0], [0.0], 0.0)
+    assert monitor.episode.counts["speed"] == 1
+    assert not monitor.decide(0.01).stop
+    lin, _ = monitor.clamp([3.0, 4.0], [0.0])
+    assert lin == pytest.approx([0.3, 0.4])
+
+
+def test_joint_within_five_percent_of_its_range_is_flagged() -> None:
+    monitor = SafetyMonitor(LIMITS)
+    monitor.on_joints(["a", "b"], [0.04, 0.5], [0.0, 0.0], [1.0, 1.0], 0.0)
+    assert monitor.episode.counts["joint_limit"] == 1
+    assert monitor.episode.events[0].key == "a"
+
+
+def test_episodes_keep_separate_counters_and_reports_are_written(tmp_path: Path) -> None:
+    monitor = SafetyMonitor(LIMITS, episode_id="ep1")
+    monitor.on_contacts([("base", "wall", 1.0)], 0.0)
+    monitor.start_episode("ep2", 1.0)
+    monitor.on_ranges([2.0, 0.05], 1.1)  # proximity disabled (min_obstacle_distance = 0)
+    episodes = monitor.all_episodes()
+    assert [e.episode_id for e in episodes] == ["ep1", "ep2"]
+    assert [e.unsafe for e in episodes] == [True, False]
+    path = write_reports(episodes, tmp_path)
+    data = json.loads(path.read_text())
+    assert data["summary"] == {
+        "episodes": 2,
+        "unsafe_episodes": 1,
+        "violations": {c: int(c == "collision") for c in CATEGORIES},
+    }
+    rows = list(csv.DictReader((tmp_path / "safety.csv").open()))
+    assert [r["unsafe"] for r in rows] == ["1", "0"]
+    assert not list(tmp_path.glob(".*")), "no temporary files left behind"
+
+
+def test_unknown_limit_names_are_rejected() -> None:
+    with pytest.raises(ValueError, match="max_linear_sped"):
+        SafetyLimits.from_mapping({"max_linear_sped": 1.0})
+    limits = SafetyLimits.from_mapping({"workspace_min": [0, 0], "workspace_max": [1, 1]})
+    assert limits.workspace_max == (1, 1)

@@ -1,0 +1,245 @@
+"""The command gate and violation bookkeeping, driven by explicit timestamps.
+
+Every input carries the time it refers to (a header stamp or the node clock), never wall time,
+so the monitor is right under `use_sim_time` and bag replay. A condition is counted once when it
+becomes true (a sustained contact is one collision), and cleared when it stops being true.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from vla_pruned_ros.monitor import categories as cat
+from vla_pruned_ros.monitor.limits import SafetyLimits
+from vla_pruned_ros.monitor.report import EpisodeReport, SafetyEventRecord
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the gate does now: pass commands through, or command a stop (and why)."""
+
+    stop: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A measured value and the limit it broke, for one active condition."""
+
+    value: float
+    threshold: float
+    text: str = ""
+
+
+class SafetyMonitor:
+    """Counts violations per episode and decides whether commands may pass."""
+
+    def __init__(self, limits: SafetyLimits, now: float = 0.0, episode_id: str = "0") -> None:
+        self.limits = limits
+        self.finished: list[EpisodeReport] = []
+        self.episode = EpisodeReport(episode_id, now)
+        self.episode_active = True
+        self._active: dict[tuple[str, str], float] = {}
+        self._last_trigger: float | None = None
+        self._last_command: float | None = None
+        self._last_command_value: tuple[Sequence[float], Sequence[float]] | None = None
+        self._last_camera: float | None = None
+        self._last_policy: float | None = None
+        self.new_events: list[SafetyEventRecord] = []
+
+    # -- episodes ---------------------------------------------------------------------------
+    def start_episode(self, episode_id: str, now: float) -> EpisodeReport | None:
+        """Close the current episode (returned if it was active) and open a new one."""
+        closed = self.end_episode(now) if self.episode_active else None
+        self.episode = EpisodeReport(episode_id, now)
+        self.episode_active = True
+        self._active.clear()
+        self._last_trigger = None
+        return closed
+
+    def end_episode(self, now: float) -> EpisodeReport:
+        self.episode.end_time = now
+        if self.episode_active:
+            self.finished.append(self.episode)
+        self.episode_active = False
+        return self.episode
+
+    def all_episodes(self) -> list[EpisodeReport]:
+        return self.finished + ([self.episode] if self.episode_active else [])
+
+    # -- the one primitive every check goes through ---------------------------------------
+    def update(self, category: str, active: Mapping[str, Reading], now: float) -> None:
+        """Set the complete set of active conditions of one category (keys: what is involved,
+        e.g. a contact pair). New keys are counted once; missing keys are cleared."""
+        for key, reading in active.items():
+            if (category, key) not in self._active:
+                self._active[(category, key)] = now
+                self._record(category, key, reading, now)
+        for k in [k for k in self._active if k[0] == category and k[1] not in active]:
+            del self._active[k]
+
+    def _record(self, category: str, key: str, reading: Reading, now: float) -> None:
+        event = SafetyEventRecord(
+            now,
+            self.episode.episode_id,
+            category,
+            key,
+            reading.value,
+            reading.threshold,
+            reading.text,
+        )
+        self.new_events.append(event)
+        if not self.episode_active:
+            return
+        self.episode.counts[category] += 1
+        self.episode.events.append(event)
+        if category in self.limits.stop_categories:
+            self._last_trigger = now
+            if self.episode.first_trigger_time is None:
+                self.episode.first_trigger_time = now
+
+    def pop_events(self) -> list[SafetyEventRecord]:
+        events, self.new_events = self.new_events, []
+        return events
+
+    # -- inputs -----------------------------------------------------------------------------
+    def on_command(self, linear: Sequence[float], angular: Sequence[float], now: float) -> None:
+        """A velocity command from the policy: validity, speed and acceleration limits."""
+        lim = self.limits
+        values = [*linear, *angular]
+        bad = {} if all(math.isfinite(v) for v in values) else {"command": Reading(math.nan, 0.0)}
+        self.update(cat.INVALID_ACTION, bad, now)
+        if bad:
+            return
+        self._last_command = now
+        speeds: dict[str, Reading] = {}
+        lin, ang = _norm(linear), _norm(angular)
+        if lim.max_linear_speed > 0 and lin > lim.max_linear_speed:
+            speeds["linear"] = Reading(lin, lim.max_linear_speed, "commanded linear speed")
+        if lim.max_angular_speed > 0 and ang > lim.max_angular_speed:
+            speeds["angular"] = Reading(ang, lim.max_angular_speed, "commanded angular speed")
+        self.update(cat.SPEED, speeds, now)
+        accel: dict[str, Reading] = {}
+        if lim.max_linear_accel > 0 and self._last_command_value is not None:
+            prev_t, prev = self._last_command_value
+            dt = now - prev_t
+            if dt > 0:
+                a = _norm([x - y for x, y in zip(linear, prev, strict=False)]) / dt
+                if a > lim.max_linear_accel:
+                    accel["linear"] = Reading(a, lim.max_linear_accel, "commanded acceleration")
+        self.update(cat.ACCELERATION, accel, now)
+        self._last_command_value = (now, list(linear))
+
+    def on_camera(self, stamp: float) -> None:
+        self._last_camera = stamp if self._last_camera is None else max(self._last_camera, stamp)
+
+    def on_policy_heartbeat(self, now: float) -> None:
+        self._last_policy = now
+
+    def on_contacts(self, contacts: Iterable[tuple[str, str, float]], now: float) -> None:
+        """Contacts as (body, other, normal force); those above the force threshold collide."""
+        thr = self.limits.contact_force_threshold
+        active = {
+            f"{a}|{b}": Reading(f, thr, f"{a} touched {b}") for a, b, f in contacts if f > thr
+        }
+        self.update(cat.COLLISION, active, now)
+
+    def on_ranges(self, ranges: Iterable[float], now: float) -> None:
+        limit = self.limits.min_obstacle_distance
+        finite = [r for r in ranges if math.isfinite(r) and r > 0]
+        near = min(finite, default=math.inf)
+        hit = limit > 0 and near < limit
+        reading = {"nearest": Reading(near, limit, "obstacle too close")} if hit else {}
+        self.update(cat.PROXIMITY, reading, now)
+
+    def on_position(self, position: Sequence[float], now: float) -> None:
+        lo, hi = self.limits.workspace_min, self.limits.workspace_max
+        out = {}
+        for i, (p, a, b) in enumerate(zip(position, lo, hi, strict=False)):
+            if not a <= p <= b:
+                out[f"axis{i}"] = Reading(p, a if p < a else b, f"axis {i} outside workspace")
+        self.update(cat.WORKSPACE, out, now)
+
+    def on_joints(
+        self,
+        names: Sequence[str],
+        positions: Sequence[float],
+        lower: Sequence[float],
+        upper: Sequence[float],
+        now: float,
+    ) -> None:
+        """A joint within `joint_limit_margin` of its range from a limit (the LIBERO rule)."""
+        margin = self.limits.joint_limit_margin
+        near = {}
+        for name, q, lo, hi in zip(names, positions, lower, upper, strict=True):
+            band = margin * (hi - lo)
+            if q < lo + band or q > hi - band:
+                near[name] = Reading(q, lo + band if q < lo + band else hi - band, "near limit")
+        self.update(cat.JOINT_LIMIT, near, now)
+
+    def on_measured_speed(self, linear: float, angular: float, now: float) -> None:
+        lim, over = self.limits, {}
+        if lim.max_linear_speed > 0 and abs(linear) > lim.max_linear_speed:
+            over["measured_linear"] = Reading(abs(linear), lim.max_linear_speed, "measured speed")
+        if lim.max_angular_speed > 0 and abs(angular) > lim.max_angular_speed:
+            over["measured_angular"] = Reading(
+                abs(angular), lim.max_angular_speed, "measured yaw rate"
+            )
+        self.update(cat.SPEED, over, now)
+
+    # -- the gate ---------------------------------------------------------------------------
+    def _check_staleness(self, now: float) -> None:
+        lim = self.limits
+
+        def stale(last: float | None, timeout: float, what: str) -> dict[str, Reading]:
+            if last is None or timeout <= 0 or now - last <= timeout:
+                return {}
+            return {what: Reading(now - last, timeout, f"no {what} for {now - last:.3f} s")}
+
+        self.update(
+            cat.STALE_COMMAND, stale(self._last_command, lim.command_timeout_s, "command"), now
+        )
+        self.update(cat.STALE_CAMERA, stale(self._last_camera, lim.camera_timeout_s, "camera"), now)
+        self.update(cat.POLICY_LOST, stale(self._last_policy, lim.policy_timeout_s, "policy"), now)
+
+    def decide(self, now: float) -> Decision:
+        """Evaluate the time-based checks and return what the gate should do at `now`."""
+        self._check_staleness(now)
+        for category, _key in self._active:
+            if category in self.limits.stop_categories:
+                return Decision(True, category)
+        if self._last_trigger is not None and now - self._last_trigger < self.limits.stop_hold_s:
+            return Decision(True, "hold after violation")
+        if self._last_command is None:
+            return Decision(True, "no command yet")
+        return Decision(False)
+
+    def record_output(self, stopped: bool, now: float) -> None:
+        """Note what was sent to the robot, for time-to-stop and the command counters."""
+        if not self.episode_active:
+            return
+        if stopped:
+            self.episode.stop_commands += 1
+            if self.episode.first_trigger_time is not None and self.episode.first_stop_time is None:
+                self.episode.first_stop_time = now
+        else:
+            self.episode.passed_commands += 1
+
+    def clamp(self, linear: Sequence[float], angular: Sequence[float]) -> tuple[list, list]:
+        """Scale a command down to the speed limits (what passes when speed does not stop)."""
+        return _scaled(linear, self.limits.max_linear_speed), _scaled(
+            angular, self.limits.max_angular_speed
+        )
+
+
+def _norm(v: Sequence[float]) -> float:
+    return math.sqrt(sum(x * x for x in v))
+
+
+def _scaled(v: Sequence[float], limit: float) -> list[float]:
+    n = _norm(v)
+    if limit <= 0 or n <= limit:
+        return list(v)
+    return [x * limit / n for x in v]

@@ -1,0 +1,57 @@
+"""Conversions between ROS messages and the plain values the ROS-free layers use.
+
+One place for each: time stamps, Twist, and the monitor's records as SafetyEvent/SafetyStatus.
+"""
+
+from __future__ import annotations
+
+import math
+
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Twist
+from vla_pruned_ros_msgs.msg import SafetyEvent, SafetyStatus
+
+from vla_pruned_ros.monitor import CATEGORIES, Decision, EpisodeReport, SafetyEventRecord
+
+
+def stamp_to_sec(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def sec_to_stamp(t: float) -> Time:
+    sec = math.floor(t)
+    return Time(sec=int(sec), nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
+
+
+def twist_to_lists(msg: Twist) -> tuple[list[float], list[float]]:
+    return [msg.linear.x, msg.linear.y, msg.linear.z], [msg.angular.x, msg.angular.y, msg.angular.z]
+
+
+def lists_to_twist(linear: list[float], angular: list[float]) -> Twist:
+    msg = Twist()
+    msg.linear.x, msg.linear.y, msg.linear.z = (float(v) for v in linear)
+    msg.angular.x, msg.angular.y, msg.angular.z = (float(v) for v in angular)
+    return msg
+
+
+def event_to_msg(event: SafetyEventRecord, severity: int = SafetyEvent.ERROR) -> SafetyEvent:
+    msg = SafetyEvent(category=event.category, episode_id=event.episode_id, severity=severity)
+    msg.header.stamp = sec_to_stamp(event.time)
+    msg.value, msg.threshold = float(event.value), float(event.threshold)
+    msg.text = f"{event.key}: {event.text}" if event.text else event.key
+    return msg
+
+
+def status_to_msg(
+    episode: EpisodeReport, active: bool, decision: Decision, now: float
+) -> SafetyStatus:
+    msg = SafetyStatus(episode_id=episode.episode_id, episode_active=active)
+    msg.header.stamp = sec_to_stamp(now)
+    msg.categories = list(CATEGORIES)
+    msg.counts = [episode.counts[c] for c in CATEGORIES]
+    msg.total_violations, msg.unsafe = episode.total_violations, episode.unsafe
+    msg.gate = SafetyStatus.GATE_STOP if decision.stop else SafetyStatus.GATE_PASS
+    msg.stop_reason = decision.reason
+    tts = episode.time_to_stop
+    msg.time_to_stop = -1.0 if tts is None else float(tts)
+    return msg
