@@ -105,7 +105,7 @@ def test_killed_policy_is_stopped_within_two_control_periods(graph, tmp_path: Pa
     assert procs["monitor"].wait(timeout=10) == 0
     report = json.loads((tmp_path / "safety.json").read_text())
     counts = report["episodes"][-1]["counts"]
-    assert counts["stale_command"] == 1
+    assert counts["stale_command"] >= 1  # the kill (a loaded machine may add an earlier gap)
     assert report["episodes"][-1]["time_to_stop"] <= 2 * PERIOD_S
 
 

@@ -14,12 +14,10 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
@@ -37,6 +35,7 @@ from vla_pruned_ros.ros.conversions import (
     status_to_msg,
     twist_to_lists,
 )
+from vla_pruned_ros.ros.runner import run_node
 
 EPISODE_QOS = QoSProfile(
     depth=10,
@@ -255,25 +254,12 @@ class SafetyMonitorNode(Node):
         self.diag_pub.publish(msg)
 
 
+def _save_reports(node: SafetyMonitorNode) -> None:
+    print(f"safety report: {node.write_reports()}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = SafetyMonitorNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as err:  # bad parameters: one clear line, not a traceback
-        print(f"safety_monitor: {err}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:  # nothing recorded is lost on SIGINT/SIGTERM
-            path = node.write_reports()
-            print(f"safety report: {path}", flush=True)
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(SafetyMonitorNode, argv, on_shutdown=_save_reports)
 
 
 if __name__ == "__main__":
