@@ -41,6 +41,8 @@ setup(
     maintainer_email=MAINTAINER.get("email"),
     license=MANIFEST.findtext("license"),
     packages=find_packages(include=[PACKAGE_NAME, f"{PACKAGE_NAME}.*"]),
+    # The embedded VLA's trained weights and model card ship inside the Python package.
+    package_data={PACKAGE_NAME: ["models/weights/*/*"]},
     data_files=DATA_FILES,
     install_requires=["setuptools"],
     zip_safe=True,

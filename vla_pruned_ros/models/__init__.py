@@ -1,0 +1,1 @@
+"""Model adapters: the embedded default VLA (and, later, adapters for users' checkpoints)."""

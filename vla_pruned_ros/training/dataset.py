@@ -1,0 +1,79 @@
+"""Demonstration datasets: frames, expert action labels, instruction ids and episode ids.
+
+Stored as one safetensors file per task (no pickle), with the instruction strings and the
+collection settings in the file's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+
+
+@dataclass
+class Demonstrations:
+    task: str
+    images: np.ndarray  # (N, H, W, 3) uint8
+    actions: np.ndarray  # (N, A) float32, expert labels in action units
+    instruction_ids: np.ndarray  # (N,) int32 into `instructions`
+    episode_ids: np.ndarray  # (N,) int32
+    instructions: list[str]
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            "images": self.images,
+            "actions": self.actions.astype(np.float32),
+            "instruction_ids": self.instruction_ids.astype(np.int32),
+            "episode_ids": self.episode_ids.astype(np.int32),
+        }
+        meta = {"task": self.task, "instructions": json.dumps(self.instructions)}
+        meta["meta"] = json.dumps(self.meta)
+        save_file(tensors, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: Path) -> Demonstrations:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata()
+        t = load_file(str(path))
+        return cls(
+            task=meta["task"],
+            images=t["images"],
+            actions=t["actions"],
+            instruction_ids=t["instruction_ids"],
+            episode_ids=t["episode_ids"],
+            instructions=json.loads(meta["instructions"]),
+            meta=json.loads(meta.get("meta", "{}")),
+        )
+
+
+class GroupedSampler:
+    """Batches of a few episodes x several frames each, so that a batch holds few distinct
+    instructions and the language backbone runs once per instruction, not once per frame."""
+
+    def __init__(self, demos: Demonstrations, episodes: int, frames: int) -> None:
+        self.demos, self.episodes, self.frames = demos, episodes, frames
+        order = np.argsort(demos.episode_ids, kind="stable")
+        ids, starts, counts = np.unique(
+            demos.episode_ids[order], return_index=True, return_counts=True
+        )
+        self.order, self.starts, self.counts = order, starts, counts
+        self.n_episodes = len(ids)
+
+    def batch(self, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Frame indices and, per frame, the row of its instruction in the unique list."""
+        eps = torch.randint(self.n_episodes, (self.episodes,), generator=generator).numpy()
+        offs = torch.rand((self.episodes, self.frames), generator=generator).numpy()
+        rows = self.starts[eps][:, None] + (offs * self.counts[eps][:, None]).astype(np.int64)
+        index = self.order[rows.reshape(-1)]
+        return index, self.demos.instruction_ids[index]
