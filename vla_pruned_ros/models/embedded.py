@@ -222,3 +222,59 @@ def load_embedded(folder: Path | None = None, dtype: torch.dtype = torch.float32
             f"unexpected {sorted(unexpected)}"
         )
     return model.to(dtype).eval()
+
+
+class EmbeddedPolicy:
+    """The embedded VLA behind the PolicyAdapter interface, for one embodiment head."""
+
+    def __init__(self, model: EmbeddedVLA, task: str, info_overrides: dict | None = None) -> None:
+        from vla_pruned_ros.models.base import PolicyInfo
+
+        if task not in model.config.action_dims:
+            known = sorted(model.config.action_dims)
+            raise ValueError(f"the embedded VLA has no action head {task!r}; known: {known}")
+        self.model, self.task = model.eval(), task
+        self.tokenizer = load_tokenizer()
+        self._text_cache: dict[str, torch.Tensor] = {}
+        scale = model.config.action_scale[task]
+        fields = {
+            "model_id": "embedded",
+            "variant": "dense",
+            "rank": -1,
+            "action_space": "base_velocity" if task == "nav" else "ee_velocity",
+            "action_names": tuple(model.config.action_names[task]),
+            "action_low": tuple(-s for s in scale),
+            "action_high": tuple(scale),
+            "memory_bytes": sum(t.numel() * t.element_size() for t in model.state_dict().values()),
+        }
+        self.info = PolicyInfo(**{**fields, **(info_overrides or {})})
+
+    @torch.inference_mode()
+    def text_features(self, instruction: str) -> torch.Tensor:
+        """MiniLM features of an instruction, computed once per distinct instruction."""
+        if instruction not in self._text_cache:
+            if len(self._text_cache) > 256:
+                self._text_cache.clear()
+            enc = self.tokenizer(
+                [instruction],
+                truncation=True,
+                max_length=self.model.config.max_text_tokens,
+                return_tensors="pt",
+            )
+            self._text_cache[instruction] = self.model.encode_text(
+                enc["input_ids"], enc["attention_mask"]
+            )
+        return self._text_cache[instruction]
+
+    @torch.inference_mode()
+    def predict(self, image, instruction: str):
+        import numpy as np
+
+        size = self.model.config.image_size
+        if image.shape[0] != size or image.shape[1] != size:
+            import cv2  # area averaging: a camera frame shrunk without aliasing
+
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        frame = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)
+        out = self.model.act_from_features(frame, self.text_features(instruction), self.task)
+        return self.model.unnormalise(out, self.task)[0].float().numpy()

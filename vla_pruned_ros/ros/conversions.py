@@ -55,3 +55,27 @@ def status_to_msg(
     tts = episode.time_to_stop
     msg.time_to_stop = -1.0 if tts is None else float(tts)
     return msg
+
+
+# Action element names -> Twist fields: how an action vector drives a velocity-commanded robot.
+TWIST_FIELDS = {
+    "linear_x": ("linear", "x"),
+    "linear_y": ("linear", "y"),
+    "linear_z": ("linear", "z"),
+    "angular_x": ("angular", "x"),
+    "angular_y": ("angular", "y"),
+    "angular_z": ("angular", "z"),
+    "vx": ("linear", "x"),
+    "vy": ("linear", "y"),
+    "vz": ("linear", "z"),
+}
+
+
+def action_to_twist(names: list[str] | tuple[str, ...], values) -> Twist:
+    """A Twist from named action elements; names without a Twist field are ignored."""
+    msg = Twist()
+    for name, value in zip(names, values, strict=True):
+        if name in TWIST_FIELDS:
+            part, axis = TWIST_FIELDS[name]
+            setattr(getattr(msg, part), axis, float(value))
+    return msg

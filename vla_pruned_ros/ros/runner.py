@@ -21,7 +21,7 @@ def run_node(
     make_node: Callable[[], Node],
     argv: list[str] | None = None,
     on_shutdown: Callable[[Node], None] | None = None,
-    executor: Executor | None = None,
+    executor_factory: Callable[[], Executor] = SingleThreadedExecutor,
 ) -> int:
     """Create the node, spin it until a signal, call `on_shutdown`, and return an exit code.
 
@@ -40,7 +40,7 @@ def run_node(
     node = None
     try:
         node = make_node()
-        executor = executor or SingleThreadedExecutor()
+        executor = executor_factory()
         executor.add_node(node)
         while not stop and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
