@@ -72,6 +72,7 @@ class PolicyNode(LifecycleNode):
             "max_image_age_s": 0.5,
             "action_limit_scale": 1.0,
             "dry_run": False,
+            "autostart": True,  # configure + activate at start; false: a lifecycle manager does
         }.items():
             self.declare_parameter(name, default)
         self.policy: PolicyAdapter | None = None
@@ -269,13 +270,14 @@ class PolicyNode(LifecycleNode):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the node, configured and active (as a launch file with autostart would)."""
+    """Run the node; with `autostart` it configures and activates itself."""
 
     def make() -> PolicyNode:
         node = PolicyNode()
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            raise ValueError("configure failed (see the log above)")
-        node.trigger_activate()
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise ValueError("configure failed (see the log above)")
+            node.trigger_activate()
         return node
 
     return run_node(
