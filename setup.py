@@ -17,6 +17,7 @@ MAINTAINER = MANIFEST.find("maintainer")
 # Console entry points: the `vla-*` tools and the ROS executables (`ros2 run vla_pruned_ros X`).
 ENTRY_POINTS = {
     "console_scripts": [
+        "vla-ros = vla_pruned_ros.cli.ros_up:main",
         "policy_node = vla_pruned_ros.ros.policy_node:main",
         "safety_monitor = vla_pruned_ros.ros.safety_monitor_node:main",
     ],

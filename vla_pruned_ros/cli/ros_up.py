@@ -1,0 +1,176 @@
+"""`vla-ros up BRINGUP.yaml`: start a graph of our nodes as separate processes and supervise it.
+
+`ros2 launch` is not installable here, so this starts the same executables with the same
+parameter files the launch files use. Each node's output is prefixed with its name. If a node
+exits on its own, the whole graph is stopped (a robot must not run with half a safety chain);
+Ctrl-C or SIGTERM stops every node with SIGINT first, so each saves its state, then SIGKILL
+after a grace period.
+
+A bringup file:
+
+    nodes:
+      - executable: safety_monitor          # a console script of this package
+        params: [config/safety_monitor.yaml] # relative to the bringup file's folder's parent
+        overrides: {report_dir: reports/safety}
+      - executable: policy_node
+        params: [config/policy_nav.yaml]
+    duration_s: 0                           # 0: until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+GRACE_S = 8.0
+
+
+@dataclass
+class NodeSpec:
+    executable: str
+    params: list[Path] = field(default_factory=list)
+    overrides: dict[str, object] = field(default_factory=dict)
+    name: str = ""
+
+
+class BringupError(ValueError):
+    """A bringup file that cannot be started; the message says what to fix."""
+
+
+def entry_modules() -> dict[str, str]:
+    """Console script name -> module, from this package's installed entry points."""
+    dist = importlib.metadata.distribution("vla_pruned_ros")
+    return {
+        ep.name: ep.value.split(":")[0] for ep in dist.entry_points if ep.group == "console_scripts"
+    }
+
+
+def load_bringup(path: Path) -> tuple[list[NodeSpec], float]:
+    if not path.is_file():
+        raise BringupError(f"bringup file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    base = path.resolve().parent.parent  # files name paths relative to the package root
+    modules = entry_modules()
+    specs = []
+    for i, entry in enumerate(data.get("nodes") or []):
+        exe = entry.get("executable")
+        if exe not in modules:
+            raise BringupError(
+                f"{path}: node {i}: unknown executable {exe!r}; known: {sorted(modules)}"
+            )
+        params = [
+            (base / p) if not Path(p).is_absolute() else Path(p) for p in entry.get("params", [])
+        ]
+        for p in params:
+            if not p.is_file():
+                raise BringupError(f"{path}: node {i} ({exe}): parameter file {p} does not exist")
+        specs.append(
+            NodeSpec(exe, params, dict(entry.get("overrides") or {}), entry.get("name", exe))
+        )
+    if not specs:
+        raise BringupError(f"{path}: no nodes listed under 'nodes'")
+    return specs, float(data.get("duration_s", 0) or 0)
+
+
+def command_for(spec: NodeSpec, modules: dict[str, str]) -> list[str]:
+    cmd = [sys.executable, "-u", "-m", modules[spec.executable], "--ros-args"]
+    for p in spec.params:
+        cmd += ["--params-file", str(p)]
+    for key, value in spec.overrides.items():
+        text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        cmd += ["-p", f"{key}:={text}"]
+    return cmd
+
+
+def _pump(name: str, stream, out) -> None:
+    for line in iter(stream.readline, ""):
+        out.write(f"[{name}] {line}")
+        out.flush()
+
+
+def run_graph(specs: list[NodeSpec], duration_s: float = 0.0, out=sys.stdout) -> int:
+    """Start every node, wait for a signal, the duration, or a node's exit; stop them all."""
+    modules = entry_modules()
+    stop = threading.Event()
+    reason = {"text": "", "code": 0}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        reason["text"] = signal.Signals(signum).name
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for spec in specs:
+            proc = subprocess.Popen(
+                command_for(spec, modules),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,  # our Ctrl-C reaches them only through us
+            )
+            procs[spec.name] = proc
+            threading.Thread(target=_pump, args=(spec.name, proc.stdout, out), daemon=True).start()
+            out.write(f"[vla-ros] started {spec.name} (pid {proc.pid})\n")
+        deadline = time.monotonic() + duration_s if duration_s > 0 else None
+        while not stop.is_set():
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    reason.update(text=f"{name} exited with code {proc.returncode}", code=1)
+                    stop.set()
+            if deadline is not None and time.monotonic() >= deadline:
+                reason["text"] = f"duration {duration_s:g} s reached"
+                stop.set()
+            stop.wait(0.2)
+    finally:
+        _stop_all(procs, out)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    out.write(f"[vla-ros] stopped: {reason['text']}\n")
+    return reason["code"]
+
+
+def _stop_all(procs: dict[str, subprocess.Popen], out) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + GRACE_S
+    for name, proc in procs.items():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            out.write(f"[vla-ros] {name} ignored SIGINT for {GRACE_S:g} s; killing it\n")
+            proc.kill()
+            proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vla-ros", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start and supervise a graph from a bringup YAML")
+    up.add_argument("bringup", type=Path)
+    up.add_argument("--duration", type=float, help="stop after this many seconds")
+    up.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID for the graph")
+    args = parser.parse_args(argv)
+    try:
+        specs, duration = load_bringup(args.bringup)
+    except (BringupError, yaml.YAMLError) as err:
+        print(f"vla-ros: {err}", file=sys.stderr)
+        return 2
+    if args.domain_id is not None:
+        os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
+    return run_graph(specs, args.duration if args.duration is not None else duration)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
