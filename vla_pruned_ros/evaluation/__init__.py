@@ -1,0 +1,1 @@
+"""Closed-loop evaluation: running episodes with a policy and summarising them honestly."""
