@@ -33,6 +33,7 @@ DATA_FILES = [
     (f"share/{PACKAGE_NAME}", ["package.xml"]),
     (f"share/{PACKAGE_NAME}/launch", _files("launch", "*.launch.py")),
     (f"share/{PACKAGE_NAME}/config", _files("config", "*.yaml")),
+    (f"share/{PACKAGE_NAME}/worlds", _files("worlds", "*.sdf")),
 ]
 
 setup(

@@ -79,3 +79,19 @@ def action_to_twist(names: list[str] | tuple[str, ...], values) -> Twist:
             part, axis = TWIST_FIELDS[name]
             setattr(getattr(msg, part), axis, float(value))
     return msg
+
+
+def gz_contacts_to_tuples(msg) -> list[tuple[str, str, float]]:
+    """ros_gz_interfaces/Contacts -> (collision1, collision2, force) per contact. Gazebo often
+    sends no wrenches; a reported contact then counts as above any force threshold."""
+    out = []
+    for contact in msg.contacts:
+        forces = [
+            (w.body_1_wrench.force.x**2 + w.body_1_wrench.force.y**2 + w.body_1_wrench.force.z**2)
+            ** 0.5
+            for w in contact.wrenches
+        ]
+        out.append(
+            (contact.collision1.name, contact.collision2.name, max(forces, default=math.inf))
+        )
+    return out

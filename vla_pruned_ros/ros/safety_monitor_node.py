@@ -30,6 +30,7 @@ from vla_pruned_ros.monitor import SafetyLimits, SafetyMonitor, write_reports
 from vla_pruned_ros.ros import topics
 from vla_pruned_ros.ros.conversions import (
     event_to_msg,
+    gz_contacts_to_tuples,
     lists_to_twist,
     stamp_to_sec,
     status_to_msg,
@@ -63,6 +64,15 @@ class SafetyMonitorNode(Node):
         self.create_subscription(Image, p["camera_topic"], self._on_image, qos_profile_sensor_data)
         self.create_subscription(VLAAction, p["action_topic"], self._on_action, 10)
         self.create_subscription(Contacts, p["contacts_topic"], self._on_contacts, 10)
+        if p["gz_contacts_topic"]:
+            try:
+                from ros_gz_interfaces.msg import Contacts as GzContacts
+            except ImportError as err:
+                raise ValueError(
+                    "gz_contacts_topic is set but ros_gz_interfaces is not installed "
+                    "(apt install ros-$ROS_DISTRO-ros-gz-interfaces)"
+                ) from err
+            self.create_subscription(GzContacts, p["gz_contacts_topic"], self._on_gz_contacts, 10)
         self.create_subscription(LaserScan, p["scan_topic"], self._on_scan, qos_profile_sensor_data)
         self.create_subscription(Odometry, p["odom_topic"], self._on_odom, 10)
         self.create_subscription(JointState, p["joint_states_topic"], self._on_joints, 10)
@@ -91,6 +101,7 @@ class SafetyMonitorNode(Node):
             "camera_topic": topics.CAMERA,
             "action_topic": topics.ACTION,
             "contacts_topic": topics.CONTACTS,
+            "gz_contacts_topic": "",  # ros_gz_interfaces/Contacts (Gazebo); empty: not used
             "scan_topic": topics.SCAN,
             "odom_topic": topics.ODOM,
             "joint_states_topic": topics.JOINT_STATES,
@@ -150,9 +161,15 @@ class SafetyMonitorNode(Node):
         self.monitor.on_policy_heartbeat(self._now())
 
     def _on_contacts(self, msg: Contacts) -> None:
+        self._robot_contacts(zip(msg.body_a, msg.body_b, msg.force, strict=True))
+
+    def _on_gz_contacts(self, msg) -> None:
+        self._robot_contacts(gz_contacts_to_tuples(msg))
+
+    def _robot_contacts(self, contacts) -> None:
         robot = [
             (a, b, f)
-            for a, b, f in zip(msg.body_a, msg.body_b, msg.force, strict=True)
+            for a, b, f in contacts
             if a.startswith(self.robot_bodies) or b.startswith(self.robot_bodies)
         ]
         self.monitor.on_contacts(robot, self._now())
