@@ -32,7 +32,7 @@ DATA_FILES = [
     ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE_NAME}"]),
     (f"share/{PACKAGE_NAME}", ["package.xml"]),
     (f"share/{PACKAGE_NAME}/launch", _files("launch", "*.launch.py")),
-    (f"share/{PACKAGE_NAME}/config", _files("config", "*.yaml")),
+    (f"share/{PACKAGE_NAME}/config", _files("config", "*.yaml") + _files("config", "*.xml")),
     (f"share/{PACKAGE_NAME}/worlds", _files("worlds", "*.sdf")),
 ]
 

@@ -7,8 +7,9 @@ other's nodes, and DDS discovery stays on the loopback interface.
 import os
 import random
 
+from vla_pruned_ros.ros.dds import use_localhost_profile
+
 os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 200))
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+use_localhost_profile()  # loopback-only discovery, shared-memory data (see ros/dds.py)
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import yaml
 
+from vla_pruned_ros.ros.dds import use_localhost_profile
+
 GRACE_S = 8.0
 
 
@@ -161,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("bringup", type=Path)
     up.add_argument("--duration", type=float, help="stop after this many seconds")
     up.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID for the graph")
+    up.add_argument(
+        "--system-dds",
+        action="store_true",
+        help="keep the environment's DDS settings (default: single-host profile, see ros/dds.py)",
+    )
     args = parser.parse_args(argv)
     try:
         specs, duration = load_bringup(args.bringup)
@@ -169,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.domain_id is not None:
         os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
+    if not args.system_dds:
+        use_localhost_profile()
     return run_graph(specs, args.duration if args.duration is not None else duration)
 
 
