@@ -61,8 +61,9 @@ def test_data_files_install_every_launch_and_config_file(dist) -> None:
             assert (ROOT / f).is_file(), f
     assert "package.xml" in installed["share/vla_pruned_ros"]
     assert "resource/vla_pruned_ros" in installed["share/ament_index/resource_index/packages"]
-    for folder, pattern in (("launch", "*.launch.py"), ("config", "*.[yx]ml"), ("worlds", "*.sdf")):
-        on_disk = {str(p.relative_to(ROOT)) for p in (ROOT / folder).glob(pattern)}
+    shipped = {"launch": ["*.launch.py"], "config": ["*.yaml", "*.xml"], "worlds": ["*.sdf"]}
+    for folder, patterns in shipped.items():
+        on_disk = {str(p.relative_to(ROOT)) for pat in patterns for p in (ROOT / folder).glob(pat)}
         assert on_disk == installed[f"share/vla_pruned_ros/{folder}"]
 
 
