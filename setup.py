@@ -18,6 +18,7 @@ MAINTAINER = MANIFEST.find("maintainer")
 ENTRY_POINTS = {
     "console_scripts": [
         "vla-ros = vla_pruned_ros.cli.ros_up:main",
+        "vla-bag = vla_pruned_ros.cli.bag:main",
         "policy_node = vla_pruned_ros.ros.policy_node:main",
         "safety_monitor = vla_pruned_ros.ros.safety_monitor_node:main",
     ],

@@ -22,10 +22,12 @@ def run_node(
     argv: list[str] | None = None,
     on_shutdown: Callable[[Node], None] | None = None,
     executor_factory: Callable[[], Executor] = SingleThreadedExecutor,
+    stop_when: Callable[[Node], bool] | None = None,
 ) -> int:
     """Create the node, spin it until a signal, call `on_shutdown`, and return an exit code.
 
     A ValueError from the node's constructor (bad parameters) is one line on stderr, code 2.
+    `stop_when(node)`, checked between spins, ends the run early (e.g. a recording's duration).
     """
     rclpy.init(
         args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO
@@ -42,7 +44,7 @@ def run_node(
         node = make_node()
         executor = executor_factory()
         executor.add_node(node)
-        while not stop and rclpy.ok():
+        while not stop and rclpy.ok() and not (stop_when and stop_when(node)):
             executor.spin_once(timeout_sec=0.1)
         return 0
     except ValueError as err:
