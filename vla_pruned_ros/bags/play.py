@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rosbags.rosbag2 import Reader, ReaderError
@@ -65,7 +66,9 @@ class BagPlayer(Node):
                 conn.ext.offered_qos_profiles[0] if conn.ext.offered_qos_profiles else None
             )
             topic = options.remap.get(conn.topic, conn.topic)
-            self.bag_publishers[conn.id] = self.create_publisher(rclpy_class(conn.msgtype), topic, qos)
+            self.bag_publishers[conn.id] = self.create_publisher(
+                rclpy_class(conn.msgtype), topic, qos
+            )
         self.clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=10))
         self.published = 0
 
@@ -80,10 +83,13 @@ class BagPlayer(Node):
                 p.get_subscription_count() for p in self.bag_publishers.values()
             ):
                 wait(0.05)
+            wait(0.3)  # matching is seen by the publisher first; give the readers a moment
         start_ns = self.reader.start_time + int(opts.start_offset_s * 1e9)
         while True:
             self._play_once(start_ns, wait)
             if not opts.loop:
+                for pub in self.bag_publishers.values():  # reliable samples reach readers
+                    pub.wait_for_all_acked(Duration(seconds=2))
                 return self.published
 
     def _play_once(self, start_ns: int, wait: Callable[[float], None]) -> None:
