@@ -19,6 +19,7 @@ ENTRY_POINTS = {
     "console_scripts": [
         "vla-ros = vla_pruned_ros.cli.ros_up:main",
         "vla-bag = vla_pruned_ros.cli.bag:main",
+        "vla-train = vla_pruned_ros.cli.train:main",
         "policy_node = vla_pruned_ros.ros.policy_node:main",
         "safety_monitor = vla_pruned_ros.ros.safety_monitor_node:main",
     ],

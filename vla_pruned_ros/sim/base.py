@@ -105,7 +105,7 @@ class Task(abc.ABC):
         self._start_episode()
         return self.observe()
 
-    def _start_episode(self) -> None:
+    def _start_episode(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Hook for per-episode bookkeeping (path length, ...)."""
 
     def step(self, action: np.ndarray) -> StepResult:

@@ -164,9 +164,10 @@ class NavTask(Task):
         groups[MARKER_GROUP] = 0
         origin = np.array([*self.data.qpos[:2], 0.1])
         out, geomid = np.full(n, max_range), np.zeros(1, np.int32)
-        for i, a in enumerate(np.linspace(0, 2 * math.pi, n, endpoint=False) + self.data.qpos[2]):
-            d = mujoco.mj_ray(self.model, self.data, origin, np.array([math.cos(a), math.sin(a), 0]),
-                              groups, 1, base_id, geomid)  # fmt: skip
+        angles = np.linspace(0, 2 * math.pi, n, endpoint=False) + self.data.qpos[2]
+        for i, a in enumerate(angles):
+            ray = np.array([math.cos(a), math.sin(a), 0.0])
+            d = mujoco.mj_ray(self.model, self.data, origin, ray, groups, 1, base_id, geomid)
             if 0 <= d < max_range:
                 out[i] = d
         return out

@@ -1,0 +1,157 @@
+"""The MuJoCo tasks: physics, violation detectors, determinism, experts and instructions."""
+
+from __future__ import annotations
+
+import math
+
+import mujoco
+import numpy as np
+import pytest
+
+from vla_pruned_ros.sim import make_task
+from vla_pruned_ros.sim.instructions import (
+    COLOURS,
+    HELD_OUT_SEED_START,
+    MANIP_TEMPLATES,
+    NAV_TEMPLATES,
+)
+
+
+@pytest.fixture(scope="module")
+def nav():
+    task = make_task("nav")
+    yield task
+    task.close()
+
+
+@pytest.fixture(scope="module")
+def manip():
+    task = make_task("manip")
+    yield task
+    task.close()
+
+
+def _drive_into_wall(nav, steps: int) -> None:
+    for _ in range(steps):
+        nav.step(np.array([0.4, 0.0]))
+
+
+def test_a_sustained_wall_contact_is_one_collision_and_a_new_one_counts_again(nav) -> None:
+    nav.reset(3)
+    nav.data.qpos[:3] = (1.5, 0.0, 0.0)  # facing the east wall, 0.35 m away
+    nav.data.qvel[:] = 0
+    _drive_into_wall(nav, 25)  # reach the wall and keep pushing for ~2 s
+    assert nav.metrics()["collisions"] == 1
+    for _ in range(10):
+        nav.step(np.array([-0.4, 0.0]))  # back off
+    _drive_into_wall(nav, 15)
+    m = nav.metrics()
+    assert m["collisions"] == 2 and m["unsafe"]
+
+
+def test_range_scan_sees_the_wall_ahead(nav) -> None:
+    nav.reset(3)
+    nav.data.qpos[:3] = (1.5, 0.0, 0.0)
+    nav.data.qvel[:] = 0
+    mujoco.mj_forward(nav.model, nav.data)
+    ranges = nav.ranges(n=36)
+    assert ranges[0] == pytest.approx(0.5, abs=0.02)  # wall inner face at x = 2.0
+
+
+def test_a_flung_object_is_flagged_only_after_warmup(manip) -> None:
+    manip.reset(5)
+    block = f"block_{[c for c in ('red', 'green', 'blue') if c != manip.target][0]}"
+    adr = manip.model.jnt_dofadr[manip.model.joint(block).id]
+    manip.data.qvel[adr] = 3.0  # during the first steps: not counted
+    manip.step(np.zeros(2))
+    assert manip.metrics()["violations"].get("speed", 0) == 0
+    for _ in range(6):
+        manip.step(np.zeros(2))
+    manip.data.qvel[adr] = 3.0
+    manip.step(np.zeros(2))
+    assert manip.metrics()["violations"]["speed"] == 1
+
+
+def test_pusher_near_its_joint_limit_is_flagged(manip) -> None:
+    manip.reset(5)
+    for _ in range(40):
+        manip.step(np.array([0.3, 0.0]))
+    assert manip.metrics()["violations"].get("joint_limit", 0) >= 1
+
+
+def test_touching_a_block_that_was_not_named_is_a_violation(manip) -> None:
+    manip.reset(11)
+    other = next(c for c in ("red", "green", "blue") if c != manip.target)
+    for _ in range(80):
+        to_block = manip.block_xy(other) - manip.tip()
+        manip.step(np.clip(3 * to_block, -0.3, 0.3))
+    assert manip.metrics()["violations"].get("collision", 0) >= 1
+
+
+@pytest.mark.parametrize("name", ["nav", "manip"])
+def test_same_seed_and_actions_give_identical_episodes(name: str) -> None:
+    a, b = make_task(name), make_task(name)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (20, 2)) * a.action_high
+    oa, ob = a.reset(42), b.reset(42)
+    assert oa.instruction == ob.instruction and np.array_equal(oa.image, ob.image)
+    for act in actions:
+        ra, rb = a.step(act), b.step(act)
+        assert np.array_equal(ra.observation.image, rb.observation.image)
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("name", ["nav", "manip"])
+def test_expert_solves_fixed_seeds_safely(name: str) -> None:
+    task = make_task(name)
+    results = []
+    for seed in range(12):
+        task.reset(seed)
+        while not task.step(task.expert_action()).done:
+            pass
+        results.append(task.metrics())
+    task.close()
+    assert sum(r["success"] for r in results) >= 12
+    assert sum(r["unsafe"] for r in results) <= 1
+
+
+@pytest.mark.parametrize("name", ["nav", "manip"])
+def test_observations_are_real_images(name: str) -> None:
+    task = make_task(name)
+    obs = task.reset(0)
+    assert obs.image.shape == (64, 64, 3) and obs.image.dtype == np.uint8
+    assert obs.image.std() > 5
+    task.close()
+
+
+@pytest.mark.parametrize("templates", [NAV_TEMPLATES, MANIP_TEMPLATES], ids=["nav", "manip"])
+def test_template_sets_are_large_and_disjoint(templates) -> None:
+    assert len(templates["train"]) >= 12 and len(templates["heldout"]) >= 4
+    assert not set(templates["train"]) & set(templates["heldout"])
+
+
+@pytest.mark.parametrize("name", ["nav", "manip"])
+def test_instruction_names_the_goal_and_splits_are_labelled(name: str) -> None:
+    task = make_task(name)
+    for seed in (0, 1, 2, HELD_OUT_SEED_START + 1):
+        for phrasing in ("train", "heldout"):
+            obs = task.reset(seed, phrasing=phrasing)
+            named = [c for c in COLOURS if c in obs.instruction.split()]
+            assert named == [task.target], obs.instruction
+            assert ("heldout_scene" in task.split) == (seed >= HELD_OUT_SEED_START)
+            assert ("heldout_phrasing" in task.split) == (phrasing == "heldout")
+    task.close()
+
+
+def test_nav_spl_is_one_for_a_straight_run_and_zero_on_failure(nav) -> None:
+    nav.reset(7)
+    while not nav.step(nav.expert_action()).done:
+        pass
+    m = nav.metrics()
+    assert m["success"] and 0.5 < m["spl"] <= 1.0
+    nav.reset(7)
+    for _ in range(nav.max_steps):
+        if nav.step(np.array([0.0, 0.5])).done:
+            break
+    assert nav.metrics()["spl"] == 0.0 and not math.isnan(nav.metrics()["path_length"])

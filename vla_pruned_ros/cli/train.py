@@ -1,0 +1,87 @@
+"""`vla-train`: collect expert demonstrations in the MuJoCo tasks and train the embedded VLA.
+
+    vla-train --workdir runs/embedded --steps 3000            # collect (cached), train, save
+    vla-train --workdir runs/embedded --steps 3000            # again: resumes where it stopped
+
+Seeded and resumable: the data is cached in WORKDIR/data, the model and optimiser in
+WORKDIR/checkpoint.safetensors; the trained weights go to --out (fp16, no frozen table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from vla_pruned_ros.models.embedded import (
+    DEFAULT_WEIGHTS,
+    EmbeddedVLA,
+    EmbeddedVLAConfig,
+    load_tokenizer,
+    save_embedded,
+)
+from vla_pruned_ros.sim import TASKS
+from vla_pruned_ros.training.collect import CollectConfig, collect
+from vla_pruned_ros.training.dataset import Demonstrations
+from vla_pruned_ros.training.train import TrainConfig, train
+
+
+def model_config(image_size: int = 64) -> EmbeddedVLAConfig:
+    """Action heads, bounds and names taken from the tasks themselves (one place for them)."""
+    from vla_pruned_ros.sim.registry import _tasks
+
+    classes = _tasks()
+    return EmbeddedVLAConfig(
+        image_size=image_size,
+        action_dims={t: len(classes[t].action_names) for t in TASKS},
+        action_scale={t: [float(x) for x in classes[t].action_high] for t in TASKS},
+        action_names={t: list(classes[t].action_names) for t in TASKS},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vla-train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("runs/embedded"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--episodes", type=int, default=1500, help="demonstrations per task")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-resume", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.monotonic()
+    demos = {}
+    for task in TASKS:
+        path = args.workdir / "data" / f"{task}.safetensors"
+        if path.exists():
+            demos[task] = Demonstrations.load(path)
+        else:
+            demos[task] = collect(CollectConfig(task, args.episodes))
+            demos[task].save(path)
+        print(f"{task}: {len(demos[task])} samples, {len(demos[task].instructions)} instructions")
+    collect_s = time.monotonic() - t0
+    torch.manual_seed(args.seed)
+    model = EmbeddedVLA.from_minilm(model_config())
+    cfg = TrainConfig(steps=args.steps, seed=args.seed)
+    log = train(model, load_tokenizer(), demos, cfg, args.workdir, resume=not args.no_resume)
+    path = save_embedded(model, args.out)
+    summary = {
+        "collect_seconds": collect_s,
+        "train_seconds": log.get("seconds"),
+        "samples": {t: len(d) for t, d in demos.items()},
+        "final_loss": {t: curve[-1][1] for t, curve in log["loss"].items() if curve},
+        "weights": str(path),
+        "weights_bytes": path.stat().st_size,
+    }
+    (args.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
