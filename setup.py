@@ -20,6 +20,7 @@ ENTRY_POINTS = {
         "vla-ros = vla_pruned_ros.cli.ros_up:main",
         "vla-bag = vla_pruned_ros.cli.bag:main",
         "vla-train = vla_pruned_ros.cli.train:main",
+        "vla-eval = vla_pruned_ros.cli.eval:main",
         "policy_node = vla_pruned_ros.ros.policy_node:main",
         "safety_monitor = vla_pruned_ros.ros.safety_monitor_node:main",
     ],

@@ -170,7 +170,7 @@ def train(
         opt.step()
         running[task] = 0.95 * running.get(task, loss.item()) + 0.05 * loss.item()
         bar.set_postfix({t: f"{v:.4f}" for t, v in running.items()})
-        if step % 10 == 0:
+        if step % 10 < len(tasks):  # tasks alternate: log each one every 10 steps
             log["loss"][task].append([step, running[task]])
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
             save_checkpoint(model, opt, step + 1, ckpt)

@@ -1,0 +1,94 @@
+"""`vla-eval`: evaluate policies in closed loop.
+
+vla-eval sim --task nav --model embedded --episodes 200 --seed 0 --json results/nav.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vla_pruned_ros.evaluation.closed_loop import EvalJob, heldout_seeds, run_jobs
+from vla_pruned_ros.evaluation.stats import summarize
+
+
+def evaluate(task: str, model: str, episodes: int, seed: int, workers: int,
+             heldout_phrasing: int) -> dict:  # fmt: skip
+    """`episodes` held-out scenes with training phrasings, plus `heldout_phrasing` of the same
+    scenes with held-out phrasings (reported as their own split)."""
+    seeds = heldout_seeds(seed, episodes)
+    jobs = [EvalJob(task, model, s) for s in seeds]
+    jobs += [EvalJob(task, model, s, "heldout") for s in seeds[:heldout_phrasing]]
+    records = list(
+        tqdm(
+            run_jobs(jobs, workers),
+            total=len(jobs),
+            desc=f"{task} {model}",
+            unit="ep",
+            disable=None,
+        )  # fmt: skip
+    )
+    main = [r for r in records if r["phrasing"] == "train"]
+    held = [r for r in records if r["phrasing"] == "heldout"]
+    summary = summarize(main)
+    if held:
+        summary["heldout_phrasing"] = summarize(held)
+    return {"task": task, "model": model, "seed": seed, "summary": summary, "episodes": records}
+
+
+def _print(result: dict) -> None:
+    s = result["summary"]
+    lo, hi = s["success"]["ci95"]
+    print(f"{result['task']} / {result['model']}: {s['episodes']} episodes (held-out scenes)")
+    print(f"  success        {s['success']['rate']:.1%}  (95% CI {lo:.1%}-{hi:.1%})")
+    ulo, uhi = s["unsafe"]["ci95"]
+    print(f"  unsafe         {s['unsafe']['rate']:.1%}  (95% CI {ulo:.1%}-{uhi:.1%})")
+    print(f"  collisions/ep  {s['collisions_per_episode']:.2f}")
+    for cat, v in s["violations_per_episode"].items():
+        print(f"  {cat:14s} {v:.2f} per episode")
+    if "spl" in s:
+        print(f"  SPL            {s['spl']:.3f}")
+    if "heldout_phrasing" in s:
+        h = s["heldout_phrasing"]
+        print(f"  held-out phrasing success {h['success']['rate']:.1%} ({h['episodes']} episodes)")
+    lat = s["latency_ms"]
+    print(f"  step latency   p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vla-eval", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser("sim", help="closed-loop episodes in the MuJoCo tasks")
+    sim.add_argument("--task", choices=["nav", "manip"], required=True)
+    sim.add_argument("--model", default="embedded")
+    sim.add_argument("--episodes", type=int, default=200)
+    sim.add_argument(
+        "--heldout-phrasing",
+        type=int,
+        default=None,
+        help="episodes with held-out phrasings (default: half of --episodes)",
+    )
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--workers", type=int, default=2)
+    sim.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    held = args.episodes // 2 if args.heldout_phrasing is None else args.heldout_phrasing
+    try:
+        result = evaluate(args.task, args.model, args.episodes, args.seed, args.workers, held)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"vla-eval: {err}", file=sys.stderr)
+        return 2
+    _print(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+        print(f"  written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
