@@ -9,7 +9,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(PY) -c "import vla_pruned_ros as v; print(v.__doc__)"
+	$(VENV)/bin/vla-ros demo --episodes 3
 
 test: setup
 	$(PY) -m pytest

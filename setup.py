@@ -23,6 +23,7 @@ ENTRY_POINTS = {
         "vla-eval = vla_pruned_ros.cli.eval:main",
         "policy_node = vla_pruned_ros.ros.policy_node:main",
         "safety_monitor = vla_pruned_ros.ros.safety_monitor_node:main",
+        "sim_node = vla_pruned_ros.ros.sim_node:main",
     ],
 }
 

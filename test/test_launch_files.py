@@ -13,11 +13,12 @@ import yaml
 
 from vla_pruned_ros.ros.policy_node import PolicyNode
 from vla_pruned_ros.ros.safety_monitor_node import SafetyMonitorNode
+from vla_pruned_ros.ros.sim_node import SimNode
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
-NODE_CLASSES = [PolicyNode, SafetyMonitorNode]
+NODE_CLASSES = [PolicyNode, SafetyMonitorNode, SimNode]
 # Packages a launch file may use beyond ours: Gazebo integration, optional on a robot (README).
 EXTERNAL_NODES = {("ros_gz_bridge", "parameter_bridge")}
 
@@ -42,6 +43,8 @@ def declared() -> dict[str, set[str]]:
         for cls in NODE_CLASSES:
             node = cls(context=context)
             result[node.get_name()] = set(node._parameters) - {"use_sim_time"}
+            if hasattr(node, "task"):
+                node.task.close()
             node.destroy_node()
         return result
     finally:
@@ -68,7 +71,12 @@ def _node_calls(path: Path) -> list[dict[str, object]]:
 
 
 def test_there_are_launch_files() -> None:
-    assert {p.name for p in LAUNCH_FILES} >= {"robot.launch.py", "replay.launch.py"}
+    assert {p.name for p in LAUNCH_FILES} >= {
+        "robot.launch.py",
+        "replay.launch.py",
+        "sim.launch.py",
+        "gazebo.launch.py",
+    }
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
@@ -90,7 +98,7 @@ def test_launch_file_names_only_what_exists(path: Path, declared) -> None:
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             value = node.value
-            if value.endswith(".yaml"):
+            if value.endswith(".yaml") and not value.startswith("."):  # not a suffix piece
                 assert (ROOT / "config" / value).is_file(), value
             if value.endswith(".launch.py") and value != "gz_sim.launch.py":  # ros_gz_sim's
                 assert (ROOT / "launch" / value).is_file(), value
@@ -132,3 +140,14 @@ def test_gazebo_world_has_the_sensors_the_bridge_expects() -> None:
         e["gz_topic_name"] for e in yaml.safe_load((ROOT / "config/gz_bridge.yaml").read_text())
     }
     assert sensor_topics <= bridged
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "config").glob("bringup_*.yaml")), ids=lambda p: p.name
+)
+def test_bringup_files_name_installed_executables_and_existing_parameter_files(path: Path) -> None:
+    from vla_pruned_ros.cli.ros_up import load_bringup
+
+    specs, _ = load_bringup(path)  # raises on unknown executables or missing files
+    assert {s.executable for s in specs} == {"safety_monitor", "policy_node", "sim_node"}
+    assert [s.name for s in specs if s.ends_graph] == ["sim_node"]

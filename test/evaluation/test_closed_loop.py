@@ -17,7 +17,7 @@ from vla_pruned_ros.sim.instructions import HELD_OUT_SEED_START
 def _tiny(folder: Path) -> str:
     torch.manual_seed(0)
     cfg = model_config()
-    tiny = type(cfg)(**{**cfg.__dict__, "text_layers": 1, "channels": (8, 8, 8, 8)})
+    tiny = type(cfg)(**{**cfg.__dict__, "text_layers": 1, "channels": (8, 8, 8)})
     save_embedded(EmbeddedVLA.from_minilm(tiny), folder)
     return str(folder)
 

@@ -26,7 +26,7 @@ from vla_pruned_ros.ros.policy_node import INSTRUCTION_QOS
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = EmbeddedVLAConfig(
-    image_size=16, text_layers=1, channels=(8, 8), head_channels=8, head_hidden=16,
+    image_size=16, text_layers=1, channels=(8, 8), head_hidden=16,
     action_dims={"nav": 2}, action_scale={"nav": [0.5, 1.0]},
     action_names={"nav": ["linear_x", "angular_z"]},
 )  # fmt: skip

@@ -22,7 +22,6 @@ CONFIG = EmbeddedVLAConfig(
     image_size=16,
     text_layers=1,
     channels=(8, 8),
-    head_channels=8,
     head_hidden=16,
     action_dims={"toy": 1},
     action_scale={"toy": [2.0]},

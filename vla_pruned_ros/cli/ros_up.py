@@ -14,6 +14,8 @@ A bringup file:
         overrides: {report_dir: reports/safety}
       - executable: policy_node
         params: [config/policy_nav.yaml]
+      - executable: sim_node
+        ends_graph: true                     # its clean exit ends the run (code 0)
     duration_s: 0                           # 0: until Ctrl-C
 """
 
@@ -43,6 +45,7 @@ class NodeSpec:
     params: list[Path] = field(default_factory=list)
     overrides: dict[str, object] = field(default_factory=dict)
     name: str = ""
+    ends_graph: bool = False  # its clean exit (code 0) is the graph's normal end
 
 
 class BringupError(ValueError):
@@ -76,9 +79,9 @@ def load_bringup(path: Path) -> tuple[list[NodeSpec], float]:
         for p in params:
             if not p.is_file():
                 raise BringupError(f"{path}: node {i} ({exe}): parameter file {p} does not exist")
-        specs.append(
-            NodeSpec(exe, params, dict(entry.get("overrides") or {}), entry.get("name", exe))
-        )
+        overrides = dict(entry.get("overrides") or {})
+        name, ends = entry.get("name", exe), bool(entry.get("ends_graph", False))
+        specs.append(NodeSpec(exe, params, overrides, name, ends))
     if not specs:
         raise BringupError(f"{path}: no nodes listed under 'nodes'")
     return specs, float(data.get("duration_s", 0) or 0)
@@ -126,10 +129,14 @@ def run_graph(specs: list[NodeSpec], duration_s: float = 0.0, out=sys.stdout) ->
             out.write(f"[vla-ros] started {spec.name} (pid {proc.pid})\n")
         deadline = time.monotonic() + duration_s if duration_s > 0 else None
         while not stop.is_set():
-            for name, proc in procs.items():
+            for spec in specs:
+                proc = procs[spec.name]
                 if proc.poll() is not None:
-                    reason.update(text=f"{name} exited with code {proc.returncode}", code=1)
+                    done = spec.ends_graph and proc.returncode == 0
+                    text = f"{spec.name} finished" if done else f"{spec.name} exited"
+                    reason.update(text=f"{text} with code {proc.returncode}", code=0 if done else 1)
                     stop.set()
+                    break
             if deadline is not None and time.monotonic() >= deadline:
                 reason["text"] = f"duration {duration_s:g} s reached"
                 stop.set()
@@ -156,6 +163,57 @@ def _stop_all(procs: dict[str, subprocess.Popen], out) -> None:
             proc.wait()
 
 
+def demo(tasks: list[str], episodes: int, artifact: str, report_dir: Path) -> int:
+    """The main job: each task's bringup (simulation + policy + safety monitor over DDS) for a
+    few episodes, then one summary of success and violations and where the reports are."""
+    from vla_pruned_ros.paths import package_file
+
+    rows = []
+    for task in tasks:
+        specs, _ = load_bringup(package_file(f"config/bringup_{task}.yaml"))
+        out = report_dir / task
+        for spec in specs:
+            if spec.executable == "sim_node":
+                spec.overrides.update(episodes=episodes, report_dir=str(out))
+            if spec.executable == "safety_monitor":
+                spec.overrides["report_dir"] = str(out)
+            if spec.executable == "policy_node":
+                spec.overrides["artifact"] = artifact
+        print(f"[vla-ros] {task}: simulation + policy ({artifact}) + safety monitor, "
+              f"{episodes} episodes")  # fmt: skip
+        code = run_graph(specs, out=_Quiet(sys.stdout))
+        if code != 0:
+            return code
+        rows.append((task, out))
+    print("\n| task | episodes | success | unsafe episodes | monitor violations | reports |")
+    print("|---|---|---|---|---|---|")
+    for task, out in rows:
+        sim = yaml.safe_load((out / f"sim_{task}.json").read_text())
+        safety = yaml.safe_load((out / "safety.json").read_text())
+        n = sim["summary"]["episodes"]
+        ok = sum(e["success"] for e in sim["episodes"])
+        unsafe = sum(e["unsafe"] for e in sim["episodes"])
+        counts = {k: v for k, v in safety["summary"]["violations"].items() if v}
+        print(f"| {task} | {n} | {ok}/{n} | {unsafe}/{n} | {counts or 'none'} | {out} |")
+    return 0
+
+
+class _Quiet:
+    """Node output minus the per-message chatter; episode results and errors stay visible."""
+
+    KEEP = ("episode", "ERROR", "error", "Traceback", "report", "results", "[vla-ros]")
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        if any(k in text for k in self.KEEP):
+            self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vla-ros", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,7 +226,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the environment's DDS settings (default: single-host profile, see ros/dds.py)",
     )
+    run = sub.add_parser("demo", help="the main job: both tasks in simulation, then a summary")
+    run.add_argument("--tasks", nargs="+", default=["nav", "manip"], choices=["nav", "manip"])
+    run.add_argument("--episodes", type=int, default=3)
+    run.add_argument("--artifact", default="embedded")
+    run.add_argument("--reports", type=Path, default=Path("reports/run"))
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        use_localhost_profile()
+        try:
+            return demo(args.tasks, args.episodes, args.artifact, args.reports)
+        except (BringupError, FileNotFoundError) as err:
+            print(f"vla-ros: {err}", file=sys.stderr)
+            return 2
     try:
         specs, duration = load_bringup(args.bringup)
     except (BringupError, yaml.YAMLError) as err:

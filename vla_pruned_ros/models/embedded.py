@@ -42,8 +42,7 @@ class EmbeddedVLAConfig:
 
     image_size: int = 64
     text_layers: int = 6
-    channels: tuple[int, ...] = (32, 64, 96, 128)
-    head_channels: int = 32
+    channels: tuple[int, ...] = (32, 64, 128)
     head_hidden: int = 256
     max_text_tokens: int = 32
     # One action head per embodiment (like OpenVLA's un-normalisation keys): name -> dims.
@@ -94,18 +93,17 @@ class EmbeddedVLA(nn.Module):
             text_model = BertModel(bert_cfg, add_pooling_layer=False)
         self.text = text_model
         d_text = self.text.config.hidden_size
-        chans = (3, *config.channels)
+        chans = (5, *config.channels)  # RGB + two pixel-coordinate channels (CoordConv)
         self.blocks = nn.ModuleList(
             FiLMConvBlock(a, b, d_text) for a, b in zip(chans[:-1], chans[1:], strict=True)
         )
-        side = config.image_size // 2 ** len(config.channels)
-        # A 1x1 squeeze keeps where things are in the image but makes the head small.
-        self.squeeze = nn.Conv2d(config.channels[-1], config.head_channels, 1)
-        flat = config.head_channels * side * side
+        # Spatial softmax turns each final feature map into the (x, y) of where it fires: the
+        # standard visuomotor readout (Levine et al.), precise where pooling would blur.
+        c = config.channels[-1]
         self.heads = nn.ModuleDict(
             {
                 name: nn.Sequential(
-                    nn.Linear(flat + d_text, config.head_hidden),
+                    nn.Linear(3 * c + d_text, config.head_hidden),
                     nn.ReLU(),
                     nn.Linear(config.head_hidden, dims),
                 )
@@ -141,10 +139,11 @@ class EmbeddedVLA(nn.Module):
     ) -> torch.Tensor:
         """Normalised actions from images (B,H,W,3 uint8 or B,3,H,W float) and text features."""
         x = preprocess_images(images, self.config.image_size)
+        x = torch.cat([x, _coords(x)], dim=1)
         for block in self.blocks:
             x = block(x, text)
-        x = F.relu(self.squeeze(x)).flatten(1)
-        return torch.tanh(self.heads[task](torch.cat([x, text], dim=1)))
+        features = torch.cat([spatial_softmax(x), x.mean(dim=(2, 3))], dim=1)
+        return torch.tanh(self.heads[task](torch.cat([features, text], dim=1)))
 
     def forward(
         self,
@@ -163,6 +162,24 @@ class EmbeddedVLA(nn.Module):
 
     def unnormalise(self, actions: torch.Tensor, task: str) -> torch.Tensor:
         return actions * torch.tensor(self.config.action_scale[task], dtype=actions.dtype)
+
+
+def _coords(x: torch.Tensor) -> torch.Tensor:
+    """Two channels holding each pixel's x and y in [-1, 1]."""
+    n, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, dtype=x.dtype).view(1, 1, h, 1).expand(n, 1, h, w)
+    xs = torch.linspace(-1, 1, w, dtype=x.dtype).view(1, 1, 1, w).expand(n, 1, h, w)
+    return torch.cat([xs, ys], dim=1)
+
+
+def spatial_softmax(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, 2C): the softmax-weighted mean pixel position of every channel."""
+    n, c, h, w = x.shape
+    weights = F.softmax(x.flatten(2), dim=-1).view(n, c, h, w)
+    coords = _coords(x[:, :1])
+    ex = (weights * coords[:, :1]).sum(dim=(2, 3))
+    ey = (weights * coords[:, 1:]).sum(dim=(2, 3))
+    return torch.cat([ex, ey], dim=1)
 
 
 def preprocess_images(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Twist
 from vla_pruned_ros_msgs.msg import SafetyEvent, SafetyStatus
@@ -79,6 +80,16 @@ def action_to_twist(names: list[str] | tuple[str, ...], values) -> Twist:
             part, axis = TWIST_FIELDS[name]
             setattr(getattr(msg, part), axis, float(value))
     return msg
+
+
+def twist_to_action(names: list[str] | tuple[str, ...], msg: Twist) -> np.ndarray:
+    """The action vector a Twist stands for (the inverse of `action_to_twist`)."""
+    out = np.zeros(len(names))
+    for i, name in enumerate(names):
+        if name in TWIST_FIELDS:
+            part, axis = TWIST_FIELDS[name]
+            out[i] = getattr(getattr(msg, part), axis)
+    return out
 
 
 def gz_contacts_to_tuples(msg) -> list[tuple[str, str, float]]:
