@@ -1,27 +1,34 @@
-"""What every simulated task offers: seeded episodes, camera observations, an expert, and
-safety bookkeeping through the same SafetyMonitor the ROS safety node uses."""
+"""What every simulated task offers: seeded episodes, camera observations, an expert, and safety
+bookkeeping through the same SafetyMonitor the ROS safety node uses.
+
+A task instance owns one model, one data and one renderer, and is reused across episodes
+(`reset` re-places the scene from the seed), so worker processes pay the model and GL setup once.
+"""
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import mujoco
 import numpy as np
 
-from vla_pruned_ros.monitor import SafetyLimits, SafetyMonitor
-from vla_pruned_ros.sim.instructions import HELD_OUT_SEED_START
+from vla_pruned_ros.monitor import SafetyLimits
+from vla_pruned_ros.sim import instructions as lang
+from vla_pruned_ros.sim.safety import EpisodeSafety, robot_contacts, sim_limits
 
 CONTROL_DT = 0.1  # s per action (10 Hz)
-PHYSICS_DT = 0.005
+PHYSICS_DT = 0.005  # s per physics step: 20 substeps per action
 
 
 @dataclass(frozen=True)
 class Observation:
     image: np.ndarray  # HxWx3 uint8, RGB
     instruction: str
-    proprio: np.ndarray  # small state vector (not used by the VLA; for experts and logging)
+    proprio: np.ndarray  # small state vector (for experts, logging and ROS state topics)
+    sim_time: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -29,123 +36,244 @@ class StepResult:
     observation: Observation
     done: bool
     success: bool
-    events: list[dict[str, Any]] = field(default_factory=list)  # safety events this step
+    events: list[dict[str, Any]] = field(default_factory=list)  # violations new at this step
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {"success": self.success, "events": self.events}
+
+
+@dataclass
+class EpisodeRecord:
+    """One episode's outcome; plain values only, so `to_dict` is JSON-able as is."""
+
+    task: str
+    seed: int
+    split: str  # see instructions.episode_split
+    phrasing: str | None  # "train", "heldout", or None for free text
+    instruction: str
+    target: str
+    success: bool
+    steps: int
+    sim_time: float
+    path_length: float  # of the robot (base or end effector), m
+    start_distance: float  # goal distance at the start (nav: base to marker; manip: block)
+    distance_to_goal: float
+    spl: float | None  # success weighted by path length (navigation only)
+    unsafe: bool
+    collisions: int
+    violations: dict[str, int]  # by category, categories with none left out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class Task(abc.ABC):
-    """A seeded MuJoCo task. One instance owns one model, data and renderer."""
+    """A seeded MuJoCo task. Same seed and same actions give identical observations."""
 
     name: str
     action_names: tuple[str, ...]
     action_high: np.ndarray
+    action_low: np.ndarray
     max_steps: int
+    camera: str
+    robot_bodies: tuple[str, ...]  # bodies whose contacts count as the robot's
+    templates: dict[str, tuple[str, ...]]
+    colours: tuple[str, ...]  # the goals an instruction may name
 
     def __init__(self, image_size: int = 64) -> None:
         self.image_size = image_size
         self.model = mujoco.MjModel.from_xml_string(self.mjcf())
         self.model.opt.timestep = PHYSICS_DT
         self.data = mujoco.MjData(self.model)
-        self.renderer = mujoco.Renderer(self.model, image_size, image_size)
+        try:
+            self.renderer = mujoco.Renderer(self.model, image_size, image_size)
+        except mujoco.FatalError as e:  # the usual cause is mujoco imported before the package
+            raise RuntimeError(
+                f"no OpenGL context (MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}); mujoco reads "
+                "MUJOCO_GL once, when first imported: set it (egl or osmesa) before that"
+            ) from e
         self.substeps = round(CONTROL_DT / PHYSICS_DT)
-        self.monitor = SafetyMonitor(self.safety_limits())
+        self.safety = EpisodeSafety(self.safety_limits())
+        self.monitor = self.safety.monitor
+        robot_ids = {self.model.body(b).id for b in self.robot_bodies}
+        self._robot_geom = np.isin(self.model.geom_bodyid, list(robot_ids))
+        self._geom_body = [
+            self.model.body(int(b)).name for b in self.model.geom_bodyid
+        ]  # names looked up once: per-substep name lookups would cost more than the physics
+        self._force = np.zeros(6)
         self.steps = 0
-        self.instruction = ""
         self.seed = 0
+        self.target = ""
+        self.instruction = ""
+        self.phrasing: str | None = "train"
         self.split = "train"
+        self.done = self.success = False
+        self.path_length = self.start_distance = 0.0
 
     # -- what a task defines ----------------------------------------------------------------
     @abc.abstractmethod
     def mjcf(self) -> str: ...
 
     @abc.abstractmethod
-    def safety_limits(self) -> SafetyLimits: ...
-
-    @abc.abstractmethod
     def _layout(self, rng: np.random.Generator) -> str:
-        """Place the scene for this seed; return the goal colour / object name."""
+        """Place the scene for this seed; return the colour of the goal (marker or block)."""
 
     @abc.abstractmethod
     def _apply_action(self, action: np.ndarray) -> None: ...
 
     @abc.abstractmethod
-    def _check(self) -> bool:
-        """Feed this step's safety inputs to the monitor; return success."""
+    def _check(self, now: float) -> bool:
+        """Feed this step's task-specific safety inputs (contacts are handled here in the base);
+        return whether the goal is reached."""
 
     @abc.abstractmethod
-    def expert_action(self) -> np.ndarray: ...
+    def expert_action(self) -> np.ndarray:
+        """The scripted expert's action for the current state (a feedback law, deterministic)."""
 
     @abc.abstractmethod
     def _proprio(self) -> np.ndarray: ...
 
     @abc.abstractmethod
-    def metrics(self) -> dict[str, Any]: ...
+    def robot_xy(self) -> np.ndarray:
+        """Where the robot (base or end effector) is on the plane, for the path length."""
 
     @abc.abstractmethod
-    def _instruction_for(self, target: str, rng: np.random.Generator, phrasing: str) -> str: ...
+    def distance_to_goal(self) -> float: ...
 
-    camera: str = "ego"
+    def safety_limits(self) -> SafetyLimits:
+        return sim_limits()
+
+    def allowed_contacts(self) -> tuple[str, ...]:
+        """Bodies the robot may touch in this episode (the named object, for manipulation)."""
+        return ()
+
+    def _spl(self) -> float | None:
+        return None
 
     # -- the episode loop -------------------------------------------------------------------
     def reset(
         self, seed: int, instruction: str | None = None, phrasing: str = "train"
     ) -> Observation:
-        """A new episode: the scene follows `seed` alone (seeds >= HELD_OUT_SEED_START are the
-        held-out scenes); the instruction is drawn from the `phrasing` templates unless given."""
+        """A new episode. The scene follows `seed` alone (instructions.seed_split says which
+        seeds are held out); the instruction is drawn from the `phrasing` template set unless
+        given. A given instruction that names another colour of the scene retargets the
+        episode, so a user's instruction is what success is judged against."""
         rng = np.random.default_rng(seed)
         mujoco.mj_resetData(self.model, self.data)
         self.target = self._layout(rng)
         mujoco.mj_forward(self.model, self.data)
         self.seed, self.steps = seed, 0
-        self.split = "heldout_scene" if seed >= HELD_OUT_SEED_START else "train"
-        if phrasing != "train":
-            self.split = f"{self.split}+heldout_phrasing"
-        self.instruction = instruction or self._instruction_for(self.target, rng, phrasing)
-        self.monitor.start_episode(f"{self.name}-{seed}", self.sim_time)
+        if instruction is None:
+            self.instruction = lang.instruction(self.templates, self.target, rng, phrasing)
+            self.phrasing = phrasing
+        else:
+            self.instruction = instruction
+            self.phrasing = lang.phrasing_of(instruction, self.templates)
+            named = lang.named_colour(instruction)
+            if named in self.colours:
+                self.target = named
+        self.split = lang.episode_split(seed, self.phrasing)
+        self.safety.start(f"{self.name}-{seed}", self.sim_time)
         self.done = self.success = False
-        self._start_episode()
+        self.path_length = 0.0
+        self._last_xy = self.robot_xy()
+        self.start_distance = self.distance_to_goal()
         return self.observe()
 
-    def _start_episode(self) -> None:  # noqa: B027 - an optional hook, empty by default
-        """Hook for per-episode bookkeeping (path length, ...)."""
-
     def step(self, action: np.ndarray) -> StepResult:
-        action = np.clip(np.asarray(action, np.float64), -self.action_high, self.action_high)
-        self._apply_action(action)
+        """Apply one action for CONTROL_DT. Non-finite entries become 0 (stop), so a broken
+        policy output cannot poison the physics state."""
+        action = np.nan_to_num(np.asarray(action, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        self._apply_action(np.clip(action, self.action_low, self.action_high))
+        touching: dict[tuple[str, str], float] = {}
         for _ in range(self.substeps):
             mujoco.mj_step(self.model, self.data)
+            self._collect_contacts(touching)
         self.steps += 1
-        success = self._check()
+        now = self.sim_time
+        contacts = [(a, b, f) for (a, b), f in touching.items()]
+        self.safety.contacts(
+            robot_contacts(contacts, self.robot_bodies, self.allowed_contacts()), now
+        )
+        xy = self.robot_xy()
+        self.path_length += float(np.linalg.norm(xy - self._last_xy))
+        self._last_xy = xy
+        success = self._check(now)
         self.success = self.success or success
         self.done = success or self.steps >= self.max_steps
-        events = [vars(e) for e in self.monitor.pop_events()]
-        return StepResult(self.observe(), self.done, success, events)
+        return StepResult(self.observe(), self.done, success, self.safety.pop_events())
+
+    def _collect_contacts(self, touching: dict[tuple[str, str], float]) -> None:
+        """Robot contacts at every physics substep, largest force per body pair: a bump shorter
+        than a control period still counts, and a contact that flickers within one period is
+        still one touch (the monitor debounces across periods)."""
+        d = self.data
+        if d.ncon == 0:
+            return
+        geoms = d.contact.geom
+        hits = self._robot_geom[geoms]
+        if not hits.any():  # the common case; cheap enough to check at every substep
+            return
+        for i in np.flatnonzero(hits.any(axis=1)):
+            g1, g2 = geoms[i]
+            mujoco.mj_contactForce(self.model, d, int(i), self._force)
+            pair = (self._geom_body[g1], self._geom_body[g2])
+            force = abs(float(self._force[0]))
+            if force > touching.get(pair, -1.0):
+                touching[pair] = force
 
     @property
     def sim_time(self) -> float:
         return float(self.data.time)
 
     def observe(self) -> Observation:
-        return Observation(self.render(), self.instruction, self._proprio())
+        return Observation(self.render(), self.instruction, self._proprio(), self.sim_time)
 
     def render(self) -> np.ndarray:
         self.renderer.update_scene(self.data, camera=self.camera)
         return self.renderer.render().copy()
 
     def contacts(self) -> list[tuple[str, str, float]]:
-        """All current contacts as (body, other body, normal force)."""
-        out, force = [], np.zeros(6)
+        """All current contacts as (body, other body, normal force), for a contacts topic."""
+        out = []
         for i in range(self.data.ncon):
             c = self.data.contact[i]
-            mujoco.mj_contactForce(self.model, self.data, i, force)
-            b1 = self.model.body(self.model.geom_bodyid[c.geom1]).name
-            b2 = self.model.body(self.model.geom_bodyid[c.geom2]).name
-            out.append((b1, b2, float(abs(force[0]))))
-        return out
+            mujoco.mj_contactForce(self.model, self.data, i, self._force)
+            out.append((self._geom_body[c.geom1], self._geom_body[c.geom2], abs(self._force[0])))
+        return [(a, b, float(f)) for a, b, f in out]
 
-    def safety_summary(self) -> dict[str, Any]:
-        ep = self.monitor.episode
-        counts = {k: v for k, v in ep.counts.items() if v}
-        return {"unsafe": ep.unsafe, "violations": counts, "collisions": ep.counts["collision"]}
+    # -- results ----------------------------------------------------------------------------
+    def record(self) -> EpisodeRecord:
+        counts = self.safety.counts()
+        return EpisodeRecord(
+            task=self.name,
+            seed=self.seed,
+            split=self.split,
+            phrasing=self.phrasing,
+            instruction=self.instruction,
+            target=self.target,
+            success=bool(self.success),
+            steps=self.steps,
+            sim_time=self.sim_time,
+            path_length=self.path_length,
+            start_distance=self.start_distance,
+            distance_to_goal=self.distance_to_goal(),
+            spl=self._spl(),
+            unsafe=self.safety.unsafe,
+            collisions=counts.get("collision", 0),
+            violations=counts,
+        )
+
+    def metrics(self) -> dict[str, Any]:
+        """The episode so far as a plain dict (what evaluation aggregates and reports)."""
+        return self.record().to_dict()
 
     def close(self) -> None:
         self.renderer.close()
+
+    def __enter__(self) -> Task:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -6,6 +6,8 @@ above HELD_OUT_SEED_START are never used for training data. Both rules live only
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 HELD_OUT_SEED_START = 1_000_000
@@ -70,6 +72,10 @@ MANIP_TEMPLATES = {
 }
 
 
+TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {"nav": NAV_TEMPLATES, "manip": MANIP_TEMPLATES}
+PHRASINGS = ("train", "heldout")
+
+
 def instruction(templates: dict[str, tuple[str, ...]], colour: str, rng: np.random.Generator,
                 phrasing: str = "train") -> str:  # fmt: skip
     """A phrasing from the `train` or `heldout` template set naming `colour`."""
@@ -77,3 +83,43 @@ def instruction(templates: dict[str, tuple[str, ...]], colour: str, rng: np.rand
         raise ValueError(f"phrasing must be one of {sorted(templates)}, not {phrasing!r}")
     options = templates[phrasing]
     return options[int(rng.integers(len(options)))].format(c=colour)
+
+
+def seed_split(seed: int) -> str:
+    """Whether a scene seed may feed training ("train") or is kept for evaluation ("heldout")."""
+    return "heldout" if seed >= HELD_OUT_SEED_START else "train"
+
+
+def template_split(template: str, templates: dict[str, tuple[str, ...]]) -> str:
+    """The set ("train" or "heldout") a template belongs to; unknown templates are an error, so
+    a typo cannot silently move a phrasing across the split."""
+    for split, options in templates.items():
+        if template in options:
+            return split
+    raise ValueError(f"unknown template {template!r}")
+
+
+def phrasing_of(text: str, templates: dict[str, tuple[str, ...]]) -> str | None:
+    """The template set an instruction was drawn from, or None for free text (a user's own)."""
+    for split, options in templates.items():
+        if any(t.format(c=c) == text for t in options for c in COLOURS):
+            return split
+    return None
+
+
+def named_colour(text: str) -> str | None:
+    """The single colour word an instruction names (None if it names none or several)."""
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    named = [c for c in COLOURS if c in words]
+    return named[0] if len(named) == 1 else None
+
+
+def episode_split(seed: int, phrasing: str | None) -> str:
+    """The label evaluation groups episodes by: held-out scenes and held-out phrasings are
+    reported separately so each kind of generalisation can be read on its own."""
+    label = "heldout_scene" if seed_split(seed) == "heldout" else "train"
+    if phrasing == "heldout":
+        label += "+heldout_phrasing"
+    elif phrasing is None:
+        label += "+free_text"
+    return label

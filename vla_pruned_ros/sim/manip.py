@@ -10,30 +10,45 @@ block faster than 1.0 m/s after the first 5 steps.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
-from vla_pruned_ros.monitor import SafetyLimits
-from vla_pruned_ros.monitor.gate import Reading
 from vla_pruned_ros.sim.base import Task
-from vla_pruned_ros.sim.instructions import MANIP_TEMPLATES, RGBA, instruction
+from vla_pruned_ros.sim.instructions import MANIP_TEMPLATES, RGBA
 
 BLOCKS = ("red", "green", "blue")
 HALF_BLOCK = 0.032
 TIP_R = 0.025
 JOINT_RANGE = 0.5
 SUCCESS_RADIUS = 0.05
-SPEED_LIMIT = 1.0
-SPEED_WARMUP_STEPS = 5
+JOINTS = ("x", "y")
+REACH = 0.43  # the expert keeps the tip inside this (joint-limit band starts at 0.45)
+# Tip-centre distances the expert keeps while moving around: circumscribed radius + tip radius
+# + a margin of about one control step of travel.
+BLOCK_CLEARANCE = HALF_BLOCK * math.sqrt(2) + TIP_R + 0.02
+OBSTACLE_CLEARANCE = 0.04 * math.sqrt(2) + TIP_R + 0.02
 
 
 class ManipTask(Task):
     name = "manip"
     action_names = ("vx", "vy")
     action_high = np.array([0.3, 0.3])
+    action_low = -action_high
     max_steps = 150
     camera = "overhead"
+    robot_bodies = ("pusher",)
+    templates = MANIP_TEMPLATES
+    colours = BLOCKS
+
+    def __init__(self, image_size: int = 64) -> None:
+        super().__init__(image_size)
+        m = self.model
+        self._tip_joints = [m.joint(j).id for j in JOINTS]
+        self._tip_qpos = m.jnt_qposadr[self._tip_joints]
+        self._tip_dof = m.jnt_dofadr[self._tip_joints]
+        ids = {c: m.joint(f"block_{c}").id for c in BLOCKS}
+        self._block_qpos = {c: int(m.jnt_qposadr[i]) for c, i in ids.items()}
+        self._block_dof = {c: int(m.jnt_dofadr[i]) for c, i in ids.items()}
 
     def mjcf(self) -> str:
         s = self.image_size
@@ -71,10 +86,6 @@ class ManipTask(Task):
   </actuator>
 </mujoco>"""
 
-    def safety_limits(self) -> SafetyLimits:
-        return SafetyLimits(command_timeout_s=0, camera_timeout_s=0, policy_timeout_s=0,
-                            max_linear_speed=0, max_angular_speed=0)  # fmt: skip
-
     # -- scene ------------------------------------------------------------------------------
     def _layout(self, rng: np.random.Generator) -> str:
         m = self.model
@@ -105,9 +116,9 @@ class ManipTask(Task):
             positions[name] = p
         m.body("target").pos[:2] = target_pos
         m.body("obstacle").pos[:2] = positions["obstacle"]
-        self.data.qpos[self._tip_qpos()] = positions["pusher"]
+        self.data.qpos[self._tip_qpos] = positions["pusher"]
         for c in BLOCKS:
-            adr = m.jnt_qposadr[m.joint(f"block_{c}").id]
+            adr = self._block_qpos[c]
             yaw = rng.uniform(-math.pi / 4, math.pi / 4)
             self.data.qpos[adr : adr + 7] = [*positions[c], HALF_BLOCK, math.cos(yaw / 2), 0, 0,
                                              math.sin(yaw / 2)]  # fmt: skip
@@ -115,59 +126,52 @@ class ManipTask(Task):
         self.obstacle_pos = positions["obstacle"]
         return named
 
-    def _instruction_for(self, target: str, rng: np.random.Generator, phrasing: str) -> str:
-        return instruction(MANIP_TEMPLATES, target, rng, phrasing)
-
-    def _start_episode(self) -> None:
-        self.start_distance = self.block_distance()
-
-    def _tip_qpos(self) -> list[int]:
-        return [int(self.model.jnt_qposadr[self.model.joint(j).id]) for j in ("x", "y")]
-
     def tip(self) -> np.ndarray:
-        """Pusher (end-effector) position on the table."""
-        return self.data.qpos[self._tip_qpos()].copy()
+        """Pusher (end-effector) position on the table; also its joint positions."""
+        return self.data.qpos[self._tip_qpos].copy()
 
     def block_xy(self, colour: str) -> np.ndarray:
-        adr = self.model.jnt_qposadr[self.model.joint(f"block_{colour}").id]
+        adr = self._block_qpos[colour]
         return self.data.qpos[adr : adr + 2].copy()
 
     def block_speed(self, colour: str) -> float:
-        adr = self.model.jnt_dofadr[self.model.joint(f"block_{colour}").id]
+        """Linear speed of a block's centre (m/s), what the LIBERO monitor thresholds."""
+        adr = self._block_dof[colour]
         return float(np.linalg.norm(self.data.qvel[adr : adr + 3]))
 
     def block_distance(self) -> float:
         return float(np.linalg.norm(self.block_xy(self.target) - self.target_pos))
 
+    def distance_to_goal(self) -> float:
+        return self.block_distance()
+
+    def robot_xy(self) -> np.ndarray:
+        return self.tip()
+
     # -- dynamics and safety ----------------------------------------------------------------
     def _apply_action(self, action: np.ndarray) -> None:
         self.data.ctrl[:] = action
 
-    def _check(self) -> bool:
-        now = self.sim_time
-        allowed = f"block_{self.target}"
-        touching = [
-            (a, b, f) for a, b, f in self.contacts() if "pusher" in (a, b) and allowed not in (a, b)
-        ]
-        self.monitor.on_contacts(touching, now)
-        self.monitor.on_joints(["x", "y"], self.tip(), [-JOINT_RANGE] * 2, [JOINT_RANGE] * 2, now)
-        fast = {}
-        if self.steps > SPEED_WARMUP_STEPS:
-            for c in BLOCKS:
-                speed = self.block_speed(c)
-                if speed > SPEED_LIMIT:
-                    fast[f"block_{c}"] = Reading(speed, SPEED_LIMIT, "object moving too fast")
-        self.monitor.update("speed", fast, now)
+    def allowed_contacts(self) -> tuple[str, ...]:
+        return (f"block_{self.target}",)
+
+    def _check(self, now: float) -> bool:
+        lo, hi = self.model.jnt_range[self._tip_joints].T
+        self.safety.joints(JOINTS, self.tip(), lo, hi, now)
+        speeds = {f"block_{c}": self.block_speed(c) for c in BLOCKS}
+        self.safety.object_speeds(speeds, self.steps, now)
         return self.block_distance() <= SUCCESS_RADIUS
 
     def _proprio(self) -> np.ndarray:
-        dofs = [int(self.model.jnt_dofadr[self.model.joint(j).id]) for j in ("x", "y")]
-        return np.array([*self.tip(), *self.data.qvel[dofs]], np.float32)
+        return np.array([*self.tip(), *self.data.qvel[self._tip_dof]], np.float32)
 
     # -- expert -----------------------------------------------------------------------------
     def expert_action(self) -> np.ndarray:
-        """Get behind the named block on the line to the target (going around everything else),
-        then push along that line, correcting sideways drift."""
+        """Get behind the named block on the line to the target, routing around the other
+        blocks, the obstacle and the named block itself on a visibility graph (a reactive field
+        alone ran into the obstacle in ~1.5 % of episodes), then push along that line,
+        correcting sideways drift. Evaluated from the current state only, so it recovers from
+        perturbed rollouts."""
         tip = self.tip()
         block = self.block_xy(self.target)
         to_target = self.target_pos - block
@@ -181,35 +185,96 @@ class ManipTask(Task):
             speed = 0.12 if remaining > 0.06 else 0.06
             correction = (behind - tip) - np.dot(behind - tip, d) * d  # sideways error only
             return np.clip(speed * d + 4.0 * correction, -0.3, 0.3)
-        goal = behind - d * 0.02
-        desired = goal - tip
+        goal = np.clip(behind - d * 0.02, -REACH, REACH)
+        others = [(self.block_xy(c), BLOCK_CLEARANCE) for c in BLOCKS if c != self.target]
+        discs = [(block, BLOCK_CLEARANCE - 0.005), *others, (self.obstacle_pos, OBSTACLE_CLEARANCE)]
+        way = _next_waypoint(tip, goal, discs)
+        desired = way - tip
         dist = float(np.linalg.norm(desired))
-        v = desired / max(dist, 1e-6) * min(0.25, 2.5 * dist)
-        avoid = [(block, 0.075)] + [
-            (self.block_xy(c), 0.075) for c in BLOCKS if c != self.target
-        ] + [(self.obstacle_pos, 0.09)]  # fmt: skip
-        for centre, radius in avoid:
+        v = desired / max(dist, 1e-6) * min(0.25, 2.5 * float(np.linalg.norm(goal - tip)) + 0.05)
+        for centre, radius in discs:  # inside a disc (pushed there by noise): leave it first
             away = tip - centre
             gap = float(np.linalg.norm(away)) - radius
-            if gap < 0.04:
+            if gap < 0.0:
                 n = away / max(np.linalg.norm(away), 1e-6)
-                tangent = np.array([-n[1], n[0]])
-                if np.dot(tangent, desired) < 0:
-                    tangent = -tangent
-                strength = (0.04 - gap) / 0.04
-                v = v + 0.25 * strength * (n + 1.5 * tangent)
+                v = v + 0.25 * min(1.0, -gap / 0.02) * n
+        v[(tip >= REACH) & (v > 0)] = 0.0  # never drive further into a joint-limit band
+        v[(tip <= -REACH) & (v < 0)] = 0.0
         return np.clip(v, -0.3, 0.3)
 
-    # -- results ----------------------------------------------------------------------------
-    def metrics(self) -> dict[str, Any]:
-        return {
-            "task": self.name,
-            "seed": self.seed,
-            "split": self.split,
-            "instruction": self.instruction,
-            "success": bool(self.success),
-            "steps": self.steps,
-            "distance_to_goal": self.block_distance(),
-            "start_distance": self.start_distance,
-            **self.safety_summary(),
-        }
+
+def _seg_clear(a: np.ndarray, b: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Whether each segment a[i] -> b[j] misses every disc: a bool matrix (len(a), len(b))."""
+    seg = b[None, :, :] - a[:, None, :]  # (A, B, 2)
+    rel = centres[None, None, :, :] - a[:, None, None, :]  # (A, 1, D, 2)
+    length2 = np.maximum(np.sum(seg * seg, -1), 1e-12)[..., None]  # (A, B, 1)
+    t = np.clip(np.sum(rel * seg[:, :, None, :], -1) / length2, 0.0, 1.0)  # (A, B, D)
+    closest = a[:, None, None, :] + t[..., None] * seg[:, :, None, :]
+    dist = np.linalg.norm(closest - centres[None, None], axis=-1)
+    return np.all(dist >= radii, axis=-1)
+
+
+def _next_waypoint(
+    tip: np.ndarray, goal: np.ndarray, discs: list[tuple[np.ndarray, float]]
+) -> np.ndarray:
+    """The first corner of the shortest way to `goal` around the discs, on a small visibility
+    graph (points on a ring around each disc). Discs holding the tip or the goal are ignored
+    for the edges that leave or enter them, so a perturbed tip can always get out."""
+    centres = np.array([c for c, _ in discs])
+    radii = np.array([r for _, r in discs])
+    if _seg_clear(tip[None], goal[None], *_outside(tip, goal, centres, radii))[0, 0]:
+        return goal
+    nodes, to_goal = _graph(goal, centres, radii)
+    total = np.where(
+        _seg_clear(tip[None], nodes, *_outside(tip, None, centres, radii))[0],
+        np.linalg.norm(nodes - tip, axis=1) + to_goal,
+        np.inf,
+    )
+    best = int(np.argmin(total))
+    return nodes[best] if np.isfinite(total[best]) else goal
+
+
+_GRAPHS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _graph(
+    goal: np.ndarray, centres: np.ndarray, radii: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Graph nodes (the goal first) and each one's shortest distance to the goal. Cached: the
+    scene stands still while the tip travels, so only the tip's own edges change per step."""
+    goal, centres = np.round(goal, 3), np.round(centres, 3)  # the graph depends on the key
+    key = np.concatenate([goal, centres.ravel(), radii]).tobytes()  # alone: deterministic
+    if key in _GRAPHS:
+        return _GRAPHS[key]
+    angles = np.linspace(0.0, 2 * math.pi, 8, endpoint=False)
+    ring = np.stack([np.cos(angles), np.sin(angles)], -1) / math.cos(math.pi / 8)
+    ring_pts = (centres[:, None, :] + (radii[:, None, None] + 0.005) * ring[None]).reshape(-1, 2)
+    inside = np.linalg.norm(ring_pts[:, None] - centres[None], axis=-1) < radii[None] - 1e-9
+    nodes = np.vstack([goal, ring_pts[~inside.any(1)]])
+    clear = _seg_clear(nodes, nodes, centres, radii)
+    clear[0] = _seg_clear(goal[None], nodes, *_outside(goal, None, centres, radii))[0]
+    clear = clear | clear.T
+    cost = np.where(clear, np.linalg.norm(nodes[:, None] - nodes[None], axis=-1), np.inf)
+    dist = np.full(len(nodes), np.inf)
+    dist[0] = 0.0
+    done = np.zeros(len(nodes), bool)
+    for _ in range(len(nodes)):  # Dijkstra on a dense matrix: a few dozen nodes
+        i = int(np.argmin(np.where(done, np.inf, dist)))
+        if not np.isfinite(dist[i]):
+            break
+        done[i] = True
+        dist = np.minimum(dist, dist[i] + cost[i])
+    if len(_GRAPHS) > 256:
+        _GRAPHS.clear()
+    _GRAPHS[key] = (nodes, dist)
+    return nodes, dist
+
+
+def _outside(
+    p: np.ndarray, q: np.ndarray | None, centres: np.ndarray, radii: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The discs that hold neither p nor q (those that do cannot be avoided from there)."""
+    keep = np.linalg.norm(centres - p, axis=1) >= radii
+    if q is not None:
+        keep &= np.linalg.norm(centres - q, axis=1) >= radii
+    return centres[keep], radii[keep]

@@ -9,14 +9,12 @@ onset). Markers are visual only, so driving past one is not a collision.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import mujoco
 import numpy as np
 
-from vla_pruned_ros.monitor import SafetyLimits
 from vla_pruned_ros.sim.base import Task
-from vla_pruned_ros.sim.instructions import COLOURS, NAV_TEMPLATES, RGBA, instruction
+from vla_pruned_ros.sim.instructions import COLOURS, NAV_TEMPLATES, RGBA
 
 HALF = 2.0  # arena half-size (m), inside the walls
 ROBOT_R = 0.15
@@ -29,7 +27,12 @@ class NavTask(Task):
     name = "nav"
     action_names = ("linear_x", "angular_z")
     action_high = np.array([0.5, 2.0])
+    action_low = -action_high
     max_steps = 150
+    camera = "ego"
+    robot_bodies = ("base",)
+    templates = NAV_TEMPLATES
+    colours = COLOURS
 
     def mjcf(self) -> str:
         s = self.image_size
@@ -83,10 +86,6 @@ class NavTask(Task):
   </actuator>
 </mujoco>"""
 
-    def safety_limits(self) -> SafetyLimits:
-        return SafetyLimits(command_timeout_s=0, camera_timeout_s=0, policy_timeout_s=0,
-                            max_linear_speed=0, max_angular_speed=0)  # fmt: skip
-
     # -- scene ------------------------------------------------------------------------------
     def _layout(self, rng: np.random.Generator) -> str:
         m = self.model
@@ -129,27 +128,17 @@ class NavTask(Task):
         self.data.qpos[:3] = (*start, yaw)
         return target
 
-    def _instruction_for(self, target: str, rng: np.random.Generator, phrasing: str) -> str:
-        return instruction(NAV_TEMPLATES, target, rng, phrasing)
-
-    def _start_episode(self) -> None:
-        self.start = self.data.qpos[:2].copy()
-        self.path_length = 0.0
-        self._last = self.start.copy()
-
     # -- dynamics ---------------------------------------------------------------------------
     def _apply_action(self, action: np.ndarray) -> None:
         v, w = action
         yaw = self.data.qpos[2]
         self.data.ctrl[:] = (v * math.cos(yaw), v * math.sin(yaw), w)
 
-    def _check(self) -> bool:
-        pos = self.data.qpos[:2]
-        self.path_length += float(np.linalg.norm(pos - self._last))
-        self._last = pos.copy()
-        robot = [(a, b, f) for a, b, f in self.contacts() if "base" in (a, b)]
-        self.monitor.on_contacts(robot, self.sim_time)
+    def _check(self, now: float) -> bool:
         return self.distance_to_goal() <= SUCCESS_RADIUS
+
+    def robot_xy(self) -> np.ndarray:
+        return self.data.qpos[:2].copy()
 
     def distance_to_goal(self) -> float:
         return float(np.linalg.norm(self.data.qpos[:2] - self.markers[self.target]))
@@ -206,20 +195,8 @@ class NavTask(Task):
         return np.array([v, w])
 
     # -- results ----------------------------------------------------------------------------
-    def metrics(self) -> dict[str, Any]:
-        shortest = max(
-            0.0, float(np.linalg.norm(self.start - self.markers[self.target])) - SUCCESS_RADIUS
-        )
-        spl = float(self.success) * shortest / max(self.path_length, shortest, 1e-6)
-        return {
-            "task": self.name,
-            "seed": self.seed,
-            "split": self.split,
-            "instruction": self.instruction,
-            "success": bool(self.success),
-            "steps": self.steps,
-            "path_length": self.path_length,
-            "distance_to_goal": self.distance_to_goal(),
-            "spl": spl,
-            **self.safety_summary(),
-        }
+    def _spl(self) -> float:
+        """Success weighted by (shortest path / path taken); the shortest path ends on the
+        success circle, not at the marker."""
+        shortest = max(0.0, self.start_distance - SUCCESS_RADIUS)
+        return float(self.success) * shortest / max(self.path_length, shortest, 1e-6)
