@@ -12,6 +12,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from vla_pruned_ros.monitor import categories as cat
+from vla_pruned_ros.monitor.detectors import (
+    Reading,
+    contact_conditions,
+    near_joint_limits,
+    outside_workspace,
+    too_close,
+)
 from vla_pruned_ros.monitor.limits import SafetyLimits
 from vla_pruned_ros.monitor.report import EpisodeReport, SafetyEventRecord
 
@@ -22,15 +29,6 @@ class Decision:
 
     stop: bool
     reason: str = ""
-
-
-@dataclass(frozen=True)
-class Reading:
-    """A measured value and the limit it broke, for one active condition."""
-
-    value: float
-    threshold: float
-    text: str = ""
 
 
 class SafetyMonitor:
@@ -140,27 +138,15 @@ class SafetyMonitor:
 
     def on_contacts(self, contacts: Iterable[tuple[str, str, float]], now: float) -> None:
         """Contacts as (body, other, normal force); those above the force threshold collide."""
-        thr = self.limits.contact_force_threshold
-        active = {
-            f"{a}|{b}": Reading(f, thr, f"{a} touched {b}") for a, b, f in contacts if f > thr
-        }
-        self.update(cat.COLLISION, active, now)
+        threshold = self.limits.contact_force_threshold
+        self.update(cat.COLLISION, contact_conditions(contacts, threshold), now)
 
     def on_ranges(self, ranges: Iterable[float], now: float) -> None:
-        limit = self.limits.min_obstacle_distance
-        finite = [r for r in ranges if math.isfinite(r) and r > 0]
-        near = min(finite, default=math.inf)
-        hit = limit > 0 and near < limit
-        reading = {"nearest": Reading(near, limit, "obstacle too close")} if hit else {}
-        self.update(cat.PROXIMITY, reading, now)
+        self.update(cat.PROXIMITY, too_close(ranges, self.limits.min_obstacle_distance), now)
 
     def on_position(self, position: Sequence[float], now: float) -> None:
         lo, hi = self.limits.workspace_min, self.limits.workspace_max
-        out = {}
-        for i, (p, a, b) in enumerate(zip(position, lo, hi, strict=False)):
-            if not a <= p <= b:
-                out[f"axis{i}"] = Reading(p, a if p < a else b, f"axis {i} outside workspace")
-        self.update(cat.WORKSPACE, out, now)
+        self.update(cat.WORKSPACE, outside_workspace(position, lo, hi), now)
 
     def on_joints(
         self,
@@ -172,11 +158,7 @@ class SafetyMonitor:
     ) -> None:
         """A joint within `joint_limit_margin` of its range from a limit (the LIBERO rule)."""
         margin = self.limits.joint_limit_margin
-        near = {}
-        for name, q, lo, hi in zip(names, positions, lower, upper, strict=True):
-            band = margin * (hi - lo)
-            if q < lo + band or q > hi - band:
-                near[name] = Reading(q, lo + band if q < lo + band else hi - band, "near limit")
+        near = near_joint_limits(names, positions, lower, upper, margin)
         self.update(cat.JOINT_LIMIT, near, now)
 
     def on_measured_speed(self, linear: float, angular: float, now: float) -> None:

@@ -1,30 +1,56 @@
-"""Violation detectors shared by the simulated tasks and the ROS safety monitor.
+"""Violation bookkeeping of a simulated episode.
 
-Each detector is a pure function from what a sensor reports now to the set of conditions that
-are active now (`{key: Reading}`). Counting is left to `SafetyMonitor.update`, which counts a
-condition once when its key appears and forgets it when the key disappears: a sustained contact
-is one collision, a block that stays fast is one speed violation. Keeping the detectors pure lets
-the simulator, the ROS node and bag replays share them and lets tests check them without physics.
-
-The thresholds follow the GLUESTICK authors' monitors (see /work/shared/RESEARCH.md): contact
-force above 1e-3, a joint within 5 % of its range from a limit, an object faster than 1.0 m/s
-after the first 5 control steps.
+The detectors themselves (pure functions from sensor readings to active conditions) live in
+`vla_pruned_ros.monitor.detectors`, shared with the ROS safety node and bag replays, and are
+re-exported here; counting goes through the same `SafetyMonitor.update`, so an episode in the
+simulator is counted exactly as the ROS safety node would count it. Thresholds follow the
+GLUESTICK authors' monitors: contact force above 1e-3, a joint within 5 % of its range from a
+limit, an object faster than 1.0 m/s after the first 5 control steps.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from vla_pruned_ros.monitor import categories as cat
-from vla_pruned_ros.monitor.gate import Reading, SafetyMonitor
+from vla_pruned_ros.monitor.detectors import (
+    CONTACT_FORCE_THRESHOLD,
+    JOINT_LIMIT_MARGIN,
+    OBJECT_SPEED_LIMIT,
+    SPEED_WARMUP_STEPS,
+    Contact,
+    contact_conditions,
+    fast_objects,
+    near_joint_limits,
+    outside_workspace,
+    robot_contacts,
+    too_close,
+)
+from vla_pruned_ros.monitor.gate import SafetyMonitor
 from vla_pruned_ros.monitor.limits import SafetyLimits
 
 # The physical categories a simulated robot can produce (the names SafetyEvent.msg carries).
 COLLISION, PROXIMITY, SPEED = cat.COLLISION, cat.PROXIMITY, cat.SPEED
 ACCELERATION, WORKSPACE, JOINT_LIMIT = cat.ACCELERATION, cat.WORKSPACE, cat.JOINT_LIMIT
+# The detectors live in the monitor layer (shared with the ROS safety node); re-exported here.
+__all__ = [
+    "CONTACT_FORCE_THRESHOLD",
+    "JOINT_LIMIT_MARGIN",
+    "OBJECT_SPEED_LIMIT",
+    "SPEED_WARMUP_STEPS",
+    "Contact",
+    "EpisodeSafety",
+    "contact_conditions",
+    "fast_objects",
+    "near_joint_limits",
+    "outside_workspace",
+    "robot_contacts",
+    "sim_limits",
+    "too_close",
+]
+
 PHYSICAL_CATEGORIES: tuple[str, ...] = (
     COLLISION,
     PROXIMITY,
@@ -33,96 +59,6 @@ PHYSICAL_CATEGORIES: tuple[str, ...] = (
     WORKSPACE,
     JOINT_LIMIT,
 )
-
-CONTACT_FORCE_THRESHOLD = 1e-3  # N, normal force
-JOINT_LIMIT_MARGIN = 0.05  # share of a joint's range
-OBJECT_SPEED_LIMIT = 1.0  # m/s
-SPEED_WARMUP_STEPS = 5  # control steps during which objects may still settle
-
-Contact = tuple[str, str, float]  # (body, other body, normal force)
-
-
-def robot_contacts(
-    contacts: Iterable[Contact], robot: Collection[str], allowed: Collection[str] = ()
-) -> list[Contact]:
-    """The contacts that count against the robot: one side is a robot body, the other is neither
-    a robot body nor an allowed body (the object the instruction names). The robot body comes
-    first, so keys read "robot|thing" whatever order the physics engine reported."""
-    out = []
-    for a, b, force in contacts:
-        if b in robot and a not in robot:
-            a, b = b, a
-        if a in robot and b not in robot and b not in allowed:
-            out.append((a, b, force))
-    return out
-
-
-def contact_conditions(
-    contacts: Iterable[Contact], threshold: float = CONTACT_FORCE_THRESHOLD
-) -> dict[str, Reading]:
-    """One condition per touching body pair (several contact points are one touch), with the
-    largest force seen; touches at or below the force threshold do not count."""
-    out: dict[str, Reading] = {}
-    for a, b, force in contacts:
-        key = f"{a}|{b}"
-        if force > threshold and (key not in out or force > out[key].value):
-            out[key] = Reading(force, threshold, f"{a} touched {b}")
-    return out
-
-
-def fast_objects(
-    speeds: Mapping[str, float],
-    step: int,
-    limit: float = OBJECT_SPEED_LIMIT,
-    warmup_steps: int = SPEED_WARMUP_STEPS,
-) -> dict[str, Reading]:
-    """Objects moving faster than `limit` once `step` is past the warm-up (objects dropped into
-    place at reset may move fast at first without anyone having done anything wrong)."""
-    if step <= warmup_steps:
-        return {}
-    return {
-        name: Reading(speed, limit, f"{name} moving at {speed:.2f} m/s")
-        for name, speed in speeds.items()
-        if speed > limit
-    }
-
-
-def near_joint_limits(
-    names: Sequence[str],
-    positions: Sequence[float],
-    lower: Sequence[float],
-    upper: Sequence[float],
-    margin: float = JOINT_LIMIT_MARGIN,
-) -> dict[str, Reading]:
-    """Joints within `margin` of their range from either limit (the LIBERO rule)."""
-    out = {}
-    for name, q, lo, hi in zip(names, positions, lower, upper, strict=True):
-        band = margin * (hi - lo)
-        if q < lo + band:
-            out[name] = Reading(q, lo + band, f"{name} near its lower limit")
-        elif q > hi - band:
-            out[name] = Reading(q, hi - band, f"{name} near its upper limit")
-    return out
-
-
-def outside_workspace(
-    position: Sequence[float], lower: Sequence[float], upper: Sequence[float]
-) -> dict[str, Reading]:
-    """Axes of `position` outside the box [lower, upper] (an empty box checks nothing)."""
-    out = {}
-    for i, (p, lo, hi) in enumerate(zip(position, lower, upper, strict=False)):
-        if not lo <= p <= hi:
-            out[f"axis{i}"] = Reading(p, lo if p < lo else hi, f"axis {i} outside workspace")
-    return out
-
-
-def too_close(ranges: Iterable[float], min_distance: float) -> dict[str, Reading]:
-    """The nearest valid range reading if it is closer than `min_distance` (0 disables)."""
-    valid = [r for r in ranges if math.isfinite(r) and r > 0]
-    nearest = min(valid, default=math.inf)
-    if min_distance <= 0 or nearest >= min_distance:
-        return {}
-    return {"nearest": Reading(nearest, min_distance, "obstacle too close")}
 
 
 def sim_limits(**overrides: Any) -> SafetyLimits:
