@@ -65,7 +65,7 @@ def test_gluestick_between_pruned_and_dense(d_out, d_in, seed) -> None:
     none = GluestickLinear(pruned, gap_factors(dense.weight, pruned.weight, 0))
     torch.testing.assert_close(full(x), dense(x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(none(x), pruned(x))
-    gap = (dense.weight - pruned.weight).double()
+    gap = (dense.weight - pruned.weight).detach().double()
     errors = []
     for r in range(min(d_out, d_in) + 1):
         f = gap_factors(dense.weight, pruned.weight, r)
