@@ -73,3 +73,22 @@ def test_gluestick_between_pruned_and_dense(d_out, d_in, seed) -> None:
         assert actual == pytest.approx(f.frobenius_error(), abs=1e-4)  # Eckart-Young
         errors.append(actual)
     assert all(b <= a + 1e-6 for a, b in zip(errors, errors[1:], strict=False))
+
+
+def test_prune_and_gluestick_on_a_model_leave_the_input_untouched() -> None:
+    from vla_pruned_ros.compression.prune import gluestick, prune
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pruned = prune(model, "magnitude", "2:4", exclude=["4"])  # keep the head dense
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert isinstance(pruned[0], GluestickLinear) and isinstance(pruned[4], nn.Linear)
+    assert (pruned[0].weight == 0).float().mean() == 0.5
+    x = torch.randn(4, 8)
+    full = gluestick(model, pruned, rank=16)
+    torch.testing.assert_close(full(x), model(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="no linear layer matches"):
+        prune(model, "magnitude", "2:4", include=["nothing*"])
+    with pytest.raises(ValueError, match="unknown pruning method"):
+        prune(model, "lottery", "2:4")
