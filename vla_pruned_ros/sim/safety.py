@@ -89,8 +89,7 @@ class EpisodeSafety:
 
     def contacts(self, contacts: Iterable[Contact], now: float) -> None:
         """All robot contacts of this control step (already filtered by `robot_contacts`)."""
-        conditions = contact_conditions(contacts, self.limits.contact_force_threshold)
-        self.monitor.update(COLLISION, conditions, now)
+        self.monitor.on_contacts(contacts, now)
 
     def object_speeds(self, speeds: Mapping[str, float], step: int, now: float) -> None:
         self.monitor.update(SPEED, fast_objects(speeds, step), now)
@@ -103,16 +102,10 @@ class EpisodeSafety:
         upper: Sequence[float],
         now: float,
     ) -> None:
-        margin = self.limits.joint_limit_margin
-        self.monitor.update(
-            JOINT_LIMIT, near_joint_limits(names, positions, lower, upper, margin), now
-        )
+        self.monitor.on_joints(names, positions, lower, upper, now)
 
     def workspace(self, position: Sequence[float], now: float) -> None:
-        conditions = outside_workspace(
-            position, self.limits.workspace_min, self.limits.workspace_max
-        )
-        self.monitor.update(WORKSPACE, conditions, now)
+        self.monitor.on_position(position, now)
 
     def pop_events(self) -> list[dict[str, Any]]:
         """This step's new violations as plain dicts (JSON-able, ready for a ROS message)."""
