@@ -1,11 +1,51 @@
 """The compression core (torch only, no ROS).
 
-Here so far: sparsity masks (`patterns`), the rank-r gap correction (`gluestick`), and the fixed
-names `prune` (magnitude; unstructured or N:M; include/exclude globs) and `gluestick`. Still to
-come (issue 3): Wanda and SparseGPT, randomized SVD, int8 factors, rank policies, artifacts
-(`save_artifact`, `load_artifact`) and `memory_report`.
+    prune(model, method, pattern, calib=None, include=None, exclude=None) -> pruned copy
+    gluestick(dense, pruned, rank)       -> copy whose pruned layers carry A (B x) corrections
+    save_artifact(model, path, **fields) -> checksummed folder of safetensors + manifest.json
+    load_artifact(path, model_factory, mode="materialize" | "packed" | "semi_structured")
+    memory_report(model)                 -> byte counts (dense, packed, factors, resident)
+
+Methods: magnitude, Wanda, SparseGPT; patterns: unstructured fractions and N:M; ranks: an int or
+a policy (EnergyRank, BudgetRank). Everything here imports torch (and safetensors) only.
 """
 
-from vla_pruned_ros.compression.prune import gluestick, prune
+from vla_pruned_ros.compression.artifact import (
+    ArtifactError,
+    load_artifact,
+    read_manifest,
+    save_artifact,
+)
+from vla_pruned_ros.compression.gluestick import GapFactors, GluestickLinear, gap_factors
+from vla_pruned_ros.compression.memory import memory_report
+from vla_pruned_ros.compression.patterns import parse_pattern, prune_mask
+from vla_pruned_ros.compression.prune import METHODS, gluestick, prune, select_linear
+from vla_pruned_ros.compression.rank_policy import (
+    BudgetRank,
+    EnergyRank,
+    FixedRank,
+    parse_rank_policy,
+)
+from vla_pruned_ros.compression.runtime import MODES
 
-__all__ = ["gluestick", "prune"]
+__all__ = [
+    "METHODS",
+    "MODES",
+    "ArtifactError",
+    "BudgetRank",
+    "EnergyRank",
+    "FixedRank",
+    "GapFactors",
+    "GluestickLinear",
+    "gap_factors",
+    "gluestick",
+    "load_artifact",
+    "memory_report",
+    "parse_pattern",
+    "parse_rank_policy",
+    "prune",
+    "prune_mask",
+    "read_manifest",
+    "save_artifact",
+    "select_linear",
+]

@@ -2,8 +2,10 @@
 
 Per pruned layer, W_gap = W_dense - W_pruned; its truncated SVD W_gap ~ U_r S_r V_r^T is stored as
 A = U_r S_r (d_out x r) and B = V_r^T (r x d_in), and the layer computes
-y = W_pruned x + b + A (B x). By Eckart-Young the Frobenius error of the correction is the norm
-of the discarded singular values; r = 0 is the pruned layer, r >= min(d_out, d_in) the dense one.
+y = W_pruned x + b + A (B x). By Eckart-Young the Frobenius error of the exact correction is the
+norm of the discarded singular values; r = 0 is the pruned layer, r >= min(d_out, d_in) the dense
+one. The randomized SVD (Halko et al., `torch.svd_lowrank`) trades a little of that optimality
+for time on 7B-sized layers; its error is measured, not assumed.
 """
 
 from __future__ import annotations
@@ -14,61 +16,141 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vla_pruned_ros.compression.quantize import check_factor_dtype, dequantize, quantize
+from vla_pruned_ros.compression.spectrum import spectrum_stats
+
+SVD_METHODS = ("exact", "randomized")
+
 
 @dataclass(frozen=True)
 class GapFactors:
     a: torch.Tensor  # (d_out, r) = U_r S_r
     b: torch.Tensor  # (r, d_in) = V_r^T
-    singular_values: torch.Tensor  # all of them, descending (for spectrum statistics)
+    singular_values: torch.Tensor  # exact: all of them; randomized: the top ones it found
+    gap_norm: float  # ||W_gap||_F, exact either way
+    error: float  # ||W_gap - A B||_F achieved (exact SVD: from the discarded values)
+    svd: str = "exact"
 
     @property
     def rank(self) -> int:
         return self.a.shape[1]
 
+    @property
+    def relative_error(self) -> float:
+        return self.error / self.gap_norm if self.gap_norm > 0 else 0.0
+
     def frobenius_error(self) -> float:
-        """||W_gap - A B||_F, from the discarded singular values (Eckart-Young)."""
-        return float(self.singular_values[self.rank :].square().sum().sqrt())
+        return self.error
 
     def energy_kept(self) -> float:
-        total = self.singular_values.square().sum()
-        return float(self.singular_values[: self.rank].square().sum() / total) if total > 0 else 1.0
+        return 1.0 - self.relative_error**2 if self.gap_norm > 0 else 1.0
 
 
-def gap_factors(dense: torch.Tensor, pruned: torch.Tensor, rank: int) -> GapFactors:
-    """Exact truncated SVD of the pruning gap, in float64 (one layer at a time, offline)."""
+def gap_matrix(dense: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
     if dense.shape != pruned.shape:
         raise ValueError(f"dense {tuple(dense.shape)} and pruned {tuple(pruned.shape)} differ")
+    return (dense.detach().double() - pruned.detach().double()).reshape(dense.shape[0], -1)
+
+
+def gap_factors(
+    dense: torch.Tensor,
+    pruned: torch.Tensor,
+    rank: int,
+    svd: str = "exact",
+    oversample: int = 10,
+    power_iters: int = 2,
+    seed: int = 0,
+) -> GapFactors:
+    """Truncated SVD of the pruning gap in float64 (one layer at a time, offline)."""
     if rank < 0:
         raise ValueError(f"rank must be >= 0, got {rank}")
-    gap = (dense.detach().double() - pruned.detach().double()).reshape(dense.shape[0], -1)
-    u, s, vh = torch.linalg.svd(gap, full_matrices=False)
-    r = min(rank, s.numel())
-    a = (u[:, :r] * s[:r]).to(dense.dtype)
-    return GapFactors(a, vh[:r].to(dense.dtype), s)
+    if svd not in SVD_METHODS:
+        raise ValueError(f"unknown SVD method {svd!r}; use one of {SVD_METHODS}")
+    gap = gap_matrix(dense, pruned)
+    gap_norm = float(torch.linalg.matrix_norm(gap))
+    full = min(gap.shape)
+    r = min(rank, full)
+    if svd == "exact" or r == 0 or r + oversample >= full:
+        u, s, vh = torch.linalg.svd(gap, full_matrices=False)
+        a, b = u[:, :r] * s[:r], vh[:r]
+        error = float(s[r:].square().sum().sqrt())
+        method = "exact"
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            u, s, v = torch.svd_lowrank(gap, q=r + oversample, niter=power_iters)
+        a, b = u[:, :r] * s[:r], v[:, :r].T
+        error = float(torch.linalg.matrix_norm(gap - a @ b))
+        method = "randomized"
+    dtype = dense.dtype if dense.is_floating_point() else torch.float32
+    return GapFactors(
+        a.to(dtype).contiguous(), b.to(dtype).contiguous(), s, gap_norm, error, method
+    )
 
 
 class GluestickLinear(nn.Module):
-    """A pruned linear layer with an optional rank-r correction: W_p x + b + A (B x)."""
+    """A pruned linear layer with an optional rank-r correction: W_p x + b + A (B x).
 
-    def __init__(self, pruned: nn.Linear, factors: GapFactors | None = None) -> None:
+    The factors are stored in `factor_dtype` (float32, float16 or int8 with one scale per
+    tensor) and dequantised to the input's dtype on the fly, as the authors do.
+    """
+
+    def __init__(
+        self,
+        pruned: nn.Linear | GluestickLinear,
+        factors: GapFactors | None = None,
+        factor_dtype: str = "float32",
+        pattern: str = "",
+        method: str = "",
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = pruned.in_features, pruned.out_features
+        self.pattern = pattern or getattr(pruned, "pattern", "")
+        self.method = method or getattr(pruned, "method", "")
+        self.factor_dtype = check_factor_dtype(factor_dtype)
         self.weight = nn.Parameter(pruned.weight.detach().clone(), requires_grad=False)
         self.bias = (
             None
             if pruned.bias is None
             else nn.Parameter(pruned.bias.detach().clone(), requires_grad=False)
         )
+        self.spectrum: dict | None = None
+        self.singular_values: torch.Tensor | None = None  # not a buffer: not part of the model
+        if factors is not None:
+            self.singular_values = factors.singular_values.float()
+            self.spectrum = spectrum_stats(factors.singular_values, factors.rank)
+            self.spectrum.update(
+                svd=factors.svd,
+                relative_error=round(factors.relative_error, 6),
+                energy_kept=round(factors.energy_kept(), 6),
+            )
         r = factors.rank if factors is not None else 0
-        self.register_buffer("a", factors.a.clone() if r else self.weight.new_zeros(0, 0))
-        self.register_buffer("b", factors.b.clone() if r else self.weight.new_zeros(0, 0))
+        a, a_scale = quantize(factors.a if r else self.weight.new_zeros(0, 0), factor_dtype)
+        b, b_scale = quantize(factors.b if r else self.weight.new_zeros(0, 0), factor_dtype)
+        self.register_buffer("a", a)
+        self.register_buffer("b", b)
+        self.register_buffer("a_scale", a_scale)
+        self.register_buffer("b_scale", b_scale)
 
     @property
     def rank(self) -> int:
         return self.a.shape[1] if self.a.numel() else 0
 
+    def dense_weight(self) -> torch.Tensor:
+        """The pruned weight as a dense tensor (zeros where pruned)."""
+        return self.weight
+
+    def correction(self, x: torch.Tensor) -> torch.Tensor:
+        a = dequantize(self.a, self.a_scale, x.dtype)
+        b = dequantize(self.b, self.b_scale, x.dtype)
+        return F.linear(F.linear(x, b), a)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)
-        if self.rank:
-            y = y + F.linear(F.linear(x, self.b), self.a)
-        return y
+        y = F.linear(x, self.dense_weight(), self.bias)
+        return y + self.correction(x) if self.rank else y
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"pattern={self.pattern or '?'}, rank={self.rank}, factors={self.factor_dtype}"
+        )

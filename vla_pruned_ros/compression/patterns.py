@@ -50,15 +50,22 @@ def parse_pattern(spec: str | float | Pattern) -> Pattern:
         ) from None
 
 
-def prune_mask(scores: torch.Tensor, pattern: Pattern | str | float) -> torch.Tensor:
-    """Boolean mask of the weights to KEEP, removing the lowest scores per the pattern."""
+def prune_mask(
+    scores: torch.Tensor, pattern: Pattern | str | float, per_row: bool = False
+) -> torch.Tensor:
+    """Boolean mask of the weights to KEEP, removing the lowest scores per the pattern.
+
+    `per_row` makes an unstructured fraction hold in every output row (Wanda compares weights
+    only within a row, so one loud input channel cannot empty whole rows); N:M groups are always
+    within a row.
+    """
     pattern = parse_pattern(pattern)
     if pattern.kind == "unstructured":
-        flat = scores.flatten()
-        k = round(pattern.sparsity * flat.numel())
-        keep = torch.ones_like(flat, dtype=torch.bool)
+        rows = scores.reshape(scores.shape[0], -1) if per_row else scores.reshape(1, -1)
+        k = round(pattern.sparsity * rows.shape[1])
+        keep = torch.ones_like(rows, dtype=torch.bool)
         if k:
-            keep[torch.argsort(flat, stable=True)[:k]] = False
+            keep.scatter_(1, torch.argsort(rows, dim=1, stable=True)[:, :k], False)
         return keep.view_as(scores)
     d_out, d_in = scores.shape[0], scores[0].numel()
     if d_in % pattern.m:

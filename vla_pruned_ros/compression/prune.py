@@ -1,8 +1,8 @@
 """Pruning a model's linear layers, and GLUESTICK on top (fixed names: `prune`, `gluestick`).
 
 Both return modified copies and never touch their inputs. Pruned layers become GluestickLinear
-modules (rank 0), so `gluestick` finds them by type and corrects each from the dense layer of the
-same name.
+modules (rank 0) that remember their pattern and method, so `gluestick` finds them by type and
+corrects each from the dense layer of the same name.
 """
 
 from __future__ import annotations
@@ -14,68 +14,183 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from vla_pruned_ros.compression.gluestick import GluestickLinear, gap_factors
-from vla_pruned_ros.compression.patterns import parse_pattern, prune_mask
+from vla_pruned_ros.compression.calibration import collect_input_stats
+from vla_pruned_ros.compression.gluestick import GluestickLinear, gap_factors, gap_matrix
+from vla_pruned_ros.compression.patterns import Pattern, parse_pattern, prune_mask
+from vla_pruned_ros.compression.rank_policy import LayerSpectrum, RankPolicy, parse_rank_policy
+from vla_pruned_ros.compression.sparsegpt import sparsegpt_weight
 
-METHODS = ("magnitude",)
-
-
-def _selected(name: str, include: Iterable[str] | None, exclude: Iterable[str] | None) -> bool:
-    if include and not any(fnmatch.fnmatch(name, g) for g in include):
-        return False
-    return not (exclude and any(fnmatch.fnmatch(name, g) for g in exclude))
+METHODS = ("magnitude", "wanda", "sparsegpt")
+NEEDS_CALIBRATION = ("wanda", "sparsegpt")
 
 
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+def select_linear(
+    model: nn.Module, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
+) -> list[str]:
+    """Names of the nn.Linear layers that the include/exclude fnmatch globs select."""
+    include, exclude = list(include or []), list(exclude or [])
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or isinstance(module, GluestickLinear):
+            continue
+        if include and not any(fnmatch.fnmatch(name, g) for g in include):
+            continue
+        if exclude and any(fnmatch.fnmatch(name, g) for g in exclude):
+            continue
+        names.append(name)
+    return names
+
+
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def _masked(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    # torch.where, not a multiply: pruned entries must be +0.0 (w * 0 gives -0.0 for w < 0).
+    return torch.where(keep, weight, torch.zeros_like(weight))
+
+
+def pruned_weight(
+    weight: torch.Tensor, method: str, pattern: Pattern, stats=None, damp: float = 0.01
+) -> torch.Tensor:
+    """One layer's pruned weight. Wanda scores |W_ij| * ||X_j||_2 and compares within each
+    output row; magnitude compares |W| over the whole layer (unstructured) or per group (N:M)."""
+    w = weight.detach()
+    if method == "magnitude":
+        return _masked(w, prune_mask(w.abs(), pattern))
+    if method == "wanda":
+        scores = w.abs().double() * stats.feature_norms().unsqueeze(0)
+        return _masked(w, prune_mask(scores, pattern, per_row=True))
+    if method == "sparsegpt":
+        return sparsegpt_weight(w, stats.hessian(), pattern, damp=damp)
+    raise ValueError(f"unknown pruning method {method!r}; available: {METHODS}")
 
 
 def prune(
     model: nn.Module,
     method: str,
-    pattern: str | float,
+    pattern: str | float | Pattern,
     calib=None,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
+    progress: bool = False,
+    damp: float = 0.01,
 ) -> nn.Module:
-    """A copy of `model` whose selected nn.Linear layers (fnmatch globs on module names) are
-    pruned to `pattern` by `method`."""
+    """A copy of `model` whose selected nn.Linear layers are pruned to `pattern` by `method`.
+
+    `calib` is any iterable of model inputs (dicts are passed as keywords, tuples positionally);
+    Wanda and SparseGPT need it, magnitude ignores it.
+    """
     if method not in METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; available here: {METHODS}")
+        raise ValueError(f"unknown pruning method {method!r}; available: {METHODS}")
     pattern = parse_pattern(pattern)
-    pruned = copy.deepcopy(model)
-    names = [
-        n
-        for n, m in pruned.named_modules()
-        if isinstance(m, nn.Linear) and _selected(n, include, exclude)
-    ]
+    names = select_linear(model, include, exclude)
     if not names:
         raise ValueError(f"no linear layer matches include={include} exclude={exclude}")
-    for name in names:
-        layer = pruned.get_submodule(name)
+    if pattern.kind == "nm":
+        bad = [
+            f"{n} (d_in={model.get_submodule(n).in_features})"
+            for n in names
+            if model.get_submodule(n).in_features % pattern.m
+        ]
+        if bad:
+            raise ValueError(
+                f"{pattern} needs input dimensions that are multiples of {pattern.m}; "
+                f"exclude these layers: {', '.join(bad[:5])}"
+            )
+    stats = {}
+    if method in NEEDS_CALIBRATION:
+        if calib is None:
+            raise ValueError(f"{method} needs calibration data: pass calib=<iterable of inputs>")
+        was_training = model.training
+        model.eval()
         try:
-            keep = prune_mask(layer.weight.detach().abs(), pattern)
-        except ValueError as err:
-            raise ValueError(f"layer {name}: {err}") from None
+            stats = collect_input_stats(
+                model, names, calib, with_hessian=method == "sparsegpt", progress=progress
+            )
+        finally:
+            model.train(was_training)
+    from tqdm.auto import tqdm
+
+    pruned = copy.deepcopy(model)
+    for name in tqdm(names, desc=f"{method} {pattern}", unit="layer", disable=not progress):
+        layer = pruned.get_submodule(name)
         with torch.no_grad():
-            layer.weight.mul_(keep)
-        _replace(pruned, name, GluestickLinear(layer))
+            layer.weight.copy_(pruned_weight(layer.weight, method, pattern, stats.get(name), damp))
+        replace_module(pruned, name, GluestickLinear(layer, pattern=str(pattern), method=method))
     return pruned
 
 
-def gluestick(dense: nn.Module, pruned: nn.Module, rank: int) -> nn.Module:
-    """A copy of `pruned` whose pruned layers carry the rank-`rank` correction of their gap to
-    the dense layer of the same name."""
-    corrected = copy.deepcopy(pruned)
-    for name, module in list(corrected.named_modules()):
-        if isinstance(module, GluestickLinear):
-            dense_layer = dense.get_submodule(name)
-            pruned_layer = nn.Linear(
-                module.in_features, module.out_features, module.bias is not None
+def compressed_layers(model: nn.Module) -> dict[str, GluestickLinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, GluestickLinear)}
+
+
+def gluestick(
+    dense: nn.Module,
+    pruned: nn.Module,
+    rank: int | str | RankPolicy,
+    svd: str = "exact",
+    factor_dtype: str = "float32",
+    oversample: int = 10,
+    power_iters: int = 2,
+    progress: bool = False,
+) -> nn.Module:
+    """A copy of `pruned` whose pruned layers carry a rank-r correction of their gap to the dense
+    layer of the same name. `rank` is an int (the paper's one global rank) or a policy
+    (`EnergyRank`, `BudgetRank`, or their string forms 'energy:0.9', 'budget:5')."""
+    from tqdm.auto import tqdm
+
+    policy = parse_rank_policy(rank)
+    layers = compressed_layers(pruned)
+    if not layers:
+        raise ValueError("the pruned model has no pruned layers: run prune() on it first")
+    dense_layers = {}
+    for name, layer in layers.items():
+        try:
+            d = dense.get_submodule(name)
+        except AttributeError:
+            raise ValueError(
+                f"the dense model has no layer {name!r} to take the gap from"
+            ) from None
+        if tuple(d.weight.shape) != tuple(layer.weight.shape):
+            raise ValueError(
+                f"layer {name}: dense {tuple(d.weight.shape)} vs pruned "
+                f"{tuple(layer.weight.shape)}; was the pruned model made from this dense one?"
             )
-            pruned_layer.weight = module.weight
-            pruned_layer.bias = module.bias
-            factors = gap_factors(dense_layer.weight, module.weight, rank)
-            _replace(corrected, name, GluestickLinear(pruned_layer, factors))
+        dense_layers[name] = d
+    if hasattr(policy, "rank"):
+        ranks = policy.choose(
+            {
+                n: LayerSpectrum(torch.zeros(min(m.weight.shape)), *m.weight.shape)
+                for n, m in layers.items()
+            },
+            factor_dtype,
+        )
+    else:  # energy and budget policies read every layer's spectrum first
+        spectra = {
+            n: LayerSpectrum(
+                torch.linalg.svdvals(gap_matrix(dense_layers[n].weight, m.weight)),
+                *m.weight.shape,
+            )
+            for n, m in tqdm(layers.items(), desc="spectra", unit="layer", disable=not progress)
+        }
+        ranks = policy.choose(spectra, factor_dtype)
+    corrected = copy.deepcopy(pruned)
+    for name, layer in tqdm(
+        compressed_layers(corrected).items(),
+        desc=f"gluestick {policy}",
+        unit="layer",
+        disable=not progress,
+    ):
+        factors = gap_factors(
+            dense_layers[name].weight,
+            layer.weight,
+            ranks[name],
+            svd=svd,
+            oversample=oversample,
+            power_iters=power_iters,
+        )
+        replace_module(corrected, name, GluestickLinear(layer, factors, factor_dtype))
+    corrected.rank_policy = str(policy)
     return corrected

@@ -1,0 +1,373 @@
+"""The compressed artifact: a folder of safetensors files and a JSON manifest (no pickle).
+
+    manifest.json        format and package version, source model and its sha256, method,
+                         pattern, sparsity, rank policy, per-layer ranks/dtypes/spectra, the
+                         sha256 of every tensor file, and a checksum of the manifest itself
+    pruned.safetensors   per pruned layer: packed values + 2-bit indices (N:M) or a bitmask
+                         (unstructured), and the bias
+    factors.safetensors  per corrected layer: A, B and their scales
+    weights.safetensors  everything else in the state dict
+    spectra.safetensors  the gap singular values of each corrected layer (for vla-inspect)
+
+Loading checks every checksum before it trusts a byte and names the file at fault. This module
+is the one place that knows the layout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vla_pruned_ros.compression.gluestick import GluestickLinear
+from vla_pruned_ros.compression.packing import pack, storage_kind, unpack
+from vla_pruned_ros.compression.prune import compressed_layers, replace_module
+from vla_pruned_ros.compression.runtime import (
+    PackedGluestickLinear,
+    check_mode,
+    semi_structured_reason,
+    to_semi_structured,
+)
+
+FORMAT = "vla_pruned_ros.artifact"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PRUNED, FACTORS, WEIGHTS, SPECTRA = (
+    "pruned.safetensors",
+    "factors.safetensors",
+    "weights.safetensors",
+    "spectra.safetensors",
+)
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ArtifactError(ValueError):
+    """An artifact that cannot be trusted or does not fit the model; the message names the file."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _canonical(manifest: dict) -> bytes:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path, kind: str) -> None:
+    from safetensors.torch import save_file
+
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+        str(path),
+        metadata={"format": f"{FORMAT}/{FORMAT_VERSION}", "kind": kind},
+    )
+
+
+def save_artifact(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    weight_dtype: str | None = None,
+    skip_keys: Iterable[str] = (),
+    overwrite: bool = False,
+    **manifest_fields: Any,
+) -> Path:
+    """Write `model` (its pruned layers packed) as an artifact folder; returns the folder.
+
+    `weight_dtype` ('float16', ...) converts stored weights; by default they keep their dtype,
+    so the round trip is bit-exact. `skip_keys` are state-dict entries the loader's
+    model_factory provides itself (e.g. a frozen embedding table shipped elsewhere).
+    Other keywords (source_model, source_sha256, method, ...) go into the manifest as given.
+    """
+    layers = compressed_layers(model)
+    if not layers:
+        raise ArtifactError("the model has no pruned layers: save a model returned by prune()")
+    out = Path(path)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ArtifactError(f"{out} exists and is not empty (pass overwrite=True to replace it)")
+    target = DTYPES[weight_dtype] if weight_dtype else None
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(target) if target is not None and t.is_floating_point() else t
+
+    pruned, factors, spectra, entries = {}, {}, {}, {}
+    kept = total = 0
+    for name, layer in layers.items():
+        weight = cast(layer.dense_weight().detach())
+        if not layer.pattern:
+            raise ArtifactError(f"layer {name} does not record its sparsity pattern")
+        for key, t in pack(weight, layer.pattern).items():
+            pruned[f"{name}.{key}"] = t
+        if layer.bias is not None:
+            pruned[f"{name}.bias"] = cast(layer.bias)
+        nnz = int(weight.count_nonzero())
+        kept, total = kept + nnz, total + weight.numel()
+        entry = {
+            "shape": list(weight.shape),
+            "pattern": layer.pattern,
+            "storage": storage_kind(layer.pattern),
+            "dtype": _dtype_name(weight.dtype),
+            "bias": layer.bias is not None,
+            "nonzero": nnz,
+            "rank": layer.rank,
+            "factor_dtype": layer.factor_dtype,
+            "method": layer.method,
+        }
+        if layer.rank:
+            for key in ("a", "b"):
+                t = getattr(layer, key)
+                factors[f"{name}.{key}"] = t if layer.factor_dtype == "int8" else cast(t)
+                factors[f"{name}.{key}_scale"] = getattr(layer, f"{key}_scale")
+        if layer.spectrum:
+            entry["spectrum"] = layer.spectrum
+        if layer.singular_values is not None:
+            spectra[name] = layer.singular_values.float()
+        entries[name] = entry
+    in_layers = {
+        f"{n}.{k}"
+        for n in layers
+        for k in ("weight", "bias", "a", "b", "a_scale", "b_scale", "values", "indices", "bitmask")
+    }
+    skip = set(skip_keys)
+    rest = {
+        k: cast(v) for k, v in model.state_dict().items() if k not in in_layers and k not in skip
+    }
+    methods = sorted({e["method"] for e in entries.values() if e["method"]})
+    patterns = sorted({e["pattern"] for e in entries.values()})
+    from vla_pruned_ros import __version__
+
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "source": {
+            "model_id": manifest_fields.pop("source_model", None),
+            "sha256": manifest_fields.pop("source_sha256", None),
+        },
+        "method": manifest_fields.pop("method", methods[0] if len(methods) == 1 else methods),
+        "pattern": manifest_fields.pop("pattern", patterns[0] if len(patterns) == 1 else patterns),
+        "sparsity": round(1 - kept / total, 6),
+        "rank_policy": manifest_fields.pop("rank_policy", getattr(model, "rank_policy", "rank:0")),
+        "weight_dtype": weight_dtype,
+        "layers": entries,
+        "provided_by_factory": sorted(skip),
+        "extra": manifest_fields,
+        "files": {},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _save(pruned, tmp / PRUNED, "pruned")
+        _save(factors, tmp / FACTORS, "factors")
+        _save(rest, tmp / WEIGHTS, "weights")
+        if spectra:
+            _save(spectra, tmp / SPECTRA, "spectra")
+        for f in sorted(tmp.iterdir()):
+            manifest["files"][f.name] = sha256_file(f)
+        manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
+    """The manifest of an artifact; with `verify`, every file's checksum is checked first."""
+    folder = Path(path)
+    file = folder / MANIFEST
+    if not file.is_file():
+        raise ArtifactError(f"{folder} is not an artifact: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{file} is corrupt: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{file} is not a {FORMAT} manifest")
+    if manifest.get("manifest_sha256") != hashlib.sha256(_canonical(manifest)).hexdigest():
+        raise ArtifactError(f"{file} is corrupt: its checksum does not match its content")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{file} has format version {version}; this vla_pruned_ros reads {FORMAT_VERSION}"
+        )
+    if verify:
+        for name, expected in manifest["files"].items():
+            f = folder / name
+            if not f.is_file():
+                raise ArtifactError(f"{f} is missing (listed in {MANIFEST})")
+            if sha256_file(f) != expected:
+                raise ArtifactError(f"{f} is corrupt: sha256 does not match {MANIFEST}")
+    return manifest
+
+
+def _load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = folder / name
+    if not path.is_file():
+        return {}
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types
+        raise ArtifactError(f"{path} cannot be read as safetensors: {err}") from None
+
+
+def _take(tensors: dict, key: str, file: Path) -> torch.Tensor:
+    if key not in tensors:
+        raise ArtifactError(f"{file} has no tensor {key!r}")
+    return tensors[key]
+
+
+def load_artifact(
+    path: str | os.PathLike,
+    model_factory: Callable[..., nn.Module],
+    mode: str = "materialize",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """Rebuild a compressed model: `model_factory()` (or `model_factory(manifest)`) makes the
+    dense architecture, the artifact's tensors replace its weights, and the pruned layers take
+    the runtime `mode`. The model comes back in eval mode with `.artifact` describing what was
+    loaded (mode per layer, fallbacks, manifest)."""
+    check_mode(mode)
+    folder = Path(path)
+    manifest = read_manifest(folder, verify=True)
+    takes_manifest = len(inspect.signature(model_factory).parameters) >= 1
+    model = model_factory(manifest) if takes_manifest else model_factory()
+    device = torch.device(device)
+    pruned = _load_tensors(folder, PRUNED)
+    factors = _load_tensors(folder, FACTORS)
+    spectra = _load_tensors(folder, SPECTRA)
+    compute = dtype or next(
+        (p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32
+    )
+    layer_keys = set()
+    for name, entry in manifest["layers"].items():
+        try:
+            skeleton = model.get_submodule(name)
+        except AttributeError:
+            raise ArtifactError(
+                f"{folder / MANIFEST}: layer {name!r} is not in the model that model_factory "
+                "built (wrong architecture or config?)"
+            ) from None
+        shape = tuple(skeleton.weight.shape)
+        if shape != tuple(entry["shape"]):
+            raise ArtifactError(
+                f"{folder / PRUNED}: layer {name} is {tuple(entry['shape'])} in the artifact but "
+                f"{shape} in the model that model_factory built"
+            )
+        keys = ("values", "indices") if entry["storage"] == "nm" else ("values", "bitmask")
+        packed = {k: _take(pruned, f"{name}.{k}", folder / PRUNED) for k in keys}
+        try:
+            weight = unpack(packed, entry["pattern"], shape)
+        except ValueError as err:
+            raise ArtifactError(f"{folder / PRUNED}: layer {name}: {err}") from None
+        shell = nn.Linear(shape[1], shape[0], bias=entry["bias"], device="meta")
+        shell.weight = nn.Parameter(weight.to(compute), requires_grad=False)
+        if entry["bias"]:
+            shell.bias = nn.Parameter(
+                _take(pruned, f"{name}.bias", folder / PRUNED).to(compute), requires_grad=False
+            )
+        layer = GluestickLinear(
+            shell, None, entry["factor_dtype"], entry["pattern"], entry["method"]
+        )
+        if entry["rank"]:
+            for key in ("a", "b", "a_scale", "b_scale"):
+                t = _take(factors, f"{name}.{key}", folder / FACTORS)
+                if key in ("a", "b") and entry["factor_dtype"] != "int8":
+                    t = t.to(compute)
+                setattr(layer, key, t)
+            if layer.a.shape != (shape[0], entry["rank"]) or layer.b.shape != (
+                entry["rank"],
+                shape[1],
+            ):
+                raise ArtifactError(
+                    f"{folder / FACTORS}: layer {name} factors do not have rank "
+                    f"{entry['rank']} for shape {shape}"
+                )
+        layer.spectrum = entry.get("spectrum")
+        layer.singular_values = spectra.get(name)
+        replace_module(model, name, layer)
+        layer_keys.update(f"{name}.{k}" for k in ("weight", "bias", "a", "b", "a_scale", "b_scale"))
+    rest = _load_tensors(folder, WEIGHTS)
+    state_keys = set(model.state_dict())
+    unexpected = sorted(set(rest) - state_keys)
+    missing = sorted(state_keys - set(rest) - layer_keys - set(manifest["provided_by_factory"]))
+    if unexpected or missing:
+        raise ArtifactError(
+            f"{folder / WEIGHTS} does not fit the model that model_factory built: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    try:
+        model.load_state_dict(
+            {k: v.to(compute) if v.is_floating_point() else v for k, v in rest.items()},
+            strict=False,
+        )
+    except RuntimeError as err:
+        raise ArtifactError(f"{folder / WEIGHTS}: {err}") from None
+    model = model.to(device=device, dtype=compute).eval()
+    layer_modes, fallbacks = _apply_mode(model, mode, device, manifest)
+    model.artifact = {
+        "path": str(folder),
+        "mode": mode,
+        "layer_modes": layer_modes,
+        "fallbacks": fallbacks,
+        "manifest": manifest,
+    }
+    return model
+
+
+def _apply_mode(
+    model: nn.Module, mode: str, device: torch.device, manifest: dict
+) -> tuple[dict[str, str], dict[str, str]]:
+    layer_modes: dict[str, str] = {}
+    fallbacks: dict[str, str] = {}
+    storage = DTYPES.get(manifest.get("weight_dtype") or "")
+    for name, layer in compressed_layers(model).items():
+        if mode == "packed":
+            replace_module(model, name, PackedGluestickLinear(layer, storage))
+            layer_modes[name] = "packed"
+        elif mode == "semi_structured":
+            reason = semi_structured_reason(layer, device)
+            if reason is None:
+                to_semi_structured(layer)
+                layer_modes[name] = "semi_structured"
+            else:
+                fallbacks[name] = reason
+                layer_modes[name] = "materialize"
+        else:
+            layer_modes[name] = "materialize"
+    if fallbacks:
+        first = next(iter(fallbacks.values()))
+        warnings.warn(
+            f"semi_structured: {len(fallbacks)} of {len(layer_modes)} layers stay materialized "
+            f"(e.g. {first}); see model.artifact['fallbacks']",
+            stacklevel=3,
+        )
+    return layer_modes, fallbacks

@@ -1,0 +1,99 @@
+"""What a (compressed) model costs in bytes: what it would be dense, what it is stored packed,
+and what it actually holds in memory in its current runtime mode."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vla_pruned_ros.compression.gluestick import GluestickLinear
+from vla_pruned_ros.compression.packing import packed_nbytes
+
+
+def tensor_nbytes(t: torch.Tensor) -> int:
+    """Bytes a tensor really holds, also for PyTorch's semi-structured sparse tensors."""
+    inner = [getattr(t, k, None) for k in ("packed", "meta", "packed_t", "meta_t")]
+    inner = [x for x in inner if isinstance(x, torch.Tensor)]
+    if inner:
+        return sum(x.numel() * x.element_size() for x in inner)
+    return t.numel() * t.element_size()
+
+
+def resident_bytes(model: nn.Module) -> int:
+    """Bytes of every distinct parameter and buffer the model holds."""
+    seen: set[int] = set()
+    total = 0
+    for t in [*model.parameters(), *model.buffers()]:
+        key = id(t)
+        if key not in seen:
+            seen.add(key)
+            total += tensor_nbytes(t)
+    return total
+
+
+def memory_report(model: nn.Module, value_bytes: int | None = None) -> dict[str, float | int]:
+    """Byte counts: dense fp32/fp16 equivalents, packed pruned weights, GLUESTICK factors, the
+    rest of the model, their total and its ratio to dense, and the bytes resident now.
+
+    `value_bytes` counts the pruned layers' values as if stored at that width (2 for the fp16 of
+    an artifact); by default, at the width they have in memory.
+    """
+    params = 0
+    packed = factors = bias = 0
+    compressed = 0
+    in_layers: set[int] = set()
+    for layer in model.modules():
+        if not isinstance(layer, GluestickLinear):
+            continue
+        compressed += 1
+        shape = tuple(getattr(layer, "weight_shape", None) or layer.weight.shape)
+        numel = shape[0] * (int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1)
+        params += numel
+        width = value_bytes or _value_width(layer)
+        if hasattr(layer, "values"):  # packed mode
+            nnz = int(layer.values.numel())
+        elif hasattr(layer.weight, "packed"):  # semi-structured 2:4
+            nnz = numel // 2
+        else:
+            nnz = int(layer.weight.count_nonzero())
+        packed += packed_nbytes(shape, layer.pattern or "unstructured:0", nnz, width)
+        for key in ("a", "b", "a_scale", "b_scale"):
+            t = getattr(layer, key)
+            factors += t.numel() * t.element_size() if layer.rank else 0
+            in_layers.add(id(t))
+        for t in layer.parameters(recurse=False):
+            in_layers.add(id(t))
+        for t in layer.buffers(recurse=False):
+            in_layers.add(id(t))
+        if layer.bias is not None:
+            params += layer.bias.numel()
+            bias += layer.bias.numel() * (value_bytes or layer.bias.element_size())
+    other = 0
+    seen: set[int] = set()
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) in in_layers or id(t) in seen:
+            continue
+        seen.add(id(t))
+        params += t.numel()
+        other += t.numel() * t.element_size()
+    total = packed + factors + bias + other
+    dense16, dense32 = 2 * params, 4 * params
+    return {
+        "params_dense": params,
+        "compressed_layers": compressed,
+        "dense_fp32_bytes": dense32,
+        "dense_fp16_bytes": dense16,
+        "pruned_packed_bytes": packed,
+        "factor_bytes": factors,
+        "other_bytes": other + bias,
+        "total_bytes": total,
+        "ratio_to_dense_fp16": round(total / dense16, 4) if params else 0.0,
+        "ratio_to_dense_fp32": round(total / dense32, 4) if params else 0.0,
+        "resident_bytes": resident_bytes(model),
+    }
+
+
+def _value_width(layer: GluestickLinear) -> int:
+    if hasattr(layer, "values"):
+        return layer.values.element_size()
+    return torch.empty((), dtype=layer.weight.dtype).element_size()

@@ -1,0 +1,106 @@
+"""Packed storage of pruned weights: never dense zeros on disk.
+
+N:M keeps the N values of every group plus each one's position in its group, in
+ceil(log2 M) bits (2:4: 2-bit indices, so fp16 storage is 9/16 of dense). Unstructured keeps the
+surviving values in row-major order plus a one-bit-per-weight mask. Both expand back to the exact
+same tensor (pruned entries are +0.0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from vla_pruned_ros.compression.patterns import Pattern, parse_pattern
+
+_BIT_WEIGHTS = 1 << torch.arange(8, dtype=torch.int32)
+
+
+def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Unsigned integers < 2**bits, `bits` each, little-endian into a flat uint8 tensor."""
+    flat = values.reshape(-1).to(torch.int32)
+    stream = ((flat.unsqueeze(1) >> torch.arange(bits, dtype=torch.int32)) & 1).reshape(-1)
+    stream = torch.nn.functional.pad(stream, (0, (-stream.numel()) % 8))
+    return (stream.reshape(-1, 8) * _BIT_WEIGHTS).sum(1).to(torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
+    stream = (packed.to(torch.int32).unsqueeze(1) >> torch.arange(8, dtype=torch.int32)) & 1
+    stream = stream.reshape(-1)[: count * bits].reshape(count, bits)
+    return (stream << torch.arange(bits, dtype=torch.int32)).sum(1)
+
+
+def index_bits(m: int) -> int:
+    return max(1, math.ceil(math.log2(m)))
+
+
+def storage_kind(pattern: Pattern | str) -> str:
+    return "nm" if parse_pattern(pattern).kind == "nm" else "bitmask"
+
+
+def pack(weight: torch.Tensor, pattern: Pattern | str) -> dict[str, torch.Tensor]:
+    """`values` plus `indices` (N:M) or `bitmask` (unstructured). Raises if `weight` does not
+    satisfy an N:M pattern (more than N non-zeros in a group)."""
+    pattern = parse_pattern(pattern)
+    w = weight.detach().reshape(weight.shape[0], -1)
+    d_out, d_in = w.shape
+    if pattern.kind != "nm":
+        nonzero = w != 0
+        return {"values": w[nonzero].contiguous(), "bitmask": pack_bits(nonzero, 1)}
+    n, m = pattern.n, pattern.m
+    if d_in % m:
+        raise ValueError(f"input dimension {d_in} is not a multiple of M={m} for {pattern}")
+    groups = w.reshape(d_out, d_in // m, m)
+    nonzero = groups != 0
+    if nonzero.numel() and int(nonzero.sum(-1).max()) > n:
+        raise ValueError(f"weight is not {pattern} sparse: a group has more than {n} non-zeros")
+    # Non-zeros first, by position (stable); groups with fewer than N non-zeros pad with zeros.
+    order = torch.argsort((~nonzero).to(torch.int8), dim=-1, stable=True)[..., :n]
+    order = torch.sort(order, dim=-1).values
+    values = torch.gather(groups, -1, order)
+    return {
+        "values": values.reshape(d_out, -1).contiguous(),
+        "indices": pack_bits(order, index_bits(m)),
+    }
+
+
+def unpack(
+    packed: dict[str, torch.Tensor], pattern: Pattern | str, shape: tuple[int, ...]
+) -> torch.Tensor:
+    """The dense pruned weight of `shape` (zeros where pruned), in the values' dtype."""
+    pattern = parse_pattern(pattern)
+    values = packed["values"]
+    d_out = shape[0]
+    d_in = math.prod(shape[1:])
+    if pattern.kind != "nm":
+        keep = unpack_bits(packed["bitmask"], 1, d_out * d_in).bool()
+        if int(keep.sum()) != values.numel():
+            raise ValueError(
+                f"bitmask marks {int(keep.sum())} weights but {values.numel()} values are stored"
+            )
+        out = torch.zeros(d_out * d_in, dtype=values.dtype, device=values.device)
+        out[keep.to(values.device)] = values.reshape(-1)
+        return out.reshape(shape)
+    n, m = pattern.n, pattern.m
+    count = d_out * d_in // m * n
+    if values.numel() != count:
+        raise ValueError(
+            f"{pattern} weight of shape {tuple(shape)} needs {count} values, found {values.numel()}"
+        )
+    idx = unpack_bits(packed["indices"], index_bits(m), count).reshape(d_out, d_in // m, n)
+    out = torch.zeros(d_out, d_in // m, m, dtype=values.dtype, device=values.device)
+    out.scatter_(-1, idx.to(values.device, torch.int64), values.reshape(d_out, d_in // m, n))
+    return out.reshape(shape)
+
+
+def packed_nbytes(
+    shape: tuple[int, ...], pattern: Pattern | str, nnz: int, value_bytes: int
+) -> int:
+    """Bytes the packed form takes, without building it (for memory reports)."""
+    pattern = parse_pattern(pattern)
+    numel = math.prod(shape)
+    if pattern.kind == "nm":
+        kept = numel // pattern.m * pattern.n
+        return kept * value_bytes + math.ceil(kept * index_bits(pattern.m) / 8)
+    return nnz * value_bytes + math.ceil(numel / 8)
