@@ -97,11 +97,12 @@ class Camera:
         rclpy.shutdown(context=self.context)
 
 
-def _start_policy(artifact: Path) -> subprocess.Popen:
+def _start_policy(artifact: Path, *params: str) -> subprocess.Popen:
+    extra = [arg for p in params for arg in ("-p", p)]
     return subprocess.Popen(
         [sys.executable, "-m", "vla_pruned_ros.ros.policy_node", "--ros-args",
          "--params-file", str(ROOT / "config" / "policy_nav.yaml"),
-         "-p", f"artifact:={artifact}", "-p", "control_rate_hz:=10.0"],
+         "-p", f"artifact:={artifact}", "-p", "control_rate_hz:=10.0", *extra],
     )  # fmt: skip
 
 
@@ -209,6 +210,27 @@ def test_non_finite_actions_are_not_published_and_reported_as_error(
             camera.stream(0.2)
         assert any(level == 2 for level, _ in camera.diagnostics), "no ERROR diagnostic"
         assert not camera.actions
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_loads_a_gluestick_artifact_packed_and_reports_it(camera: Camera, tmp_path: Path) -> None:
+    from vla_pruned_ros.compression import gluestick, prune
+    from vla_pruned_ros.models.embedded import load_embedded
+    from vla_pruned_ros.models.embedded_artifact import save_embedded_artifact
+
+    dense = load_embedded(_save_tiny(tmp_path / "tiny"))
+    model = gluestick(dense, prune(dense, "magnitude", "2:4"), 4, factor_dtype="int8")
+    artifact = save_embedded_artifact(model, tmp_path / "art", source=tmp_path / "tiny")
+    proc = _start_policy(artifact, "runtime_mode:=packed")
+    try:
+        _wait_for_actions(camera)
+        camera.spin(1.5)  # one diagnostics period
+        _, values = camera.diagnostics[-1]
+        assert values["model"] == "art" and values["variant"] == "gluestick"
+        assert values["rank"] == "4" and float(values["memory_mb"]) > 0
         assert proc.poll() is None
     finally:
         proc.terminate()

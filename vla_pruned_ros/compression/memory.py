@@ -35,8 +35,8 @@ def memory_report(model: nn.Module, value_bytes: int | None = None) -> dict[str,
     """Byte counts: dense fp32/fp16 equivalents, packed pruned weights, GLUESTICK factors, the
     rest of the model, their total and its ratio to dense, and the bytes resident now.
 
-    `value_bytes` counts the pruned layers' values as if stored at that width (2 for the fp16 of
-    an artifact); by default, at the width they have in memory.
+    `value_bytes` counts floating-point weights (not the factors, whose dtype is their own) as
+    if stored at that width (2 for the fp16 of an artifact); by default, at their width in memory.
     """
     params = 0
     packed = factors = bias = 0
@@ -75,7 +75,8 @@ def memory_report(model: nn.Module, value_bytes: int | None = None) -> dict[str,
             continue
         seen.add(id(t))
         params += t.numel()
-        other += t.numel() * t.element_size()
+        width = value_bytes if value_bytes and t.is_floating_point() else t.element_size()
+        other += t.numel() * width
     total = packed + factors + bias + other
     dense16, dense32 = 2 * params, 4 * params
     return {

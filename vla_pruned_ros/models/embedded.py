@@ -138,7 +138,7 @@ class EmbeddedVLA(nn.Module):
         self, images: torch.Tensor, text: torch.Tensor, task: str
     ) -> torch.Tensor:
         """Normalised actions from images (B,H,W,3 uint8 or B,3,H,W float) and text features."""
-        x = preprocess_images(images, self.config.image_size)
+        x = preprocess_images(images, self.config.image_size).to(text.dtype)
         x = torch.cat([x, _coords(x)], dim=1)
         for block in self.blocks:
             x = block(x, text)
@@ -278,8 +278,9 @@ class EmbeddedPolicy:
                 max_length=self.model.config.max_text_tokens,
                 return_tensors="pt",
             )
+            device = next(self.model.parameters()).device
             self._text_cache[instruction] = self.model.encode_text(
-                enc["input_ids"], enc["attention_mask"]
+                enc["input_ids"].to(device), enc["attention_mask"].to(device)
             )
         return self._text_cache[instruction]
 
@@ -292,6 +293,7 @@ class EmbeddedPolicy:
             import cv2  # area averaging: a camera frame shrunk without aliasing
 
             image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-        frame = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)
-        out = self.model.act_from_features(frame, self.text_features(instruction), self.task)
-        return self.model.unnormalise(out, self.task)[0].float().numpy()
+        text = self.text_features(instruction)
+        frame = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0).to(text.device)
+        out = self.model.act_from_features(frame, text, self.task).float().cpu()
+        return self.model.unnormalise(out, self.task)[0].numpy()

@@ -10,11 +10,19 @@ from vla_pruned_ros.models.embedded import EmbeddedPolicy, load_embedded
 EMBEDDED = "embedded"
 
 
-def load_policy(artifact: str, task: str) -> PolicyAdapter:
-    """`embedded` (the shipped default) or the folder of a saved embedded VLA."""
+def load_policy(
+    artifact: str, task: str, mode: str = "materialize", device: str = "cpu"
+) -> PolicyAdapter:
+    """`embedded` (the shipped dense default), the folder of a compressed artifact (it holds a
+    manifest.json; loaded in runtime `mode`), or the folder of a saved dense embedded VLA."""
     if artifact in ("", EMBEDDED):
         return EmbeddedPolicy(load_embedded(), task)
     folder = Path(artifact).expanduser()
     if not folder.exists():
         raise FileNotFoundError(f"artifact {folder} does not exist")
+    if (folder / "manifest.json").is_file():
+        from vla_pruned_ros.models.embedded_artifact import artifact_info, load_embedded_artifact
+
+        model = load_embedded_artifact(folder, mode=mode, device=device)
+        return EmbeddedPolicy(model, task, artifact_info(model))
     return EmbeddedPolicy(load_embedded(folder), task, {"model_id": folder.name})

@@ -94,10 +94,17 @@ class PolicyNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         from vla_pruned_ros.models.registry import load_policy
 
-        if self.p("device") != "cpu":
-            self.get_logger().warning(f"device {self.p('device')!r} requested; running on cpu")
+        device = self.p("device")
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                self.get_logger().warning(f"device {device!r} requested but no CUDA; using cpu")
+                device = "cpu"
         try:
-            self.policy = load_policy(self.p("artifact"), self.p("task"))
+            self.policy = load_policy(
+                self.p("artifact"), self.p("task"), mode=self.p("runtime_mode"), device=device
+            )
         except (OSError, ValueError) as err:
             self.get_logger().error(f"cannot load policy: {err}")
             return TransitionCallbackReturn.FAILURE

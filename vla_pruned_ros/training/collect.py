@@ -83,3 +83,28 @@ def collect(cfg: CollectConfig, workers: int = 2) -> Demonstrations:
         instructions=list(instructions),
         meta={**cfg.__dict__, "expert_success_rate": successes / cfg.episodes},
     )
+
+
+def expert_frames(
+    task_name: str, seeds: list[int], every: int = 4, image_size: int = 64
+) -> tuple[np.ndarray, list[str]]:
+    """Camera frames and instructions along clean expert episodes of training scenes: the
+    calibration data for Wanda and SparseGPT (never held-out scenes, which evaluation uses)."""
+    from vla_pruned_ros.sim import make_task
+
+    if any(s >= HELD_OUT_SEED_START for s in seeds):
+        raise ValueError("calibration must not use held-out evaluation scenes")
+    images, texts = [], []
+    with make_task(task_name, image_size=image_size) as task:
+        for seed in seeds:
+            obs = task.reset(seed)
+            step = 0
+            while True:
+                if step % every == 0:
+                    images.append(obs.image)
+                    texts.append(task.instruction)
+                result = task.step(task.expert_action())
+                obs, step = result.observation, step + 1
+                if result.done:
+                    break
+    return np.stack(images), texts

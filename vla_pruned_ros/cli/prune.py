@@ -1,0 +1,103 @@
+"""`vla-prune`: prune a VLA, recover it with GLUESTICK, and write a checksummed artifact.
+
+vla-prune --method wanda --pattern 2:4 --rank 64 --output artifacts/wanda24_r64
+vla-prune --method magnitude --pattern unstructured:0.5 --energy 0.9 --factor-dtype int8 -o out
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vla_pruned_ros.compression import METHODS, memory_report
+from vla_pruned_ros.compression.quantize import FACTOR_DTYPES
+
+
+def memory_table(report: dict) -> str:
+    """A small human table of a memory_report (MB, and ratios)."""
+    mb = 1e6
+    rows = [
+        ("dense fp32", report["dense_fp32_bytes"] / mb),
+        ("dense fp16", report["dense_fp16_bytes"] / mb),
+        ("pruned weights (packed)", report["pruned_packed_bytes"] / mb),
+        ("GLUESTICK factors", report["factor_bytes"] / mb),
+        ("rest of the model", report["other_bytes"] / mb),
+        ("total", report["total_bytes"] / mb),
+    ]
+    lines = [f"  {name:26s} {value:9.2f} MB" for name, value in rows]
+    lines.append(f"  {'ratio to dense fp16':26s} {report['ratio_to_dense_fp16']:9.3f}")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vla-prune", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--model",
+        default="embedded",
+        help="'embedded' (the shipped VLA) or the folder of a saved embedded VLA",
+    )
+    p.add_argument("--method", choices=METHODS, default="magnitude")
+    p.add_argument("--pattern", default="2:4", help="'2:4', '4:8' or 'unstructured:0.5'")
+    rank = p.add_mutually_exclusive_group()
+    rank.add_argument("--rank", type=int, default=None, help="one GLUESTICK rank for all layers")
+    rank.add_argument("--energy", type=float, help="per layer, keep this fraction of gap energy")
+    rank.add_argument("--budget-mb", type=float, help="total factor budget in MB")
+    p.add_argument("--svd", choices=["exact", "randomized"], default="exact")
+    p.add_argument("--factor-dtype", choices=sorted(FACTOR_DTYPES), default="float16")
+    p.add_argument("--include", nargs="*", default=None, help="module-name globs to prune")
+    p.add_argument("--exclude", nargs="*", default=None, help="module-name globs to keep dense")
+    p.add_argument(
+        "--calib-scenes",
+        type=int,
+        default=8,
+        help="expert episodes per task (training scenes) for Wanda/SparseGPT",
+    )
+    p.add_argument("--output", "-o", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true")
+    return p  # fmt: skip
+
+
+def rank_spec(args: argparse.Namespace) -> str:
+    if args.energy is not None:
+        return f"energy:{args.energy}"
+    if args.budget_mb is not None:
+        return f"budget:{args.budget_mb}"
+    return str(args.rank or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from vla_pruned_ros.models.embedded import DEFAULT_WEIGHTS, load_embedded
+    from vla_pruned_ros.models.embedded_artifact import compress, save_embedded_artifact
+
+    source = DEFAULT_WEIGHTS if args.model == "embedded" else Path(args.model).expanduser()
+    try:
+        if args.output.exists() and any(args.output.iterdir()) and not args.overwrite:
+            raise ValueError(f"{args.output} exists and is not empty (use --overwrite)")
+        dense = load_embedded(source)
+        frames = None
+        if args.method in ("wanda", "sparsegpt"):
+            from vla_pruned_ros.training.collect import expert_frames
+
+            print(f"[vla-prune] calibration: {args.calib_scenes} expert episodes per task",
+                  file=sys.stderr)  # fmt: skip
+            seeds = list(range(args.calib_scenes))
+            frames = {t: expert_frames(t, seeds) for t in dense.config.action_dims}
+        spec = rank_spec(args)
+        model = compress(
+            dense, args.method, args.pattern, [spec], frames, args.include, args.exclude,
+            args.svd, args.factor_dtype,
+        )[spec]  # fmt: skip
+        folder = save_embedded_artifact(model, args.output, source, overwrite=args.overwrite)
+    except (OSError, ValueError) as err:
+        print(f"vla-prune: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {folder}  ({args.method} {args.pattern}, GLUESTICK {spec}, "
+          f"factors {args.factor_dtype})")  # fmt: skip
+    print(memory_table(memory_report(model, value_bytes=2)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
