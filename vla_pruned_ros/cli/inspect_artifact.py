@@ -66,8 +66,9 @@ def _fmt(v: Any) -> str:
 
 def print_summary(s: dict[str, Any]) -> None:
     m = s["manifest"]
-    print(f"artifact  {s['manifest'].get('source', {}).get('model_id')} -> {m['method']} "
-          f"{m['pattern']}, sparsity {m['sparsity']:.1%}, GLUESTICK {m['rank_policy']}")  # fmt: skip
+    source = m.get("source", {}).get("model_id")
+    print(f"artifact  {source} -> {m['method']} {m['pattern']}, "
+          f"sparsity {m['sparsity']:.1%}, GLUESTICK {m['rank_policy']}")  # fmt: skip
     print(f"created   {m['created']} by vla_pruned_ros {m['package_version']} "
           f"(format {m['format_version']}); checksums OK")  # fmt: skip
     print("files")
@@ -102,7 +103,7 @@ def plot_spectra(folder: Path, manifest: dict[str, Any], out: Path) -> Path:
     if not spectra:
         raise ArtifactError(f"{folder} holds no spectra (rank 0 artifact?)")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, s in spectra.items():
+    for s in spectra.values():
         e = s.double().square()
         cum = (torch.cumsum(e, 0) / e.sum()).numpy()
         frac = [(i + 1) / len(cum) for i in range(len(cum))]
