@@ -1,6 +1,8 @@
 """`vla-eval`: evaluate policies in closed loop.
 
 vla-eval sim --task nav --model embedded --episodes 200 --seed 0 --json results/nav.json
+vla-eval sweep                       # the pruning table of config/sweep.yaml
+vla-eval sweep --episodes 20 --methods magnitude --ranks 64   # a quick look
 """
 
 from __future__ import annotations
@@ -75,7 +77,24 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--workers", type=int, default=2)
     sim.add_argument("--json", type=Path)
+    sweep = sub.add_parser("sweep", help="dense vs pruned vs GLUESTICK ranks, both tasks")
+    sweep.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="sweep parameters (default: the package's config/sweep.yaml)",
+    )
+    sweep.add_argument("--episodes", type=int)
+    sweep.add_argument("--methods", nargs="+")
+    sweep.add_argument("--ranks", nargs="+", type=int)
+    sweep.add_argument("--tasks", nargs="+", choices=["nav", "manip"])
+    sweep.add_argument("--workers", type=int)
+    sweep.add_argument("--json", help="results JSON (default from the config)")
+    sweep.add_argument("--markdown", help="results markdown (default from the config)")
+    sweep.add_argument("--plots-dir")
     args = parser.parse_args(argv)
+    if args.command == "sweep":
+        return _sweep(args, argv)
     held = args.episodes // 2 if args.heldout_phrasing is None else args.heldout_phrasing
     try:
         result = evaluate(args.task, args.model, args.episodes, args.seed, args.workers, held)
@@ -87,6 +106,33 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
         print(f"  written to {args.json}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from vla_pruned_ros.evaluation.report import markdown_table, plot, write_markdown
+    from vla_pruned_ros.evaluation.sweep import SweepConfig, run_sweep
+    from vla_pruned_ros.paths import package_file
+
+    config = args.config or package_file("config/sweep.yaml")
+    try:
+        cfg = SweepConfig.from_file(
+            config, episodes=args.episodes, methods=args.methods, ranks=args.ranks,
+            tasks=args.tasks, workers=args.workers, json=args.json, markdown=args.markdown,
+            plots_dir=args.plots_dir,
+        )  # fmt: skip
+        result = run_sweep(cfg)
+    except (OSError, ValueError) as err:
+        print(f"vla-eval: {err}", file=sys.stderr)
+        return 2
+    out = Path(cfg.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    image = plot(result, Path(cfg.plots_dir))
+    command = "vla-eval " + " ".join(sys.argv[1:] if argv is None else argv)
+    md = write_markdown(result, Path(cfg.markdown), image, command)
+    print(markdown_table(result))
+    print(f"written: {out}, {md}, {image}")
     return 0
 
 

@@ -1,0 +1,61 @@
+"""`vla-eval sweep` end to end on a tiny budget: artifacts built and reused, cells cached,
+table, plot and JSON written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vla_pruned_ros.evaluation.report import markdown_table
+from vla_pruned_ros.evaluation.sweep import SweepConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(tmp_path: Path, **params) -> Path:
+    base = yaml.safe_load((ROOT / "config" / "sweep.yaml").read_text())
+    p = base["vla_eval_sweep"]["ros__parameters"]
+    p.update(
+        tasks=["nav"], episodes=2, methods=["magnitude"], ranks=[4],
+        artifacts_dir=str(tmp_path / "art"), cells_dir=str(tmp_path / "cells"),
+        json=str(tmp_path / "out" / "closed_loop.json"),
+        markdown=str(tmp_path / "out" / "results.md"), plots_dir=str(tmp_path / "out" / "img"),
+        **params,
+    )  # fmt: skip
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def test_sweep_writes_the_table_and_resumes(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    cmd = [sys.executable, "-m", "vla_pruned_ros.cli.eval", "sweep", "--config", str(config)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
+    names = [v["name"] for v in result["variants"]]
+    assert names == ["dense", "magnitude_2:4", "magnitude_2:4_r4"]
+    seeds = {n: [e["seed"] for e in v["tasks"]["nav"]["episodes"]]
+             for n, v in zip(names, result["variants"], strict=True)}  # fmt: skip
+    assert len({tuple(s) for s in seeds.values()}) == 1, "variants must share the scenes"
+    mem = [v["memory"]["total_bytes"] for v in result["variants"]]
+    assert mem[1] < mem[0] and mem[1] < mem[2]  # pruning saves, factors cost
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "magnitude 2:4 + GLUESTICK r=4" in md and "closed_loop.png" in md
+    assert (tmp_path / "out" / "img" / "closed_loop.png").stat().st_size > 10_000
+    assert markdown_table(result) in md
+    # a second run reuses artifacts and cells: nothing is recomputed
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
+
+
+def test_unknown_sweep_parameters_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown sweep parameters \['rnaks'\]"):
+        SweepConfig.from_file(_config(tmp_path, rnaks=[1]))
