@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -18,8 +19,10 @@ class BagRecorder(Node):
     """Subscribes (serialized, no deserialisation) to the requested topics as soon as they
     appear in the graph, and writes every message with its receive time."""
 
-    def __init__(self, bag: Path, topics: list[str], storage: str = "mcap") -> None:
-        super().__init__("vla_bag_recorder")
+    def __init__(
+        self, bag: Path, topics: list[str], storage: str = "mcap", **node_kwargs: Any
+    ) -> None:
+        super().__init__("vla_bag_recorder", **node_kwargs)
         if storage not in STORAGE:
             raise ValueError(f"storage must be one of {sorted(STORAGE)}, not {storage!r}")
         if bag.exists():

@@ -1,6 +1,7 @@
 """`vla-eval`: evaluate policies in closed loop.
 
 vla-eval sim --task nav --model embedded --episodes 200 --seed 0 --json results/nav.json
+vla-eval bag BAG --model embedded --model ARTIFACT --json out/replay.json
 vla-eval sweep                       # the pruning table of config/sweep.yaml
 vla-eval sweep --episodes 20 --methods magnitude --ranks 64   # a quick look
 """
@@ -92,9 +93,26 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--json", help="results JSON (default from the config)")
     sweep.add_argument("--markdown", help="results markdown (default from the config)")
     sweep.add_argument("--plots-dir")
+    bag = sub.add_parser("bag", help="offline replay of a bag's frames through models (no DDS)")
+    bag.add_argument("bag", type=Path)
+    bag.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="'embedded' or an artifact folder; repeat to compare",
+    )
+    bag.add_argument("--reference", help="model the others are compared to (default: first)")
+    bag.add_argument(
+        "--task", choices=["nav", "manip"], help="default: from the recorded actions' action_space"
+    )
+    bag.add_argument("--json", type=Path, required=True)
+    bag.add_argument("--markdown", type=Path, help="default: next to --json")
+    bag.add_argument("--plot", type=Path, help="default: next to --json")
     args = parser.parse_args(argv)
     if args.command == "sweep":
         return _sweep(args, argv)
+    if args.command == "bag":
+        return _bag(args)
     held = args.episodes // 2 if args.heldout_phrasing is None else args.heldout_phrasing
     try:
         result = evaluate(args.task, args.model, args.episodes, args.seed, args.workers, held)
@@ -106,6 +124,32 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
         print(f"  written to {args.json}")
+    return 0
+
+
+def _bag(args: argparse.Namespace) -> int:
+    from vla_pruned_ros.bags.play import BagError
+    from vla_pruned_ros.evaluation.bag_replay import evaluate_bag
+    from vla_pruned_ros.evaluation.bag_report import markdown, plot
+
+    try:
+        result = evaluate_bag(args.bag, args.model, args.task, args.reference)
+    except (BagError, OSError, ValueError) as err:
+        print(f"vla-eval: {err}", file=sys.stderr)
+        return 2
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+    md_path = args.markdown or args.json.with_suffix(".md")
+    png = plot(result, args.plot or args.json.with_suffix(".png"))
+    import os
+
+    rel = Path(os.path.relpath(png.resolve(), md_path.resolve().parent)).as_posix()
+    md_path.write_text(markdown(result) + f"\n![replay]({rel})\n")
+    print(markdown(result))
+    print(f"written: {args.json}, {md_path}, {png}")
+    if result["error"]:
+        print(f"vla-eval: {result['error']} (results up to there are written)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,96 @@
+"""Regenerate the fixture bags under test/fixtures/bags/ (like Nav2's collision-monitor test bag).
+
+For each task it runs the real graph (simulation node, policy node with the embedded VLA, safety
+monitor) for a few held-out episodes, and records everything a replay needs with `vla-bag`'s
+recorder: camera frames, instructions, episode markers, the policy's actions and commands, the
+gated commands, contacts, proximity, odometry/joints, safety events and /clock.
+
+    .venv/bin/python scripts/make_fixture_bags.py [--episodes 2] [--out test/fixtures/bags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from vla_pruned_ros.ros import topics
+
+TOPICS = [
+    topics.CAMERA, topics.INSTRUCTION, topics.EPISODE, topics.ACTION, topics.CMD_RAW,
+    topics.CMD, topics.CONTACTS, topics.SCAN, topics.ODOM, topics.JOINT_STATES,
+    topics.SAFETY_EVENTS, "/clock",
+]  # fmt: skip
+LIMIT_BYTES = 10 * 1024 * 1024
+
+
+def record_task(task: str, episodes: int, bag: Path, first_seed: int) -> None:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from vla_pruned_ros.bags.record import BagRecorder
+    from vla_pruned_ros.cli.ros_up import load_bringup, run_graph
+    from vla_pruned_ros.paths import package_file
+
+    specs, _ = load_bringup(package_file(f"config/bringup_{task}.yaml"))
+    reports = Path(tempfile.mkdtemp(prefix="fixture_reports_"))
+    for spec in specs:
+        spec.overrides["report_dir"] = str(reports)
+        if spec.executable == "sim_node":
+            spec.overrides.update(episodes=episodes, first_seed=first_seed, settle_s=3.0)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    recorder = BagRecorder(bag, TOPICS, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(recorder)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        code = run_graph(specs)
+    finally:
+        stop.set()
+        thread.join()
+        recorder.close()
+        recorder.destroy_node()
+        rclpy.shutdown(context=context)
+        shutil.rmtree(reports, ignore_errors=True)
+    print(f"{task}: graph exit code {code}; recorded {recorder.counts}", file=sys.stderr)
+    missing = [t for t in TOPICS if (t if t.startswith("/") else f"/{t}") not in recorder.counts]
+    if code != 0 or missing:
+        raise SystemExit(f"{task}: recording incomplete (exit {code}, missing topics {missing})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--episodes", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, default=Path("test/fixtures/bags"))
+    args = parser.parse_args()
+    from vla_pruned_ros.ros.dds import use_localhost_profile
+
+    use_localhost_profile()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for task in ("nav", "manip"):
+        bag = args.out / task
+        if bag.exists():
+            shutil.rmtree(bag)
+        record_task(task, args.episodes, bag, args.first_seed)
+    total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
+    print(f"fixture bags: {total / 1e6:.2f} MB in {args.out}")
+    if total > LIMIT_BYTES:
+        print(f"too large (> {LIMIT_BYTES / 1e6:.1f} MB): use fewer episodes", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""`vla-eval bag`: the committed fixture bags replayed offline through real models, and the clear
+errors a broken bag gives (with the results gathered before the problem still written)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rclpy.serialization import serialize_message
+from rosbags.rosbag2 import StoragePlugin, Writer
+from std_msgs.msg import String
+from vla_pruned_ros_msgs.msg import VLAAction
+
+from vla_pruned_ros.bags.play import BagError
+from vla_pruned_ros.bags.types import typestore
+from vla_pruned_ros.evaluation.bag_replay import evaluate_bag
+from vla_pruned_ros.ros.conversions import sec_to_stamp
+from vla_pruned_ros.ros.image_io import rgb_to_image
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bags"
+LIVE_TOLERANCE = 1e-4  # max |offline - recorded| per action element for the model that drove it
+
+
+def _eval(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vla_pruned_ros.cli.eval", "bag", *args],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def gluestick_artifacts(tmp_path_factory) -> dict[str, Path]:
+    from vla_pruned_ros.compression import gluestick, prune
+    from vla_pruned_ros.models.embedded import load_embedded
+    from vla_pruned_ros.models.embedded_artifact import save_embedded_artifact
+
+    root = tmp_path_factory.mktemp("artifacts")
+    dense = load_embedded()
+    pruned = prune(dense, "magnitude", "2:4")
+    return {
+        "pruned": save_embedded_artifact(pruned, root / "pruned"),
+        "r32": save_embedded_artifact(gluestick(dense, pruned, 32), root / "r32"),
+    }
+
+
+def test_fixture_bags_are_small_and_complete() -> None:
+    total = sum(f.stat().st_size for f in FIXTURES.rglob("*") if f.is_file())
+    assert total <= 10 * 1024 * 1024
+    for task in ("nav", "manip"):
+        meta = (FIXTURES / task / "metadata.yaml").read_text()
+        for topic in ("/camera/image_raw", "/instruction", "/vla/action", "/cmd_vel",
+                      "/contacts", "/episode", "/clock"):  # fmt: skip
+            assert f"name: {topic}\n" in meta, (task, topic)
+
+
+@pytest.mark.parametrize("task", ["nav", "manip"])
+def test_offline_replay_reproduces_the_live_actions_and_ranks_compression(
+    task, gluestick_artifacts
+) -> None:
+    models = ["embedded", str(gluestick_artifacts["pruned"]), str(gluestick_artifacts["r32"])]
+    result = evaluate_bag(FIXTURES / task, models, progress=False)
+    assert result["task"] == task and result["error"] is None
+    dense, pruned, r32 = (result["models"][m] for m in models)
+    assert dense["steps"] == result["recorded_actions"] - result["unmatched_actions"] > 20
+    # The dense model drove the recording: offline it gives back the recorded actions.
+    assert dense["vs_recorded"]["mse"] < LIVE_TOLERANCE**2
+    assert dense["vs_recorded"]["direction_agreement"] == 1.0
+    # Compression moves the actions; GLUESTICK moves them back towards the dense ones.
+    assert pruned["vs_reference"]["mse"] > 0
+    assert r32["vs_reference"]["mse"] < pruned["vs_reference"]["mse"]
+    assert [e["episode"] for e in dense["per_episode"]] == [f"{task}-1000000", f"{task}-1000001"]
+
+
+def test_cli_writes_json_markdown_and_plot(tmp_path, gluestick_artifacts) -> None:
+    done = _eval(
+        str(FIXTURES / "nav"),
+        "--model",
+        "embedded",
+        "--model",
+        str(gluestick_artifacts["r32"]),
+        "--json",
+        str(tmp_path / "r.json"),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert set(result["models"]) == {"embedded", str(gluestick_artifacts["r32"])}
+    assert "| `embedded` | dense |" in (tmp_path / "r.md").read_text()
+    assert (tmp_path / "r.png").stat().st_size > 10_000
+
+
+def test_a_truncated_bag_names_the_problem_and_keeps_what_was_read(tmp_path) -> None:
+    bag = tmp_path / "cut"
+    shutil.copytree(FIXTURES / "manip", bag)
+    data = (bag / "manip.mcap").read_bytes()
+    (bag / "manip.mcap").write_bytes(data[: len(data) // 2])
+    done = _eval(str(bag), "--model", "embedded", "--json", str(tmp_path / "cut.json"))
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "truncated or corrupt" in done.stderr
+    result = json.loads((tmp_path / "cut.json").read_text())
+    assert "truncated or corrupt" in result["error"]
+    assert 0 < result["models"]["embedded"]["steps"] < 251
+
+
+def _write_bag(path: Path, frames: list[float], with_action: bool = True,
+               camera_type: str = "sensor_msgs/msg/Image") -> Path:  # fmt: skip
+    store = typestore()
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        if camera_type == "sensor_msgs/msg/Image":
+            cam = writer.add_connection("/camera/image_raw", camera_type, typestore=store)
+        else:
+            cam = writer.add_connection("/camera/image_raw", camera_type, msgdef="int32 x",
+                                        rihs01="RIHS01_" + "0" * 64)  # fmt: skip
+        instr = writer.add_connection("/instruction", "std_msgs/msg/String", typestore=store)
+        act = writer.add_connection("/vla/action", "vla_pruned_ros_msgs/msg/VLAAction",
+                                    typestore=store) if with_action else None  # fmt: skip
+        writer.write(instr, 1, serialize_message(String(data="go to the red marker")))
+        for i, stamp in enumerate(frames):
+            rgb = np.full((64, 64, 3), 100, np.uint8)
+            raw = serialize_message(rgb_to_image(rgb, sec_to_stamp(stamp)))
+            writer.write(cam, 10 + i, raw)
+            if act is not None:
+                msg = VLAAction(action=[0.1, 0.0], names=["linear_x", "angular_z"],
+                                action_space="base_velocity")  # fmt: skip
+                msg.header.stamp = sec_to_stamp(stamp)
+                writer.write(act, 11 + i, serialize_message(msg))
+    return path
+
+
+def test_broken_bags_give_clear_errors(tmp_path) -> None:
+    with pytest.raises(BagError, match=r"missing topics \['/vla/action'\]"):
+        evaluate_bag(_write_bag(tmp_path / "noact", [1.0, 1.1], with_action=False),
+                     ["embedded"], progress=False)  # fmt: skip
+    # a problem after the first step: the step before it is kept, the error is reported
+    result = evaluate_bag(_write_bag(tmp_path / "order", [2.0, 1.0]), ["embedded"],
+                          progress=False)  # fmt: skip
+    assert "out-of-order stamps on /camera/image_raw" in result["error"]
+    assert result["models"]["embedded"]["steps"] == 1
+    with pytest.raises(BagError, match="cannot import message type 'foo_msgs/msg/Bar'"):
+        evaluate_bag(_write_bag(tmp_path / "type", [1.0], camera_type="foo_msgs/msg/Bar"),
+                     ["embedded"], progress=False)  # fmt: skip
+    with pytest.raises(BagError, match="does not exist"):
+        evaluate_bag(tmp_path / "nothing", ["embedded"], progress=False)
