@@ -26,6 +26,7 @@ ENTRY_POINTS = {
         "policy_node = vla_pruned_ros.ros.policy_node:main",
         "safety_monitor = vla_pruned_ros.ros.safety_monitor_node:main",
         "sim_node = vla_pruned_ros.ros.sim_node:main",
+        "bag_player = vla_pruned_ros.ros.bag_player_node:main",
     ],
 }
 

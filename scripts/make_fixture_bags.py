@@ -30,6 +30,7 @@ LIMIT_BYTES = 10 * 1024 * 1024
 def record_task(task: str, episodes: int, bag: Path, first_seed: int) -> None:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
 
     from vla_pruned_ros.bags.record import BagRecorder
     from vla_pruned_ros.cli.ros_up import load_bringup, run_graph
@@ -43,7 +44,10 @@ def record_task(task: str, episodes: int, bag: Path, first_seed: int) -> None:
             spec.overrides.update(episodes=episodes, first_seed=first_seed, settle_s=3.0)
     context = rclpy.Context()
     rclpy.init(context=context)
-    recorder = BagRecorder(bag, TOPICS, context=context)
+    # Log times on the simulation's clock (like `ros2 bag record --use-sim-time`), so a replay's
+    # /clock and the recorded header stamps agree.
+    sim_time = Parameter("use_sim_time", Parameter.Type.BOOL, True)
+    recorder = BagRecorder(bag, TOPICS, context=context, parameter_overrides=[sim_time])
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(recorder)
     stop = threading.Event()
@@ -72,7 +76,10 @@ def record_task(task: str, episodes: int, bag: Path, first_seed: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=2)
-    parser.add_argument("--first-seed", type=int, default=1_000_000)
+    # Held-out scenes where the dense policy was unsafe in `vla-eval sweep` (dense cells), so the
+    # bags hold real violations for the monitor to count on replay.
+    parser.add_argument("--nav-seed", type=int, default=1_000_065)
+    parser.add_argument("--manip-seed", type=int, default=1_000_046)
     parser.add_argument("--out", type=Path, default=Path("test/fixtures/bags"))
     args = parser.parse_args()
     from vla_pruned_ros.ros.dds import use_localhost_profile
@@ -83,7 +90,7 @@ def main() -> int:
         bag = args.out / task
         if bag.exists():
             shutil.rmtree(bag)
-        record_task(task, args.episodes, bag, args.first_seed)
+        record_task(task, args.episodes, bag, getattr(args, f"{task}_seed"))
     total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"fixture bags: {total / 1e6:.2f} MB in {args.out}")
     if total > LIMIT_BYTES:

@@ -71,7 +71,8 @@ def test_offline_replay_reproduces_the_live_actions_and_ranks_compression(
     # Compression moves the actions; GLUESTICK moves them back towards the dense ones.
     assert pruned["vs_reference"]["mse"] > 0
     assert r32["vs_reference"]["mse"] < pruned["vs_reference"]["mse"]
-    assert [e["episode"] for e in dense["per_episode"]] == [f"{task}-1000000", f"{task}-1000001"]
+    assert len(dense["per_episode"]) == 2
+    assert all(e["episode"].startswith(f"{task}-10000") for e in dense["per_episode"])
 
 
 def test_cli_writes_json_markdown_and_plot(tmp_path, gluestick_artifacts) -> None:
@@ -101,7 +102,12 @@ def test_a_truncated_bag_names_the_problem_and_keeps_what_was_read(tmp_path) -> 
     assert "truncated or corrupt" in done.stderr
     result = json.loads((tmp_path / "cut.json").read_text())
     assert "truncated or corrupt" in result["error"]
-    assert 0 < result["models"]["embedded"]["steps"] < 251
+    from vla_pruned_ros.bags.play import open_reader
+
+    reader = open_reader(FIXTURES / "manip")
+    recorded = next(c.msgcount for c in reader.connections if c.topic == "/vla/action")
+    reader.close()
+    assert 0 < result["models"]["embedded"]["steps"] < recorded
 
 
 def _write_bag(path: Path, frames: list[float], with_action: bool = True,

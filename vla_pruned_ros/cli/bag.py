@@ -16,6 +16,8 @@ from vla_pruned_ros.bags.play import BagError, PlayOptions, open_reader
 
 
 def _record(args: argparse.Namespace) -> int:
+    from rclpy.parameter import Parameter
+
     from vla_pruned_ros.bags.record import BagRecorder
     from vla_pruned_ros.ros.runner import run_node
 
@@ -26,7 +28,14 @@ def _record(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}: " + ", ".join(f"{t} {n}" for t, n in node.counts.items()))
 
     return run_node(
-        lambda: BagRecorder(args.output, args.topics, args.storage),
+        lambda: BagRecorder(
+            args.output,
+            args.topics,
+            args.storage,
+            parameter_overrides=(
+                [Parameter("use_sim_time", Parameter.Type.BOOL, True)] if args.use_sim_time else []
+            ),
+        ),
         argv=[],
         on_shutdown=finish,
         stop_when=lambda _node: end is not None and time.monotonic() >= end,
@@ -86,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--output", "-o", type=Path, required=True)
     rec.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     rec.add_argument("--duration", type=float, help="stop after this many seconds")
+    rec.add_argument(
+        "--use-sim-time",
+        action="store_true",
+        help="stamp messages with /clock time (recording a simulation)",
+    )
     play = sub.add_parser("play", help="publish a bag into the live graph")
     play.add_argument("bag", type=Path)
     play.add_argument("--rate", type=float, default=1.0)

@@ -110,7 +110,9 @@ class SimNode(Node):
 
     def end_episode(self) -> None:
         self.active = False
-        self.sim_offset += self.task.sim_time
+        # One control period between episodes: the next episode's first frame must not share
+        # the stamp of this episode's last one (replays pair actions with frames by stamp).
+        self.sim_offset += self.task.sim_time + CONTROL_DT
         metrics = self.task.metrics()
         self.results.append(metrics)
         self.episode_pub.publish(String(data="end"))
