@@ -235,3 +235,25 @@ def test_loads_a_gluestick_artifact_packed_and_reports_it(camera: Camera, tmp_pa
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_loads_a_structurally_pruned_artifact(camera: Camera, tmp_path: Path) -> None:
+    from vla_pruned_ros.models.embedded import load_embedded
+    from vla_pruned_ros.models.embedded_artifact import save_embedded_artifact, structured_prune
+
+    dense = load_embedded(_save_tiny(tmp_path / "tiny"))
+    plan = {"ffn": {"ratio": 0.5}, "heads": {"ratio": 0.5}}
+    model, structure = structured_prune(dense, plan, "magnitude")
+    assert structure["params"] < structure["params_dense"]
+    artifact = save_embedded_artifact(model, tmp_path / "units", source=tmp_path / "tiny",
+                                      structure=structure, method="units-magnitude")  # fmt: skip
+    proc = _start_policy(artifact)
+    try:
+        _wait_for_actions(camera)
+        camera.spin(1.5)
+        _, values = camera.diagnostics[-1]
+        assert values["model"] == "units" and values["variant"] == "structured"
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

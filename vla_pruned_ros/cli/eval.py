@@ -3,6 +3,7 @@
 vla-eval sim --task nav --model embedded --episodes 200 --seed 0 --json results/nav.json
 vla-eval bag BAG --model embedded --model ARTIFACT --json out/replay.json
 vla-eval sweep                       # the pruning table of config/sweep.yaml
+vla-eval divergence                  # divergence-guided structured pruning (config/divergence.yaml)
 vla-eval sweep --episodes 20 --methods magnitude --ranks 64   # a quick look
 """
 
@@ -108,7 +109,22 @@ def main(argv: list[str] | None = None) -> int:
     bag.add_argument("--json", type=Path, required=True)
     bag.add_argument("--markdown", type=Path, help="default: next to --json")
     bag.add_argument("--plot", type=Path, help="default: next to --json")
+    div = sub.add_parser("divergence", help="divergence-guided structured pruning vs baselines")
+    div.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="parameters (default: the package's config/divergence.yaml)",
+    )
+    div.add_argument("--episodes", type=int)
+    div.add_argument("--tasks", nargs="+", choices=["nav", "manip"])
+    div.add_argument("--workers", type=int)
+    div.add_argument("--json")
+    div.add_argument("--markdown")
+    div.add_argument("--plots-dir")
     args = parser.parse_args(argv)
+    if args.command == "divergence":
+        return _divergence(args, argv)
     if args.command == "sweep":
         return _sweep(args, argv)
     if args.command == "bag":
@@ -150,6 +166,36 @@ def _bag(args: argparse.Namespace) -> int:
     if result["error"]:
         print(f"vla-eval: {result['error']} (results up to there are written)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _divergence(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from vla_pruned_ros.evaluation import divergence_sweep as ds
+    from vla_pruned_ros.paths import package_file
+
+    config = args.config or package_file("config/divergence.yaml")
+    try:
+        cfg = ds.DivergenceConfig.from_file(
+            config, episodes=args.episodes, tasks=args.tasks, workers=args.workers,
+            json=args.json, markdown=args.markdown, plots_dir=args.plots_dir,
+        )  # fmt: skip
+        result = ds.run(cfg)
+    except (OSError, ValueError) as err:
+        print(f"vla-eval: {err}", file=sys.stderr)
+        return 2
+    out = Path(cfg.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    image = ds.plot(result, Path(cfg.plots_dir))
+    command = "vla-eval " + " ".join(sys.argv[1:] if argv is None else argv)
+    md = ds.markdown(result, command)
+    import os
+
+    rel = Path(os.path.relpath(image.resolve(), Path(cfg.markdown).resolve().parent)).as_posix()
+    Path(cfg.markdown).parent.mkdir(parents=True, exist_ok=True)
+    Path(cfg.markdown).write_text(md + f"![divergence results]({rel})\n")
+    print(md)
+    print(f"written: {out}, {cfg.markdown}, {image}")
     return 0
 
 

@@ -2,7 +2,9 @@
 
     manifest.json        format and package version, source model and its sha256, method,
                          pattern, sparsity, rank policy, per-layer ranks/dtypes/spectra, the
-                         sha256 of every tensor file, and a checksum of the manifest itself
+                         units a structured pruning removed (`structure`, applied by the
+                         model factory), the sha256 of every tensor file, and a checksum of the
+                         manifest itself
     pruned.safetensors   per pruned layer: packed values + 2-bit indices (N:M) or a bitmask
                          (unstructured), and the bias
     factors.safetensors  per corrected layer: A, B and their scales
@@ -100,8 +102,11 @@ def save_artifact(
     Other keywords (source_model, source_sha256, method, ...) go into the manifest as given.
     """
     layers = compressed_layers(model)
-    if not layers:
-        raise ArtifactError("the model has no pruned layers: save a model returned by prune()")
+    if not layers and "structure" not in manifest_fields:
+        raise ArtifactError(
+            "the model has no pruned layers: save a model returned by prune(), or pass the "
+            "structure= of a structurally pruned one"
+        )
     out = Path(path)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ArtifactError(f"{out} exists and is not empty (pass overwrite=True to replace it)")
@@ -167,7 +172,8 @@ def save_artifact(
         },
         "method": manifest_fields.pop("method", methods[0] if len(methods) == 1 else methods),
         "pattern": manifest_fields.pop("pattern", patterns[0] if len(patterns) == 1 else patterns),
-        "sparsity": round(1 - kept / total, 6),
+        "sparsity": round(1 - kept / total, 6) if total else 0.0,
+        "structure": manifest_fields.pop("structure", None),
         "rank_policy": manifest_fields.pop("rank_policy", getattr(model, "rank_policy", "rank:0")),
         "weight_dtype": weight_dtype,
         "layers": entries,

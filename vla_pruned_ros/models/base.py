@@ -14,7 +14,7 @@ class PolicyInfo:
     """What a deployment reports about its model (VLAAction fields, diagnostics, reports)."""
 
     model_id: str
-    variant: str  # "dense" | "pruned" | "gluestick"
+    variant: str  # "dense" | "pruned" | "gluestick" | "structured"
     rank: int  # GLUESTICK rank; -1 when not applicable or ranks differ per layer
     action_space: str
     action_names: tuple[str, ...]

@@ -88,7 +88,13 @@ def embedded_factory(manifest: dict[str, Any]) -> EmbeddedVLA:
             f"artifact source {manifest.get('source')} is not the embedded VLA "
             "(no model_config in its manifest)"
         )
-    return EmbeddedVLA.from_minilm(EmbeddedVLAConfig.from_json(json.dumps(config)))
+    model = EmbeddedVLA.from_minilm(EmbeddedVLAConfig.from_json(json.dumps(config)))
+    structure = manifest.get("structure")
+    if structure:  # a structurally pruned encoder: rebuild its smaller shapes first
+        from vla_pruned_ros.compression.structured import apply_structure
+
+        apply_structure(model.text, structure["units"])
+    return model
 
 
 def load_embedded_artifact(
@@ -103,9 +109,12 @@ def artifact_info(model: EmbeddedVLA) -> dict[str, Any]:
     manifest = model.artifact["manifest"]
     policy = str(manifest.get("rank_policy", ""))
     rank = int(policy.removeprefix("rank:")) if policy.startswith("rank:") else -1
+    variant = "gluestick" if rank != 0 else "pruned"
+    if manifest.get("structure"):
+        variant = "structured" if not manifest["layers"] else f"structured+{variant}"
     return {
         "model_id": Path(model.artifact["path"]).name,
-        "variant": "gluestick" if rank != 0 else "pruned",
+        "variant": variant,
         "rank": rank,
         "memory_bytes": memory_report(model)["resident_bytes"],
     }
@@ -143,3 +152,59 @@ def compress(
             )
         )
     return out
+
+
+def structured_prune(
+    dense: EmbeddedVLA,
+    plan: dict[str, dict[str, Any]],
+    criterion: str = "divergence",
+    relative: bool = False,
+    frames: dict[str, tuple[np.ndarray, Sequence[str]]] | None = None,
+    seed: int = 0,
+) -> tuple[EmbeddedVLA, dict[str, Any]]:
+    """Remove whole units from the language transformer: `plan` maps a unit module ('ffn',
+    'heads') to {'ratio': share removed, 'keep': 'high' | 'low'}, ranked across layers by
+    `criterion` (divergence from the original MiniLM, magnitude, wanda or random).
+    Returns the smaller model and its structure (what the artifact records)."""
+    import copy
+
+    from vla_pruned_ros.compression import structured as st
+
+    units = st.enumerate_units(dense.text)
+    if criterion == "divergence":
+        base = EmbeddedVLA.from_minilm(dense.config).text  # the base VLM before adaptation
+        scores = st.divergence_scores(dense.text, base, units, relative=relative)
+    elif criterion == "magnitude":
+        scores = st.magnitude_scores(dense.text, units)
+    elif criterion == "wanda":
+        from vla_pruned_ros.compression.calibration import collect_input_stats
+
+        if frames is None:
+            raise ValueError("wanda unit scores need calibration frames")
+        names = st.wanda_inputs(dense.text)
+        stats = collect_input_stats(
+            dense, [f"text.{n}" for n in names], list(calibration_batches(dense, frames))
+        )
+        scores = st.wanda_scores(
+            dense.text, units, {n: stats[f"text.{n}"].feature_norms() for n in names}
+        )
+    elif criterion == "random":
+        scores = st.random_scores(units, seed)
+    else:
+        raise ValueError(f"unknown unit criterion {criterion!r}; use one of {st.CRITERIA}")
+    removal = []
+    for module, spec in plan.items():
+        removal += st.choose_removal(scores, module, float(spec["ratio"]), spec.get("keep", "high"))
+    text, structure = st.remove_units(dense.text, removal)
+    model = copy.copy(dense)  # shares the untouched parts' modules; the encoder is new
+    model._modules = dict(dense._modules)
+    model.text = text
+    info = {
+        "criterion": criterion,
+        "relative": relative,
+        "plan": plan,
+        "removed": st.count_removed(structure, dense.text),
+        "params": sum(p.numel() for p in model.parameters()),
+        "params_dense": sum(p.numel() for p in dense.parameters()),
+    }
+    return model, {"units": structure, **info}
