@@ -71,7 +71,11 @@ def gap_factors(
     full = min(gap.shape)
     r = min(rank, full)
     if svd == "exact" or r == 0 or r + oversample >= full:
-        u, s, vh = torch.linalg.svd(gap, full_matrices=False)
+        if gap.shape[0] < gap.shape[1]:  # LAPACK is ~2x faster on tall matrices: G^T = V S U^T
+            vt, s, ut = torch.linalg.svd(gap.T, full_matrices=False)
+            u, vh = ut.T, vt.T
+        else:
+            u, s, vh = torch.linalg.svd(gap, full_matrices=False)
         a, b = u[:, :r] * s[:r], vh[:r]
         error = float(s[r:].square().sum().sqrt())
         method = "exact"

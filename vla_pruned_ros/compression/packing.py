@@ -14,21 +14,22 @@ import torch
 
 from vla_pruned_ros.compression.patterns import Pattern, parse_pattern
 
-_BIT_WEIGHTS = 1 << torch.arange(8, dtype=torch.int32)
-
 
 def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
     """Unsigned integers < 2**bits, `bits` each, little-endian into a flat uint8 tensor."""
     flat = values.reshape(-1).to(torch.int32)
-    stream = ((flat.unsqueeze(1) >> torch.arange(bits, dtype=torch.int32)) & 1).reshape(-1)
+    shifts = torch.arange(bits, dtype=torch.int32, device=flat.device)
+    stream = ((flat.unsqueeze(1) >> shifts) & 1).reshape(-1)
     stream = torch.nn.functional.pad(stream, (0, (-stream.numel()) % 8))
-    return (stream.reshape(-1, 8) * _BIT_WEIGHTS).sum(1).to(torch.uint8)
+    weights = 1 << torch.arange(8, dtype=torch.int32, device=flat.device)
+    return (stream.reshape(-1, 8) * weights).sum(1).to(torch.uint8)
 
 
 def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
-    stream = (packed.to(torch.int32).unsqueeze(1) >> torch.arange(8, dtype=torch.int32)) & 1
+    byte_bits = torch.arange(8, dtype=torch.int32, device=packed.device)
+    stream = (packed.to(torch.int32).unsqueeze(1) >> byte_bits) & 1
     stream = stream.reshape(-1)[: count * bits].reshape(count, bits)
-    return (stream << torch.arange(bits, dtype=torch.int32)).sum(1)
+    return (stream << torch.arange(bits, dtype=torch.int32, device=packed.device)).sum(1)
 
 
 def index_bits(m: int) -> int:
@@ -74,7 +75,7 @@ def unpack(
     d_out = shape[0]
     d_in = math.prod(shape[1:])
     if pattern.kind != "nm":
-        keep = unpack_bits(packed["bitmask"], 1, d_out * d_in).bool()
+        keep = unpack_bits(packed["bitmask"], 1, d_out * d_in).bool()  # on the values' device
         if int(keep.sum()) != values.numel():
             raise ValueError(
                 f"bitmask marks {int(keep.sum())} weights but {values.numel()} values are stored"
