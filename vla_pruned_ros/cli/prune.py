@@ -2,6 +2,8 @@
 
 vla-prune --method wanda --pattern 2:4 --rank 64 --output artifacts/wanda24_r64
 vla-prune --method magnitude --pattern unstructured:0.5 --energy 0.9 --factor-dtype int8 -o out
+vla-prune --model ~/models/my_vla --pattern 2:4 --rank 256 -o out   # a local Hugging Face folder,
+                                                                     # streamed layer by layer
 """
 
 from __future__ import annotations
@@ -35,8 +37,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default="embedded",
-        help="'embedded' (the shipped VLA) or the folder of a saved embedded VLA",
+        help="'embedded' (the shipped VLA), the folder of a saved embedded VLA, or a local "
+        "Hugging Face model folder (streamed layer by layer; magnitude + a fixed rank)",
     )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the checkpoint's own modelling code (never the default)",
+    )
+    p.add_argument("--shard-mb", type=float, default=256, help="artifact shard size (streaming)")
     p.add_argument("--method", choices=METHODS, default="magnitude")
     p.add_argument("--pattern", default="2:4", help="'2:4', '4:8' or 'unstructured:0.5'")
     rank = p.add_mutually_exclusive_group()
@@ -66,12 +75,49 @@ def rank_spec(args: argparse.Namespace) -> str:
     return str(args.rank or 0)
 
 
+def is_hf_folder(folder: Path) -> bool:
+    """A Hugging Face model folder (its config names a model_type); ours has none."""
+    import json
+
+    config = folder / "config.json"
+    try:
+        return config.is_file() and "model_type" in json.loads(config.read_text())
+    except ValueError:
+        return False
+
+
+def _stream(args: argparse.Namespace, folder: Path) -> int:
+    from vla_pruned_ros.models.hf_checkpoint import CheckpointError, compress_checkpoint
+
+    try:
+        if args.method != "magnitude":
+            raise ValueError(
+                f"{args.method} needs calibration activations, which the streaming path for "
+                "checkpoints does not gather yet; use --method magnitude"
+            )
+        if args.energy is not None or args.budget_mb is not None:
+            raise ValueError("checkpoints stream with a fixed --rank (energy/budget policies need "
+                             "every layer's spectrum first)")  # fmt: skip
+        out = compress_checkpoint(
+            folder, args.output, args.pattern, args.rank or 0, args.include, args.exclude,
+            args.trust_remote_code, svd=args.svd, factor_dtype=args.factor_dtype,
+            shard_bytes=int(args.shard_mb * 2**20), overwrite=args.overwrite,
+        )  # fmt: skip
+    except (OSError, ValueError, CheckpointError) as err:
+        print(f"vla-prune: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} (streamed from {folder}); inspect it with vla-inspect {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from vla_pruned_ros.models.embedded import DEFAULT_WEIGHTS, load_embedded
     from vla_pruned_ros.models.embedded_artifact import compress, save_embedded_artifact
 
     source = DEFAULT_WEIGHTS if args.model == "embedded" else Path(args.model).expanduser()
+    if is_hf_folder(source):
+        return _stream(args, source)
     try:
         if args.output.exists() and any(args.output.iterdir()) and not args.overwrite:
             raise ValueError(f"{args.output} exists and is not empty (use --overwrite)")

@@ -85,6 +85,44 @@ def _save(tensors: dict[str, torch.Tensor], path: Path, kind: str) -> None:
     )
 
 
+def new_manifest(
+    entries: dict[str, dict],
+    kept: int,
+    total: int,
+    weight_dtype: str | None,
+    provided_by_factory: list[str],
+    rank_policy: str,
+    fields: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest of an artifact (before `finalize` adds the checksums): the one place its
+    fields are named."""
+    from vla_pruned_ros import __version__
+
+    fields = dict(fields)
+    methods = sorted({e["method"] for e in entries.values() if e["method"]})
+    patterns = sorted({e["pattern"] for e in entries.values()})
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "source": {
+            "model_id": fields.pop("source_model", None),
+            "sha256": fields.pop("source_sha256", None),
+        },
+        "method": fields.pop("method", methods[0] if len(methods) == 1 else methods),
+        "pattern": fields.pop("pattern", patterns[0] if len(patterns) == 1 else patterns),
+        "sparsity": round(1 - kept / total, 6) if total else 0.0,
+        "structure": fields.pop("structure", None),
+        "rank_policy": fields.pop("rank_policy", rank_policy),
+        "weight_dtype": weight_dtype,
+        "layers": entries,
+        "provided_by_factory": provided_by_factory,
+        "extra": fields,
+        "files": {},
+    }
+
+
 def save_artifact(
     model: nn.Module,
     path: str | os.PathLike,
@@ -157,30 +195,10 @@ def save_artifact(
     rest = {
         k: cast(v) for k, v in model.state_dict().items() if k not in in_layers and k not in skip
     }
-    methods = sorted({e["method"] for e in entries.values() if e["method"]})
-    patterns = sorted({e["pattern"] for e in entries.values()})
-    from vla_pruned_ros import __version__
-
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "package_version": __version__,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "source": {
-            "model_id": manifest_fields.pop("source_model", None),
-            "sha256": manifest_fields.pop("source_sha256", None),
-        },
-        "method": manifest_fields.pop("method", methods[0] if len(methods) == 1 else methods),
-        "pattern": manifest_fields.pop("pattern", patterns[0] if len(patterns) == 1 else patterns),
-        "sparsity": round(1 - kept / total, 6) if total else 0.0,
-        "structure": manifest_fields.pop("structure", None),
-        "rank_policy": manifest_fields.pop("rank_policy", getattr(model, "rank_policy", "rank:0")),
-        "weight_dtype": weight_dtype,
-        "layers": entries,
-        "provided_by_factory": sorted(skip),
-        "extra": manifest_fields,
-        "files": {},
-    }
+    manifest = new_manifest(
+        entries, kept, total, weight_dtype, sorted(skip),
+        getattr(model, "rank_policy", "rank:0"), manifest_fields,
+    )  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -189,13 +207,7 @@ def save_artifact(
         _save(rest, tmp / WEIGHTS, "weights")
         if spectra:
             _save(spectra, tmp / SPECTRA, "spectra")
-        for f in sorted(tmp.iterdir()):
-            manifest["files"][f.name] = sha256_file(f)
-        manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        finalize(tmp, out, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -232,15 +244,31 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict[str, Any
 
 
 def _load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    """All tensors of one kind: `name` itself, or its shards (`pruned-00001.safetensors`, ...)
+    as the streaming writer makes them."""
     from safetensors.torch import load_file
 
-    path = folder / name
-    if not path.is_file():
-        return {}
-    try:
-        return load_file(str(path))
-    except Exception as err:  # noqa: BLE001 - safetensors raises several types
-        raise ArtifactError(f"{path} cannot be read as safetensors: {err}") from None
+    stem = name.removesuffix(".safetensors")
+    files = [folder / name] if (folder / name).is_file() else []
+    files += sorted(folder.glob(f"{stem}-*.safetensors"))
+    out: dict[str, torch.Tensor] = {}
+    for path in files:
+        try:
+            out.update(load_file(str(path)))
+        except Exception as err:  # noqa: BLE001 - safetensors raises several types
+            raise ArtifactError(f"{path} cannot be read as safetensors: {err}") from None
+    return out
+
+
+def finalize(tmp: Path, out: Path, manifest: dict[str, Any]) -> Path:
+    """Checksum every file in `tmp`, write the signed manifest, and move `tmp` to `out`."""
+    manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+    manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
 
 
 def _take(tensors: dict, key: str, file: Path) -> torch.Tensor:
@@ -321,9 +349,17 @@ def load_artifact(
         replace_module(model, name, layer)
         layer_keys.update(f"{name}.{k}" for k in ("weight", "bias", "a", "b", "a_scale", "b_scale"))
     rest = _load_tensors(folder, WEIGHTS)
-    state_keys = set(model.state_dict())
+    state = model.state_dict(keep_vars=True)
+    state_keys = set(state)
     unexpected = sorted(set(rest) - state_keys)
-    missing = sorted(state_keys - set(rest) - layer_keys - set(manifest["provided_by_factory"]))
+    aliases: dict[int, set[str]] = {}  # tied weights (e.g. lm_head = embeddings) are stored once
+    for k, v in state.items():
+        aliases.setdefault(id(v), set()).add(k)
+    missing = sorted(
+        k
+        for k in state_keys - set(rest) - layer_keys - set(manifest["provided_by_factory"])
+        if not (aliases[id(state[k])] & set(rest))
+    )
     if unexpected or missing:
         raise ArtifactError(
             f"{folder / WEIGHTS} does not fit the model that model_factory built: "

@@ -1,0 +1,137 @@
+"""A user's own checkpoint from a local Hugging Face folder: never a hub, never pickle.
+
+`checkpoint_files` finds the safetensors weights (single file or sharded index),
+`linear_layers` lists the model's nn.Linear modules by building the architecture on the meta
+device (no memory, no weights), and `default_exclude` follows the paper: compress the language
+backbone, skip the vision tower, the projector, the embeddings and the heads.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+DEFAULT_EXCLUDE = ("*lm_head*", "*embed*", "*vision*", "*visual*", "*projector*",
+                   "*action_head*", "*pooler*", "*classifier*")  # fmt: skip
+
+
+class CheckpointError(ValueError):
+    """A folder that cannot be compressed as given; the message says what to change."""
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a folder with a saved model")
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder} has no config.json: not a Hugging Face model folder")
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise CheckpointError(f"{index} names shards that are missing: {missing[:3]}")
+        return [folder / s for s in shards]
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(
+        p.name for p in folder.glob("*.pt")
+    )
+    if pickles:
+        raise CheckpointError(
+            f"{folder} holds only pickle weights ({pickles[:2]}); this package reads safetensors "
+            "only. Convert once with transformers: model.save_pretrained(out, "
+            "safe_serialization=True)"
+        )
+    raise CheckpointError(f"{folder} has no weights (model.safetensors or its index)")
+
+
+def architecture(folder: Path, trust_remote_code: bool = False) -> tuple[Any, type]:
+    """(config, model class) from the folder alone (local_files_only)."""
+    import transformers
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(folder, local_files_only=True,
+                                        trust_remote_code=trust_remote_code)  # fmt: skip
+    names = getattr(config, "architectures", None) or []
+    cls = next((getattr(transformers, n) for n in names if hasattr(transformers, n)), None)
+    if cls is None:
+        if trust_remote_code:
+            return config, type(AutoModel.from_config(config, trust_remote_code=True))
+        cls = AutoModel._model_mapping[type(config)]
+    return config, cls
+
+
+def skeleton(folder: Path, trust_remote_code: bool = False, device: str = "cpu") -> nn.Module:
+    config, cls = architecture(folder, trust_remote_code)
+    with torch.device(device):
+        return cls(config)
+
+
+def linear_layers(folder: Path, trust_remote_code: bool = False) -> list[str]:
+    return [n for n, m in skeleton(folder, trust_remote_code, "meta").named_modules()
+            if isinstance(m, nn.Linear)]  # fmt: skip
+
+
+def select(names: Sequence[str], include: Sequence[str] | None,
+           exclude: Sequence[str] | None) -> list[str]:  # fmt: skip
+    """Layers the globs select; the paper's default excludes when no globs are given."""
+    exclude = DEFAULT_EXCLUDE if include is None and exclude is None else (exclude or ())
+    chosen = [
+        n for n in names
+        if (not include or any(fnmatch.fnmatch(n, g) for g in include))
+        and not any(fnmatch.fnmatch(n, g) for g in exclude)
+    ]  # fmt: skip
+    if not chosen:
+        raise CheckpointError(
+            f"the layer globs (include={include}, exclude={list(exclude)}) match none of the "
+            f"{len(names)} linear layers, e.g. {list(names[:4])}"
+        )
+    return chosen
+
+
+def compress_checkpoint(
+    folder: Path,
+    out: Path,
+    pattern: str = "2:4",
+    rank: int = 0,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    trust_remote_code: bool = False,
+    **options: Any,
+) -> Path:
+    """Stream a local checkpoint through magnitude pruning + GLUESTICK into an artifact."""
+    from vla_pruned_ros.compression.artifact import sha256_file
+    from vla_pruned_ros.compression.streaming import stream_compress
+
+    files = checkpoint_files(folder)
+    layers = select(linear_layers(folder, trust_remote_code), include, exclude)
+    config = json.loads((Path(folder) / "config.json").read_text())
+    return stream_compress(
+        files, layers, out, pattern=pattern, rank=rank,
+        source_model=str(Path(folder).resolve()),
+        source_sha256=sha256_file(files[0]) if len(files) == 1 else None,
+        source_files={f.name: sha256_file(f) for f in files},
+        model_config=config, trust_remote_code=trust_remote_code, **options,
+    )  # fmt: skip
+
+
+def load_checkpoint_artifact(artifact: Path, mode: str = "materialize") -> nn.Module:
+    """An artifact made by `compress_checkpoint`, on the architecture its manifest records."""
+    import tempfile
+
+    from vla_pruned_ros.compression import load_artifact
+
+    def factory(manifest: dict[str, Any]) -> nn.Module:
+        extra = manifest.get("extra", {})
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "config.json").write_text(json.dumps(extra["model_config"]))
+            return skeleton(Path(tmp), bool(extra.get("trust_remote_code", False)))
+
+    return load_artifact(artifact, factory, mode=mode)
