@@ -97,12 +97,13 @@ class Camera:
         rclpy.shutdown(context=self.context)
 
 
-def _start_policy(artifact: Path, *params: str) -> subprocess.Popen:
+def _start_policy(artifact: Path | str, *params: str, env=None) -> subprocess.Popen:
     extra = [arg for p in params for arg in ("-p", p)]
     return subprocess.Popen(
         [sys.executable, "-m", "vla_pruned_ros.ros.policy_node", "--ros-args",
          "--params-file", str(ROOT / "config" / "policy_nav.yaml"),
          "-p", f"artifact:={artifact}", "-p", "control_rate_hz:=10.0", *extra],
+        env=env,
     )  # fmt: skip
 
 
@@ -254,6 +255,21 @@ def test_loads_a_structurally_pruned_artifact(camera: Camera, tmp_path: Path) ->
         _, values = camera.diagnostics[-1]
         assert values["model"] == "units" and values["variant"] == "structured"
         assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_runs_a_users_own_adapter_named_module_class(camera: Camera) -> None:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": f"{Path(__file__).parent}{os.pathsep}"
+           f"{os.environ.get('PYTHONPATH', '')}"}  # fmt: skip
+    proc = _start_policy("unused", "adapter:=user_adapter:ConstantPolicy", env=env)
+    try:
+        _wait_for_actions(camera)
+        assert list(camera.actions[-1].action) == [0.25, -0.5]
+        assert camera.actions[-1].model_id == "constant"
     finally:
         proc.terminate()
         proc.wait(timeout=10)

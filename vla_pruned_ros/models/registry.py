@@ -11,10 +11,19 @@ EMBEDDED = "embedded"
 
 
 def load_policy(
-    artifact: str, task: str, mode: str = "materialize", device: str = "cpu"
+    artifact: str,
+    task: str,
+    mode: str = "materialize",
+    device: str = "cpu",
+    adapter: str = EMBEDDED,
 ) -> PolicyAdapter:
     """`embedded` (the shipped dense default), the folder of a compressed artifact (it holds a
-    manifest.json; loaded in runtime `mode`), or the folder of a saved dense embedded VLA."""
+    manifest.json; loaded in runtime `mode`), or the folder of a saved dense embedded VLA.
+    `adapter` other than 'embedded' names a user's PolicyAdapter class as `module:Class`."""
+    if adapter not in ("", EMBEDDED):
+        from vla_pruned_ros.models.adapters import load_user_adapter
+
+        return load_user_adapter(adapter, artifact, task, mode=mode, device=device)
     if artifact in ("", EMBEDDED):
         return EmbeddedPolicy(load_embedded(), task)
     folder = Path(artifact).expanduser()

@@ -60,6 +60,7 @@ class PolicyNode(LifecycleNode):
         super().__init__("vla_policy", **kwargs)
         for name, default in {
             "artifact": "embedded",
+            "adapter": "embedded",  # or a user's PolicyAdapter class as "module:Class"
             "task": "nav",
             "runtime_mode": "materialize",
             "device": "cpu",
@@ -103,7 +104,11 @@ class PolicyNode(LifecycleNode):
                 device = "cpu"
         try:
             self.policy = load_policy(
-                self.p("artifact"), self.p("task"), mode=self.p("runtime_mode"), device=device
+                self.p("artifact"),
+                self.p("task"),
+                mode=self.p("runtime_mode"),
+                device=device,
+                adapter=self.p("adapter"),
             )
         except (OSError, ValueError) as err:
             self.get_logger().error(f"cannot load policy: {err}")
