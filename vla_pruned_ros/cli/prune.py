@@ -45,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow the checkpoint's own modelling code (never the default)",
     )
-    p.add_argument("--shard-mb", type=float, default=256, help="artifact shard size (streaming)")
+    p.add_argument("--shard-mb", type=float, default=64, help="artifact shard size (streaming)")
     p.add_argument("--method", choices=METHODS, default="magnitude")
     p.add_argument("--pattern", default="2:4", help="'2:4', '4:8' or 'unstructured:0.5'")
     rank = p.add_mutually_exclusive_group()

@@ -25,6 +25,42 @@ from vla_pruned_ros.compression.patterns import parse_pattern, prune_mask
 from vla_pruned_ros.compression.quantize import check_factor_dtype, quantize
 from vla_pruned_ros.compression.spectrum import spectrum_stats
 
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+           "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+           "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}  # fmt: skip
+
+
+def safetensors_keys(path: Path) -> dict[str, dict]:
+    """The header of a safetensors file: key -> {dtype, shape, data_offsets}."""
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return header
+
+
+def iter_safetensors(path: Path):
+    """(key, tensor) one at a time with plain reads: unlike a memory map, the pages of tensors
+    already processed do not stay in this process's resident set."""
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        header.pop("__metadata__", None)
+        base = 8 + n
+        for key, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            start, end = info["data_offsets"]
+            f.seek(base + start)
+            buf = bytearray(f.read(end - start))
+            dtype = _DTYPES[info["dtype"]]
+            t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
+            yield key, t.reshape(info["shape"])
+
 
 class ShardWriter:
     """Tensors of one kind, flushed to `<kind>-00001.safetensors`, ... at `limit` bytes."""
@@ -62,7 +98,7 @@ def stream_compress(
     svd: str = "randomized",
     factor_dtype: str = "float16",
     weight_dtype: str | None = "float16",
-    shard_bytes: int = 256 * 2**20,
+    shard_bytes: int = 64 * 2**20,
     overwrite: bool = False,
     progress: bool = True,
     **manifest_fields: Any,
@@ -70,7 +106,6 @@ def stream_compress(
     """Magnitude-prune the named linear layers (`<name>.weight` tensors) of a safetensors
     checkpoint to `pattern`, add rank-`rank` GLUESTICK factors, and write an artifact that
     `load_artifact` reads like any other."""
-    from safetensors import safe_open
     from tqdm import tqdm
 
     pattern = parse_pattern(pattern)
@@ -82,8 +117,7 @@ def stream_compress(
         raise ValueError(f"{out} exists and is not empty (pass overwrite=True to replace it)")
     keys: dict[str, Path] = {}
     for f in files:
-        with safe_open(str(f), "pt") as handle:
-            keys.update(dict.fromkeys(handle.keys(), f))
+        keys.update(dict.fromkeys(safetensors_keys(f), f))
     found = {k.removesuffix(".weight") for k in keys if k.endswith(".weight")} & wanted
     if not found:
         raise ValueError(f"none of the {len(wanted)} selected layers has a weight in {files}")
@@ -98,22 +132,20 @@ def stream_compress(
                disable=not progress)  # fmt: skip
     try:
         for f in files:
-            with safe_open(str(f), "pt") as handle:
-                for key in handle.keys():
-                    t = handle.get_tensor(key)
-                    name = key.removesuffix(".weight")
-                    if key.endswith(".weight") and name in found:
-                        entry = _layer(name, t, pattern, rank, svd, factor_dtype, target, writers)
-                        entry["bias"] = f"{name}.bias" in keys
-                        entries[name] = entry
-                        kept += entry["nonzero"]
-                        total += t.numel()
-                    elif key.endswith(".bias") and key.removesuffix(".bias") in found:
-                        writers["pruned"].add(key, _cast(t, target))
-                    else:
-                        writers["weights"].add(key, _cast(t, target))
-                    del t
-                    bar.update(1)
+            for key, t in iter_safetensors(f):
+                name = key.removesuffix(".weight")
+                if key.endswith(".weight") and name in found:
+                    entry = _layer(name, t, pattern, rank, svd, factor_dtype, target, writers)
+                    entry["bias"] = f"{name}.bias" in keys
+                    entries[name] = entry
+                    kept += entry["nonzero"]
+                    total += t.numel()
+                elif key.endswith(".bias") and key.removesuffix(".bias") in found:
+                    writers["pruned"].add(key, _cast(t, target))
+                else:
+                    writers["weights"].add(key, _cast(t, target))
+                del t
+                bar.update(1)
         for w in writers.values():
             w.flush()
         manifest = new_manifest(entries, kept, total, weight_dtype, [], f"rank:{rank}",
