@@ -62,6 +62,17 @@ def parser() -> argparse.ArgumentParser:
         default=8,
         help="expert episodes per task (training scenes) for Wanda/SparseGPT",
     )
+    p.add_argument(
+        "--calib-folder",
+        type=Path,
+        help="your own calibration data: images + instructions.txt/.json",
+    )
+    p.add_argument(
+        "--calib-bag",
+        type=Path,
+        help="your own calibration data: a bag's camera and instruction topics",
+    )
+    p.add_argument("--calib-task", help="the action head your data is for (default: every head)")
     p.add_argument("--output", "-o", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
     return p  # fmt: skip
@@ -110,6 +121,32 @@ def _stream(args: argparse.Namespace, folder: Path) -> int:
     return 0
 
 
+def calibration_frames(args: argparse.Namespace, dense) -> dict:
+    """{head: (frames, instructions)}: the user's folder or bag if given, else expert episodes
+    on training scenes of the simulated tasks."""
+    from vla_pruned_ros.training import calibration_data as cd
+
+    heads = [args.calib_task] if args.calib_task else list(dense.config.action_dims)
+    unknown = [h for h in heads if h not in dense.config.action_dims]
+    if unknown:
+        raise ValueError(f"--calib-task {unknown[0]!r}: the model's heads are "
+                         f"{sorted(dense.config.action_dims)}")  # fmt: skip
+    size = dense.config.image_size
+    if args.calib_folder or args.calib_bag:
+        if args.calib_folder:
+            data = cd.frames_from_folder(args.calib_folder, size)
+        else:
+            data = cd.frames_from_bag(args.calib_bag, size=size)
+        print(f"[vla-prune] calibration: {len(data[1])} frames of your data", file=sys.stderr)
+        return dict.fromkeys(heads, data)
+    from vla_pruned_ros.training.collect import expert_frames
+
+    print(f"[vla-prune] calibration: {args.calib_scenes} expert episodes per task",
+          file=sys.stderr)  # fmt: skip
+    seeds = list(range(args.calib_scenes))
+    return {t: expert_frames(t, seeds) for t in heads}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from vla_pruned_ros.models.embedded import DEFAULT_WEIGHTS, load_embedded
@@ -124,12 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         dense = load_embedded(source)
         frames = None
         if args.method in ("wanda", "sparsegpt"):
-            from vla_pruned_ros.training.collect import expert_frames
-
-            print(f"[vla-prune] calibration: {args.calib_scenes} expert episodes per task",
-                  file=sys.stderr)  # fmt: skip
-            seeds = list(range(args.calib_scenes))
-            frames = {t: expert_frames(t, seeds) for t in dense.config.action_dims}
+            frames = calibration_frames(args, dense)
         spec = rank_spec(args)
         model = compress(
             dense, args.method, args.pattern, [spec], frames, args.include, args.exclude,
