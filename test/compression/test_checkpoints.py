@@ -59,6 +59,11 @@ def test_llama_streams_to_a_sharded_artifact_and_full_rank_gives_the_dense_model
     assert "model.layers.0.self_attn.q_proj" in layers and "lm_head" not in layers
     assert len(layers) == 2 * 7
     assert sum(name.startswith("pruned-") for name in manifest["files"]) > 1  # sharded
+    shown = subprocess.run([sys.executable, "-m", "vla_pruned_ros.cli.inspect_artifact", str(out),
+                            "--plot", str(tmp_path / "spectra.png")],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "model.layers.1.mlp.down_proj" in shown.stdout and (tmp_path / "spectra.png").exists()
     model = load_checkpoint_artifact(out)
     ids = torch.tensor([[1, 5, 9, 3, 7, 2, 11, 40]])
     with torch.no_grad():

@@ -27,9 +27,13 @@ def summarize(folder: Path) -> dict[str, Any]:
     dense = 0
     for entry in manifest["layers"].values():
         dense += math.prod(entry["shape"]) + (entry["shape"][0] if entry["bias"] else 0)
-    with safe_open(str(folder / WEIGHTS), "pt") as f:
-        rest = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-    stored = sum(size for name, size in files.items() if name != SPECTRA)
+    rest = 0
+    stem = WEIGHTS.removesuffix(".safetensors")
+    for name in manifest["files"]:  # weights.safetensors, or its shards from streaming
+        if name == WEIGHTS or name.startswith(f"{stem}-"):
+            with safe_open(str(folder / name), "pt") as f:
+                rest += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    stored = sum(size for name, size in files.items() if not name.startswith("spectra"))
     return {
         "manifest": manifest,
         "file_bytes": files,
@@ -99,7 +103,11 @@ def plot_spectra(folder: Path, manifest: dict[str, Any], out: Path) -> Path:
     import torch
     from safetensors.torch import load_file
 
-    spectra = load_file(str(folder / SPECTRA)) if (folder / SPECTRA).is_file() else {}
+    spectra = {}
+    stem = SPECTRA.removesuffix(".safetensors")
+    for name in manifest["files"]:
+        if name == SPECTRA or name.startswith(f"{stem}-"):
+            spectra.update(load_file(str(folder / name)))
     if not spectra:
         raise ArtifactError(f"{folder} holds no spectra (rank 0 artifact?)")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
