@@ -11,6 +11,9 @@ import pytest
 import rclpy
 import yaml
 
+from vla_pruned_ros.evaluation.divergence_sweep import DivergenceConfig
+from vla_pruned_ros.evaluation.sweep import SweepConfig
+from vla_pruned_ros.ros.bag_player_node import BagPlayerParameters
 from vla_pruned_ros.ros.policy_node import PolicyNode
 from vla_pruned_ros.ros.safety_monitor_node import SafetyMonitorNode
 from vla_pruned_ros.ros.sim_node import SimNode
@@ -18,7 +21,9 @@ from vla_pruned_ros.ros.sim_node import SimNode
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
-NODE_CLASSES = [PolicyNode, SafetyMonitorNode, SimNode]
+NODE_CLASSES = [PolicyNode, SafetyMonitorNode, SimNode, BagPlayerParameters]
+# Parameter files of the command-line tools (same layout, read by read_ros_params).
+CLI_CONFIGS = {"vla_eval_sweep": SweepConfig, "vla_eval_divergence": DivergenceConfig}
 # Packages a launch file may use beyond ours: Gazebo integration, optional on a robot (README).
 EXTERNAL_NODES = {("ros_gz_bridge", "parameter_bridge")}
 
@@ -114,6 +119,9 @@ def _parameter_files() -> list[Path]:
 def test_parameter_file_keys_are_declared_by_its_node(path: Path, declared) -> None:
     data = yaml.safe_load(path.read_text())
     for node_name, section in data.items():
+        if node_name in CLI_CONFIGS:  # an unknown key is an error there too
+            CLI_CONFIGS[node_name].from_file(path)
+            continue
         assert node_name in declared, f"{path.name}: no node named {node_name}"
         keys = _flatten(section["ros__parameters"])
         unknown = keys - declared[node_name]
@@ -149,5 +157,6 @@ def test_bringup_files_name_installed_executables_and_existing_parameter_files(p
     from vla_pruned_ros.cli.ros_up import load_bringup
 
     specs, _ = load_bringup(path)  # raises on unknown executables or missing files
-    assert {s.executable for s in specs} == {"safety_monitor", "policy_node", "sim_node"}
-    assert [s.name for s in specs if s.ends_graph] == ["sim_node"]
+    source = "bag_player" if path.name.startswith("bringup_replay") else "sim_node"
+    assert {s.executable for s in specs} == {"safety_monitor", "policy_node", source}
+    assert [s.name for s in specs if s.ends_graph] == [source]

@@ -73,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
         help="your own calibration data: a bag's camera and instruction topics",
     )
     p.add_argument("--calib-task", help="the action head your data is for (default: every head)")
+    p.add_argument(
+        "--conv", action="store_true", help="also prune Conv2d layers (as out x in*kh*kw matrices)"
+    )
     p.add_argument("--output", "-o", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
     return p  # fmt: skip
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = rank_spec(args)
         model = compress(
             dense, args.method, args.pattern, [spec], frames, args.include, args.exclude,
-            args.svd, args.factor_dtype,
+            args.svd, args.factor_dtype, conv=args.conv,
         )[spec]  # fmt: skip
         folder = save_embedded_artifact(model, args.output, source, overwrite=args.overwrite)
     except (OSError, ValueError) as err:

@@ -32,13 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from vla_pruned_ros.compression.gluestick import GluestickLinear
+from vla_pruned_ros.compression.gluestick import GluestickConv2d, GluestickLinear
 from vla_pruned_ros.compression.packing import pack, storage_kind, unpack
 from vla_pruned_ros.compression.prune import compressed_layers, replace_module
 from vla_pruned_ros.compression.runtime import (
-    PackedGluestickLinear,
     check_mode,
     semi_structured_reason,
+    to_packed,
     to_semi_structured,
 )
 
@@ -176,6 +176,10 @@ def save_artifact(
             "factor_dtype": layer.factor_dtype,
             "method": layer.method,
         }
+        if isinstance(layer, GluestickConv2d):
+            entry["conv"] = {"stride": list(layer.stride), "dilation": list(layer.dilation),
+                             "padding": layer.padding if isinstance(layer.padding, str)
+                             else list(layer.padding)}  # fmt: skip
         if layer.rank:
             for key in ("a", "b"):
                 t = getattr(layer, key)
@@ -310,6 +314,12 @@ def load_artifact(
                 "built (wrong architecture or config?)"
             ) from None
         shape = tuple(skeleton.weight.shape)
+        is_conv = "conv" in entry
+        if is_conv != isinstance(skeleton, nn.Conv2d):
+            raise ArtifactError(
+                f"{folder / MANIFEST}: layer {name} is a {'Conv2d' if is_conv else 'Linear'} in "
+                f"the artifact but a {type(skeleton).__name__} in the model model_factory built"
+            )
         if shape != tuple(entry["shape"]):
             raise ArtifactError(
                 f"{folder / PRUNED}: layer {name} is {tuple(entry['shape'])} in the artifact but "
@@ -321,15 +331,22 @@ def load_artifact(
             weight = unpack(packed, entry["pattern"], shape)
         except ValueError as err:
             raise ArtifactError(f"{folder / PRUNED}: layer {name}: {err}") from None
-        shell = nn.Linear(shape[1], shape[0], bias=entry["bias"], device="meta")
+        if is_conv:
+            conv = entry["conv"]
+            padding = conv["padding"] if isinstance(conv["padding"], str) else tuple(
+                conv["padding"])  # fmt: skip
+            shell = nn.Conv2d(shape[1], shape[0], shape[2:], stride=tuple(conv["stride"]),
+                              padding=padding, dilation=tuple(conv["dilation"]),
+                              bias=entry["bias"], device="meta")  # fmt: skip
+        else:
+            shell = nn.Linear(shape[1], shape[0], bias=entry["bias"], device="meta")
         shell.weight = nn.Parameter(weight.to(compute), requires_grad=False)
         if entry["bias"]:
             shell.bias = nn.Parameter(
                 _take(pruned, f"{name}.bias", folder / PRUNED).to(compute), requires_grad=False
             )
-        layer = GluestickLinear(
-            shell, None, entry["factor_dtype"], entry["pattern"], entry["method"]
-        )
+        cls = GluestickConv2d if is_conv else GluestickLinear
+        layer = cls(shell, None, entry["factor_dtype"], entry["pattern"], entry["method"])
         if entry["rank"]:
             for key in ("a", "b", "a_scale", "b_scale"):
                 t = _take(factors, f"{name}.{key}", folder / FACTORS)
@@ -337,9 +354,8 @@ def load_artifact(
                     t = t.to(compute)
                 setattr(layer, key, t)
             if layer.a.shape != (shape[0], entry["rank"]) or layer.b.shape != (
-                entry["rank"],
-                shape[1],
-            ):
+                entry["rank"], layer.in_features
+            ):  # fmt: skip
                 raise ArtifactError(
                     f"{folder / FACTORS}: layer {name} factors do not have rank "
                     f"{entry['rank']} for shape {shape}"
@@ -393,7 +409,7 @@ def _apply_mode(
     storage = DTYPES.get(manifest.get("weight_dtype") or "")
     for name, layer in compressed_layers(model).items():
         if mode == "packed":
-            replace_module(model, name, PackedGluestickLinear(layer, storage))
+            replace_module(model, name, to_packed(layer, storage))
             layer_modes[name] = "packed"
         elif mode == "semi_structured":
             reason = semi_structured_reason(layer, device)

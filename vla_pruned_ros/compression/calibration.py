@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 @dataclass
@@ -68,10 +69,14 @@ def collect_input_stats(
     handles = []
     for name in layer_names:
         layer = model.get_submodule(name)
-        stats[name] = InputStats(layer.weight.shape[1], with_hessian)
+        stats[name] = InputStats(layer.weight[0].numel(), with_hessian)
 
-        def hook(_module, inputs, _output, s=stats[name]) -> None:
-            s.add(inputs[0])
+        def hook(module, inputs, _output, s=stats[name]) -> None:
+            x = inputs[0]
+            if isinstance(module, nn.Conv2d):  # the patches the kernel multiplies (im2col)
+                x = F.unfold(x, module.kernel_size, module.dilation, module.padding,
+                             module.stride).transpose(1, 2)  # fmt: skip
+            s.add(x)
 
         handles.append(layer.register_forward_hook(hook))
     batches = 0

@@ -108,7 +108,8 @@ class GluestickLinear(nn.Module):
         method: str = "",
     ) -> None:
         super().__init__()
-        self.in_features, self.out_features = pruned.in_features, pruned.out_features
+        shape = pruned.weight.shape
+        self.out_features, self.in_features = shape[0], int(torch.tensor(shape[1:]).prod())
         self.pattern = pattern or getattr(pruned, "pattern", "")
         self.method = method or getattr(pruned, "method", "")
         self.factor_dtype = check_factor_dtype(factor_dtype)
@@ -151,6 +152,42 @@ class GluestickLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, self.dense_weight(), self.bias)
+        return y + self.correction(x) if self.rank else y
+
+
+class GluestickConv2d(GluestickLinear):
+    """The same for a Conv2d (groups=1): the weight is pruned as the (out, in*kh*kw) matrix the
+    convolution multiplies with, and the correction is a rank-r conv (B as r kernels of the
+    layer's size and stride) followed by a 1x1 conv (A)."""
+
+    def __init__(
+        self,
+        pruned: nn.Conv2d | GluestickConv2d,
+        factors: GapFactors | None = None,
+        factor_dtype: str = "float32",
+        pattern: str = "",
+        method: str = "",
+    ) -> None:
+        super().__init__(pruned, factors, factor_dtype, pattern, method)
+        self.kernel_size = tuple(pruned.weight.shape[2:]) if hasattr(pruned, "weight") and (
+            pruned.weight.dim() == 4) else tuple(pruned.kernel_size)  # fmt: skip
+        self.in_channels = pruned.weight.shape[1]
+        self.stride, self.padding, self.dilation = (
+            tuple(pruned.stride), pruned.padding if isinstance(pruned.padding, str)
+            else tuple(pruned.padding), tuple(pruned.dilation),
+        )  # fmt: skip
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+
+    def correction(self, x: torch.Tensor) -> torch.Tensor:
+        a = dequantize(self.a, self.a_scale, x.dtype)
+        b = dequantize(self.b, self.b_scale, x.dtype)
+        kernels = b.reshape(self.rank, self.in_channels, *self.kernel_size)
+        return F.conv2d(self._conv(x, kernels), a.reshape(*a.shape, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._conv(x, self.dense_weight(), self.bias)
         return y + self.correction(x) if self.rank else y
 
     def extra_repr(self) -> str:

@@ -15,7 +15,12 @@ import torch
 from torch import nn
 
 from vla_pruned_ros.compression.calibration import collect_input_stats
-from vla_pruned_ros.compression.gluestick import GluestickLinear, gap_factors, gap_matrix
+from vla_pruned_ros.compression.gluestick import (
+    GluestickConv2d,
+    GluestickLinear,
+    gap_factors,
+    gap_matrix,
+)
 from vla_pruned_ros.compression.patterns import Pattern, parse_pattern, prune_mask
 from vla_pruned_ros.compression.rank_policy import LayerSpectrum, RankPolicy, parse_rank_policy
 from vla_pruned_ros.compression.sparsegpt import sparsegpt_weight
@@ -24,14 +29,24 @@ METHODS = ("magnitude", "wanda", "sparsegpt")
 NEEDS_CALIBRATION = ("wanda", "sparsegpt")
 
 
+def _prunable(module: nn.Module, conv: bool) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    return conv and isinstance(module, nn.Conv2d) and module.groups == 1
+
+
 def select_linear(
-    model: nn.Module, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
+    model: nn.Module,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    conv: bool = False,
 ) -> list[str]:
-    """Names of the nn.Linear layers that the include/exclude fnmatch globs select."""
+    """Names of the nn.Linear (and, with `conv`, groups=1 nn.Conv2d) layers that the
+    include/exclude fnmatch globs select."""
     include, exclude = list(include or []), list(exclude or [])
     names = []
     for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or isinstance(module, GluestickLinear):
+        if not _prunable(module, conv):
             continue
         if include and not any(fnmatch.fnmatch(name, g) for g in include):
             continue
@@ -60,8 +75,9 @@ def pruned_weight(
     if method == "magnitude":
         return _masked(w, prune_mask(w.abs(), pattern))
     if method == "wanda":
-        scores = w.abs().double() * stats.feature_norms().unsqueeze(0)
-        return _masked(w, prune_mask(scores, pattern, per_row=True))
+        flat = w.reshape(w.shape[0], -1)
+        scores = flat.abs().double() * stats.feature_norms().unsqueeze(0)
+        return _masked(w, prune_mask(scores, pattern, per_row=True).reshape(w.shape))
     if method == "sparsegpt":
         return sparsegpt_weight(w, stats.hessian(), pattern, damp=damp)
     raise ValueError(f"unknown pruning method {method!r}; available: {METHODS}")
@@ -76,23 +92,25 @@ def prune(
     exclude: Iterable[str] | None = None,
     progress: bool = False,
     damp: float = 0.01,
+    conv: bool = False,
 ) -> nn.Module:
     """A copy of `model` whose selected nn.Linear layers are pruned to `pattern` by `method`.
 
     `calib` is any iterable of model inputs (dicts are passed as keywords, tuples positionally);
-    Wanda and SparseGPT need it, magnitude ignores it.
+    Wanda and SparseGPT need it, magnitude ignores it. `conv` also prunes groups=1 Conv2d
+    layers, as the (out, in*kh*kw) matrices they multiply with.
     """
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; available: {METHODS}")
     pattern = parse_pattern(pattern)
-    names = select_linear(model, include, exclude)
+    names = select_linear(model, include, exclude, conv)
     if not names:
         raise ValueError(f"no linear layer matches include={include} exclude={exclude}")
     if pattern.kind == "nm":
         bad = [
-            f"{n} (d_in={model.get_submodule(n).in_features})"
+            f"{n} (d_in={model.get_submodule(n).weight[0].numel()})"
             for n in names
-            if model.get_submodule(n).in_features % pattern.m
+            if model.get_submodule(n).weight[0].numel() % pattern.m
         ]
         if bad:
             raise ValueError(
@@ -118,7 +136,8 @@ def prune(
         layer = pruned.get_submodule(name)
         with torch.no_grad():
             layer.weight.copy_(pruned_weight(layer.weight, method, pattern, stats.get(name), damp))
-        replace_module(pruned, name, GluestickLinear(layer, pattern=str(pattern), method=method))
+        cls = GluestickConv2d if isinstance(layer, nn.Conv2d) else GluestickLinear
+        replace_module(pruned, name, cls(layer, pattern=str(pattern), method=method))
     return pruned
 
 
@@ -162,7 +181,9 @@ def gluestick(
     if hasattr(policy, "rank"):
         ranks = policy.choose(
             {
-                n: LayerSpectrum(torch.zeros(min(m.weight.shape)), *m.weight.shape)
+                n: LayerSpectrum(
+                    torch.zeros(min(m.out_features, m.in_features)), m.out_features, m.in_features
+                )
                 for n, m in layers.items()
             },
             factor_dtype,
@@ -171,7 +192,8 @@ def gluestick(
         spectra = {
             n: LayerSpectrum(
                 torch.linalg.svdvals(gap_matrix(dense_layers[n].weight, m.weight)),
-                *m.weight.shape,
+                m.out_features,
+                m.in_features,
             )
             for n, m in tqdm(layers.items(), desc="spectra", unit="layer", disable=not progress)
         }
@@ -191,6 +213,6 @@ def gluestick(
             oversample=oversample,
             power_iters=power_iters,
         )
-        replace_module(corrected, name, GluestickLinear(layer, factors, factor_dtype))
+        replace_module(corrected, name, type(layer)(layer, factors, factor_dtype))
     corrected.rank_policy = str(policy)
     return corrected

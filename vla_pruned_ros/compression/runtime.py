@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vla_pruned_ros.compression.gluestick import GluestickLinear
+from vla_pruned_ros.compression.gluestick import GluestickConv2d, GluestickLinear
 from vla_pruned_ros.compression.packing import pack, unpack
 
 MODES = ("materialize", "packed", "semi_structured")
@@ -33,6 +33,9 @@ class PackedGluestickLinear(GluestickLinear):
         dtype; they are widened only inside each forward."""
         nn.Module.__init__(self)
         self.in_features, self.out_features = layer.in_features, layer.out_features
+        for key in ("kernel_size", "in_channels", "stride", "padding", "dilation"):
+            if hasattr(layer, key):
+                setattr(self, key, getattr(layer, key))
         self.pattern, self.method, self.factor_dtype = (
             layer.pattern,
             layer.method,
@@ -56,10 +59,24 @@ class PackedGluestickLinear(GluestickLinear):
         return unpack(self.packed(), self.pattern, self.weight_shape).to(self.weight_dtype)
 
 
+class PackedGluestickConv2d(PackedGluestickLinear, GluestickConv2d):
+    """GluestickConv2d whose pruned weight stays packed between forwards."""
+
+    forward = GluestickConv2d.forward
+    correction = GluestickConv2d.correction
+
+
+def to_packed(layer: GluestickLinear, storage_dtype: torch.dtype | None) -> GluestickLinear:
+    cls = PackedGluestickConv2d if isinstance(layer, GluestickConv2d) else PackedGluestickLinear
+    return cls(layer, storage_dtype)
+
+
 def semi_structured_reason(layer: GluestickLinear, device: torch.device) -> str | None:
     """Why this layer cannot use the 2:4 kernels here, or None if it can."""
     if device.type != "cuda":
         return "2:4 kernels need CUDA"
+    if isinstance(layer, GluestickConv2d):
+        return "convolutions have no 2:4 kernels"
     if layer.pattern != "2:4":
         return f"pattern {layer.pattern} is not 2:4"
     d_out, d_in = layer.weight.shape

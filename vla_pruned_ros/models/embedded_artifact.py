@@ -131,6 +131,7 @@ def compress(
     svd: str = "exact",
     factor_dtype: str = "float16",
     progress: bool = True,
+    conv: bool = False,
 ) -> dict[str, EmbeddedVLA]:
     """Prune once, then one GLUESTICK model per rank policy ({'0': pruned, '64': ..., ...}).
     `frames` ({task: (images, instructions)}) calibrate Wanda and SparseGPT."""
@@ -140,7 +141,7 @@ def compress(
     if frames is not None:
         calib = list(calibration_batches(dense, frames))
     pruned = prune(dense, method, pattern, calib=calib, include=include, exclude=exclude,
-                   progress=progress)  # fmt: skip
+                   progress=progress, conv=conv)  # fmt: skip
     out = {}
     for rank in ranks:
         key = str(rank)

@@ -25,12 +25,19 @@ PARAMETERS = {
 }
 
 
+class BagPlayerParameters(Node):
+    """Declares the player's parameters (read before the player starts, which needs them)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("vla_bag_player", **kwargs)
+        self.values = {k: self.declare_parameter(k, v).value for k, v in PARAMETERS.items()}
+
+
 def read_options(argv: list[str]) -> tuple[Path, PlayOptions]:
-    """The player's parameters, read by a throwaway node (the player needs them to start)."""
     rclpy.init(args=argv)
     try:
-        node = Node("vla_bag_player")
-        values = {k: node.declare_parameter(k, v).value for k, v in PARAMETERS.items()}
+        node = BagPlayerParameters()
+        values = node.values
         node.destroy_node()
     finally:
         rclpy.shutdown()

@@ -204,7 +204,8 @@ class PolicyNode(LifecycleNode):
         if age > float(self.p("max_image_age_s")):
             self.counters["stale"] += 1
             return
-        if self.instruction is None:
+        instruction = self.instruction  # read once: the callback may replace it meanwhile
+        if instruction is None:
             return
         try:
             rgb = image_to_rgb(msg)
@@ -213,7 +214,7 @@ class PolicyNode(LifecycleNode):
             self._report(DiagnosticStatus.WARN, f"image rejected: {err}")
             return
         start = time.perf_counter()
-        action = np.asarray(self.policy.predict(rgb, self.instruction), np.float32)
+        action = np.asarray(self.policy.predict(rgb, instruction), np.float32)
         latency_ms = (time.perf_counter() - start) * 1e3
         if not np.all(np.isfinite(action)):
             self.counters["invalid_action"] += 1
@@ -226,7 +227,7 @@ class PolicyNode(LifecycleNode):
         info = self.policy.info
         out = VLAAction(action=action.tolist(), names=list(info.action_names))
         out.header = msg.header  # the stamp of the frame this action was computed from
-        out.action_space, out.instruction = info.action_space, self.instruction
+        out.action_space, out.instruction = info.action_space, instruction
         out.variant, out.rank, out.model_id = info.variant, info.rank, info.model_id
         out.latency_ms = float(latency_ms)
         if self.p("dry_run"):
