@@ -57,5 +57,5 @@ def test_sweep_writes_the_table_and_resumes(tmp_path: Path) -> None:
 
 
 def test_unknown_sweep_parameters_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"unknown sweep parameters \['rnaks'\]"):
+    with pytest.raises(ValueError, match=r"unknown parameters \['rnaks'\]"):
         SweepConfig.from_file(_config(tmp_path, rnaks=[1]))

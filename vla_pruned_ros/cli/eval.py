@@ -80,20 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--workers", type=int, default=2)
     sim.add_argument("--json", type=Path)
     sweep = sub.add_parser("sweep", help="dense vs pruned vs GLUESTICK ranks, both tasks")
-    sweep.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="sweep parameters (default: the package's config/sweep.yaml)",
-    )
-    sweep.add_argument("--episodes", type=int)
+    _table_arguments(sweep, "config/sweep.yaml")
     sweep.add_argument("--methods", nargs="+")
     sweep.add_argument("--ranks", nargs="+", type=int)
-    sweep.add_argument("--tasks", nargs="+", choices=["nav", "manip"])
-    sweep.add_argument("--workers", type=int)
-    sweep.add_argument("--json", help="results JSON (default from the config)")
-    sweep.add_argument("--markdown", help="results markdown (default from the config)")
-    sweep.add_argument("--plots-dir")
     bag = sub.add_parser("bag", help="offline replay of a bag's frames through models (no DDS)")
     bag.add_argument("bag", type=Path)
     bag.add_argument(
@@ -110,18 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     bag.add_argument("--markdown", type=Path, help="default: next to --json")
     bag.add_argument("--plot", type=Path, help="default: next to --json")
     div = sub.add_parser("divergence", help="divergence-guided structured pruning vs baselines")
-    div.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="parameters (default: the package's config/divergence.yaml)",
-    )
-    div.add_argument("--episodes", type=int)
-    div.add_argument("--tasks", nargs="+", choices=["nav", "manip"])
-    div.add_argument("--workers", type=int)
-    div.add_argument("--json")
-    div.add_argument("--markdown")
-    div.add_argument("--plots-dir")
+    _table_arguments(div, "config/divergence.yaml")
     args = parser.parse_args(argv)
     if args.command == "divergence":
         return _divergence(args, argv)
@@ -141,6 +119,18 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(result, indent=1))
         print(f"  written to {args.json}")
     return 0
+
+
+def _table_arguments(sub: argparse.ArgumentParser, config: str) -> None:
+    """What the table-making commands share: their parameter file and its common overrides."""
+    sub.add_argument("--config", type=Path, default=None,
+                     help=f"parameters (default: the package's {config})")  # fmt: skip
+    sub.add_argument("--episodes", type=int)
+    sub.add_argument("--tasks", nargs="+", choices=["nav", "manip"])
+    sub.add_argument("--workers", type=int)
+    sub.add_argument("--json", help="results JSON (default from the config)")
+    sub.add_argument("--markdown", help="results markdown (default from the config)")
+    sub.add_argument("--plots-dir")
 
 
 def _bag(args: argparse.Namespace) -> int:
@@ -183,24 +173,27 @@ def _divergence(args: argparse.Namespace, argv: list[str] | None) -> int:
     except (OSError, ValueError) as err:
         print(f"vla-eval: {err}", file=sys.stderr)
         return 2
-    out = Path(cfg.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    image = ds.plot(result, Path(cfg.plots_dir))
     command = "vla-eval " + " ".join(sys.argv[1:] if argv is None else argv)
-    md = ds.markdown(result, command)
-    import os
-
-    rel = Path(os.path.relpath(image.resolve(), Path(cfg.markdown).resolve().parent)).as_posix()
-    Path(cfg.markdown).parent.mkdir(parents=True, exist_ok=True)
-    Path(cfg.markdown).write_text(md + f"![divergence results]({rel})\n")
-    print(md)
-    print(f"written: {out}, {cfg.markdown}, {image}")
+    _write_table(result, cfg, ds.markdown(result, command), ds.plot(result, Path(cfg.plots_dir)))
     return 0
 
 
+def _write_table(result: dict, cfg, text: str, image: Path) -> None:
+    """Results JSON, markdown (with the plot linked relative to it), and the table on stdout."""
+    import os
+
+    out, md = Path(cfg.json), Path(cfg.markdown)
+    for path in (out, md):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    rel = Path(os.path.relpath(image.resolve(), md.resolve().parent)).as_posix()
+    md.write_text(text + f"\n![{image.stem}]({rel})\n")
+    print(text)
+    print(f"written: {out}, {md}, {image}")
+
+
 def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from vla_pruned_ros.evaluation.report import markdown_table, plot, write_markdown
+    from vla_pruned_ros.evaluation.report import markdown, plot
     from vla_pruned_ros.evaluation.sweep import SweepConfig, run_sweep
     from vla_pruned_ros.paths import package_file
 
@@ -215,14 +208,8 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
     except (OSError, ValueError) as err:
         print(f"vla-eval: {err}", file=sys.stderr)
         return 2
-    out = Path(cfg.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    image = plot(result, Path(cfg.plots_dir))
     command = "vla-eval " + " ".join(sys.argv[1:] if argv is None else argv)
-    md = write_markdown(result, Path(cfg.markdown), image, command)
-    print(markdown_table(result))
-    print(f"written: {out}, {md}, {image}")
+    _write_table(result, cfg, markdown(result, command), plot(result, Path(cfg.plots_dir)))
     return 0
 
 

@@ -12,42 +12,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vla_pruned_ros.evaluation.sweep import SweepConfig, Variant, _cell, _safe
-from vla_pruned_ros.params_file import read_ros_params
+from vla_pruned_ros.evaluation.sweep import SweepConfig, TableConfig, Variant, _cell, _safe
+from vla_pruned_ros.params_file import params_dataclass
 
 NODE = "vla_eval_divergence"
 
 
 @dataclass
-class DivergenceConfig:
-    model: str = "embedded"
-    tasks: list[str] = field(default_factory=lambda: ["nav", "manip"])
-    episodes: int = 200
-    seed: int = 0
-    workers: int = 2
+class DivergenceConfig(TableConfig):
     relative: bool = False
     probe_ratio: float = 0.5
     probe_modules: list[str] = field(default_factory=lambda: ["ffn", "heads"])
     criteria: list[str] = field(default_factory=lambda: ["divergence", "magnitude", "wanda",
                                                          "random"])  # fmt: skip
-    calib_scenes: int = 8
     configs: dict[str, dict[str, float]] = field(default_factory=dict)
     keep: str = "high"
     artifacts_dir: str = "runs/divergence/artifacts"
-    cells_dir: str = "runs/sweep/cells"
     json: str = "results/divergence.json"
     markdown: str = "docs/divergence.md"
-    plots_dir: str = "docs/img"
 
     @classmethod
     def from_file(cls, path: Path, **overrides: Any) -> DivergenceConfig:
-        params = read_ros_params(path, NODE)
-        params.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown parameters {unknown}; known: {sorted(known)}")
-        return cls(**params)
+        return params_dataclass(cls, path, NODE, overrides)
 
 
 @dataclass(frozen=True)

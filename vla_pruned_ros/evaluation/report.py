@@ -92,8 +92,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> Path:
     return out
 
 
-def write_markdown(result: dict[str, Any], path: Path, plot_path: Path | None,
-                   command: str) -> Path:  # fmt: skip
+def markdown(result: dict[str, Any], command: str) -> str:
     cfg = result["config"]
     text = [
         "# Closed-loop results: dense vs pruned vs pruned + GLUESTICK",
@@ -112,11 +111,4 @@ def write_markdown(result: dict[str, Any], path: Path, plot_path: Path | None,
         markdown_table(result),
         "",
     ]
-    if plot_path is not None:
-        import os
-
-        rel = os.path.relpath(Path(plot_path).resolve(), path.resolve().parent)
-        text += [f"![closed-loop results]({Path(rel).as_posix()})", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(text))
-    return path
+    return "\n".join(text)

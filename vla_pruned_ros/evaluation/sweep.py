@@ -19,19 +19,28 @@ from typing import Any
 
 from vla_pruned_ros.evaluation.closed_loop import EvalJob, heldout_seeds, run_jobs
 from vla_pruned_ros.evaluation.stats import summarize
-from vla_pruned_ros.params_file import read_ros_params
+from vla_pruned_ros.params_file import params_dataclass
 
 NODE = "vla_eval_sweep"
 KEEP = ("seed", "success", "unsafe", "collisions", "violations", "steps", "spl", "distance_to_goal")
 
 
 @dataclass
-class SweepConfig:
+class TableConfig:
+    """What every closed-loop table shares: the model, tasks, scenes, workers, caches, outputs."""
+
     model: str = "embedded"
     tasks: list[str] = field(default_factory=lambda: ["nav", "manip"])
     episodes: int = 200
     seed: int = 0
     workers: int = 2
+    calib_scenes: int = 8
+    cells_dir: str = "runs/sweep/cells"
+    plots_dir: str = "docs/img"
+
+
+@dataclass
+class SweepConfig(TableConfig):
     methods: list[str] = field(default_factory=lambda: ["magnitude"])
     pattern: str = "2:4"
     ranks: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
@@ -39,22 +48,13 @@ class SweepConfig:
     factor_dtype: str = "float16"
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
-    calib_scenes: int = 8
     artifacts_dir: str = "runs/sweep/artifacts"
-    cells_dir: str = "runs/sweep/cells"
     json: str = "results/closed_loop.json"
     markdown: str = "docs/results.md"
-    plots_dir: str = "docs/img"
 
     @classmethod
     def from_file(cls, path: Path, **overrides: Any) -> SweepConfig:
-        params = read_ros_params(path, NODE)
-        params.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown sweep parameters {unknown}; known: {sorted(known)}")
-        return cls(**params)
+        return params_dataclass(cls, path, NODE, overrides)
 
 
 @dataclass(frozen=True)
