@@ -74,6 +74,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--calib-task", help="the action head your data is for (default: every head)")
     p.add_argument(
+        "--calib-texts",
+        type=Path,
+        help="Wanda/SparseGPT on a checkpoint folder: calibration texts, one per line",
+    )
+    p.add_argument(
         "--conv", action="store_true", help="also prune Conv2d layers (as out x in*kh*kw matrices)"
     )
     p.add_argument("--output", "-o", type=Path, required=True)
@@ -101,26 +106,36 @@ def is_hf_folder(folder: Path) -> bool:
 
 
 def _stream(args: argparse.Namespace, folder: Path) -> int:
+    """A checkpoint folder: magnitude streams tensor by tensor; Wanda/SparseGPT go block by
+    block with calibration texts through the model's own tokenizer."""
     from vla_pruned_ros.models.hf_checkpoint import CheckpointError, compress_checkpoint
 
     try:
-        if args.method != "magnitude":
-            raise ValueError(
-                f"{args.method} needs calibration activations, which the streaming path for "
-                "checkpoints does not gather yet; use --method magnitude"
-            )
         if args.energy is not None or args.budget_mb is not None:
             raise ValueError("checkpoints stream with a fixed --rank (energy/budget policies need "
                              "every layer's spectrum first)")  # fmt: skip
-        out = compress_checkpoint(
-            folder, args.output, args.pattern, args.rank or 0, args.include, args.exclude,
-            args.trust_remote_code, svd=args.svd, factor_dtype=args.factor_dtype,
-            shard_bytes=int(args.shard_mb * 2**20), overwrite=args.overwrite,
-        )  # fmt: skip
+        options = dict(svd=args.svd, factor_dtype=args.factor_dtype, overwrite=args.overwrite,
+                       shard_bytes=int(args.shard_mb * 2**20))  # fmt: skip
+        if args.method == "magnitude":
+            out = compress_checkpoint(
+                folder, args.output, args.pattern, args.rank or 0, args.include, args.exclude,
+                args.trust_remote_code, **options,
+            )  # fmt: skip
+        else:
+            from vla_pruned_ros.models.hf_sequential import calibration_ids, sequential_compress
+
+            if args.calib_texts is None:
+                raise ValueError(f"{args.method} on a checkpoint needs calibration: "
+                                 "--calib-texts FILE (one text per line)")  # fmt: skip
+            ids = calibration_ids(folder, args.calib_texts, args.trust_remote_code)
+            out = sequential_compress(
+                folder, args.output, args.method, args.pattern, args.rank or 0, ids,
+                args.include, args.exclude, trust_remote_code=args.trust_remote_code, **options,
+            )  # fmt: skip
     except (OSError, ValueError, CheckpointError) as err:
         print(f"vla-prune: error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {out} (streamed from {folder}); inspect it with vla-inspect {out}")
+    print(f"wrote {out} from {folder}; inspect it with vla-inspect {out}")
     return 0
 
 

@@ -164,6 +164,26 @@ def _cast(t: torch.Tensor, target: torch.dtype | None) -> torch.Tensor:
 
 
 def _layer(name, weight, pattern, rank, svd, factor_dtype, target, writers) -> dict[str, Any]:
+    w = weight.float()
+    pruned = torch.where(prune_mask(w.abs(), pattern), w, torch.zeros_like(w))
+    return write_layer(name, weight, pruned, pattern, rank, svd, factor_dtype, target, writers,
+                       "magnitude")  # fmt: skip
+
+
+def write_layer(
+    name: str,
+    weight: torch.Tensor,
+    pruned: torch.Tensor,
+    pattern: Any,
+    rank: int,
+    svd: str,
+    factor_dtype: str,
+    target: torch.dtype | None,
+    writers: dict[str, ShardWriter],
+    method: str,
+) -> dict[str, Any]:
+    """Pack one pruned layer and its rank-`rank` gap factors into the writers; its manifest
+    entry. `weight` is the dense one (the gap is taken against it)."""
     if weight.dim() != 2:
         raise ValueError(f"layer {name}: weight of shape {tuple(weight.shape)} is not a matrix")
     if pattern.kind == "nm" and weight.shape[1] % pattern.m:
@@ -172,7 +192,6 @@ def _layer(name, weight, pattern, rank, svd, factor_dtype, target, writers) -> d
             f"{pattern.m} for {pattern}; exclude it"
         )
     w = weight.float()
-    pruned = torch.where(prune_mask(w.abs(), pattern), w, torch.zeros_like(w))
     stored = _cast(pruned, target) if target is not None else pruned.to(weight.dtype)
     for k, v in pack(stored, pattern).items():
         writers["pruned"].add(f"{name}.{k}", v)
@@ -184,7 +203,7 @@ def _layer(name, weight, pattern, rank, svd, factor_dtype, target, writers) -> d
         "nonzero": int(stored.count_nonzero()),
         "rank": 0,
         "factor_dtype": factor_dtype,
-        "method": "magnitude",
+        "method": method,
     }
     if rank:
         factors = gap_factors(w, stored.float(), rank, svd=svd)
