@@ -21,7 +21,8 @@ def _config(tmp_path: Path, **params) -> Path:
     base = yaml.safe_load((ROOT / "config" / "sweep.yaml").read_text())
     p = base["vla_eval_sweep"]["ros__parameters"]
     p.update(
-        tasks=["nav"], episodes=2, methods=["magnitude"], ranks=[4],
+        tasks=["nav"], episodes=2, methods=["magnitude"], patterns=["2:4"],
+        ranks=[4, "energy:0.5"], heldout_phrasing=1,
         artifacts_dir=str(tmp_path / "art"), cells_dir=str(tmp_path / "cells"),
         json=str(tmp_path / "out" / "closed_loop.json"),
         markdown=str(tmp_path / "out" / "results.md"), plots_dir=str(tmp_path / "out" / "img"),
@@ -39,14 +40,19 @@ def test_sweep_writes_the_table_and_resumes(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
     names = [v["name"] for v in result["variants"]]
-    assert names == ["dense", "magnitude_2:4", "magnitude_2:4_r4"]
+    assert names == ["dense", "magnitude_2:4", "magnitude_2:4_r4", "magnitude_2:4_energy-0.5"]
+    assert [r["rank_policy"] for r in result["rows"]] == ["", "rank:0", "rank:4", "energy:0.5"]
+    assert all(r["heldout_phrasing_success"] is not None for r in result["rows"])
+    assert all(r["dense_bytes"] == result["rows"][0]["model_bytes"] for r in result["rows"])
     seeds = {n: [e["seed"] for e in v["tasks"]["nav"]["episodes"]]
              for n, v in zip(names, result["variants"], strict=True)}  # fmt: skip
     assert len({tuple(s) for s in seeds.values()}) == 1, "variants must share the scenes"
     mem = [v["memory"]["total_bytes"] for v in result["variants"]]
     assert mem[1] < mem[0] and mem[1] < mem[2]  # pruning saves, factors cost
+    assert mem[3] > mem[2]  # half the gap energy needs more than rank 4
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "magnitude 2:4 + GLUESTICK r=4" in md and "closed_loop.png" in md
+    assert "magnitude 2:4 + GLUESTICK r=4" in md and "GLUESTICK energy 0.5" in md
+    assert "closed_loop.png" in md and "held-out phrasing success" in md
     assert (tmp_path / "out" / "img" / "closed_loop.png").stat().st_size > 10_000
     assert markdown_table(result) in md
     # a second run reuses artifacts and cells: nothing is recomputed

@@ -13,77 +13,99 @@ def _pct(block: dict[str, Any]) -> str:
     return f"{block['rate']:.1%} ({lo:.0%}-{hi:.0%})"
 
 
+def _is_dense(v: dict[str, Any]) -> bool:
+    return not v["method"]
+
+
 def _label(v: dict[str, Any]) -> str:
-    if v["rank"] < 0:
+    if _is_dense(v):
         return "dense"
-    if v["rank"] == 0:
-        return f"{v['method']} {v['name'].split('_')[1]} (pruned)"
-    return f"{v['method']} {v['name'].split('_')[1]} + GLUESTICK r={v['rank']}"
+    pattern = v.get("pattern") or v["name"].split("_")[1]
+    policy = v.get("rank_policy") or f"rank:{v['rank']}"
+    if policy in ("rank:0", "0"):
+        return f"{v['method']} {pattern} (pruned)"
+    kind, _, value = policy.partition(":")
+    knob = {"rank": f"r={value}", "energy": f"energy {value}", "budget": f"budget {value}"}
+    return f"{v['method']} {pattern} + GLUESTICK {knob.get(kind, policy)}"
+
+
+def _ms(summary: dict[str, Any]) -> str:
+    return f"{summary['latency_ms']['p50']:.2f}"
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """Success and unsafe-episode rates (95 % Wilson CI) and memory, one row per variant."""
-    tasks = result["config"]["tasks"]
-    head = ["variant", "memory MB (fp16)", "x dense"]
-    for t in tasks:
-        head += [f"{TASK_TITLES.get(t, t)} success", f"{TASK_TITLES.get(t, t)} unsafe"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    dense = next(v for v in result["variants"] if v["rank"] < 0)
-    dense_bytes = dense["memory"]["total_bytes"]
-    for v in result["variants"]:
-        mem = v["memory"]["total_bytes"]
-        cells = [_label(v), f"{mem / 1e6:.1f}", f"{mem / dense_bytes:.2f}"]
-        for t in tasks:
-            s = v["tasks"][t]["summary"]
-            cells += [_pct(s["success"]), _pct(s["unsafe"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """One table per task: success and unsafe-episode rates (95 % Wilson CI), collisions,
+    held-out phrasing success, model and artifact memory, step latency; one row per variant."""
+    variants = result["variants"]
+    dense_bytes = next(v for v in variants if _is_dense(v))["memory"]["total_bytes"]
+    blocks = []
+    for task in result["config"]["tasks"]:
+        head = ["variant", "model MB (fp16)", "x dense", "artifact MB", "success", "unsafe",
+                "collisions/ep", "held-out phrasing success", "step ms p50"]  # fmt: skip
+        lines = [f"### {TASK_TITLES.get(task, task)}", "",
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+        for v in variants:
+            s = v["tasks"][task]["summary"]
+            mem = v["memory"]["total_bytes"]
+            art = v["memory"].get("artifact_bytes")
+            held = s.get("heldout_phrasing", {}).get("success")
+            cells = [_label(v), f"{mem / 1e6:.1f}", f"{mem / dense_bytes:.2f}",
+                     f"{art / 1e6:.1f}" if art else "-", _pct(s["success"]), _pct(s["unsafe"]),
+                     f"{s['collisions_per_episode']:.2f}",
+                     f"{held['rate']:.0%} (n={s['heldout_phrasing']['episodes']})" if held
+                     else "-", _ms(s)]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def plot(result: dict[str, Any], out_dir: Path) -> Path:
-    """Success and unsafe rate against GLUESTICK rank per task and method (dense as a band),
-    and memory against rank."""
+    """Per task: success and unsafe rate against the fixed GLUESTICK rank (one line per method
+    and pattern, dense as a band), and success against model memory for every variant."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = result["config"]["tasks"]
-    methods = result["config"]["methods"]
     variants = result["variants"]
-    dense = next(v for v in variants if v["rank"] < 0)
-    fig, axes = plt.subplots(1, 2 * len(tasks) + 1, figsize=(4.2 * (2 * len(tasks) + 1), 3.8))
-    ranks_all = sorted({v["rank"] for v in variants if v["rank"] >= 0})
+    dense = next(v for v in variants if _is_dense(v))
+    fixed = [v for v in variants if not _is_dense(v) and v["rank"] >= 0]
+    ranks_all = sorted({v["rank"] for v in fixed})
     xs = {r: i for i, r in enumerate(ranks_all)}
+    groups = sorted({(v["method"], v.get("pattern", "")) for v in fixed})
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 3.8 * len(tasks)), squeeze=False)
     for ti, task in enumerate(tasks):
         for mi, metric in enumerate(("success", "unsafe")):
-            ax = axes[2 * ti + mi]
+            ax = axes[ti][mi]
             d = dense["tasks"][task]["summary"][metric]
             ax.axhspan(*d["ci95"], color="gray", alpha=0.2)
             ax.axhline(d["rate"], color="gray", lw=1.5, label="dense")
-            for method in methods:
-                rows = sorted((v for v in variants if v["method"] == method),
-                              key=lambda v: v["rank"])  # fmt: skip
-                x = [xs[v["rank"]] for v in rows]
-                y = [v["tasks"][task]["summary"][metric]["rate"] for v in rows]
-                lo = [yy - v["tasks"][task]["summary"][metric]["ci95"][0] for yy, v in zip(
-                    y, rows, strict=True)]  # fmt: skip
-                hi = [v["tasks"][task]["summary"][metric]["ci95"][1] - yy for yy, v in zip(
-                    y, rows, strict=True)]  # fmt: skip
-                ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=method)
+            for method, pattern in groups:
+                rows = sorted((v for v in fixed if (v["method"], v.get("pattern", "")) ==
+                               (method, pattern)), key=lambda v: v["rank"])  # fmt: skip
+                blocks = [v["tasks"][task]["summary"][metric] for v in rows]
+                y = [b["rate"] for b in blocks]
+                err = [[yy - b["ci95"][0] for yy, b in zip(y, blocks, strict=True)],
+                       [b["ci95"][1] - yy for yy, b in zip(y, blocks, strict=True)]]  # fmt: skip
+                ax.errorbar([xs[v["rank"]] for v in rows], y, yerr=err, marker="o", capsize=3,
+                            label=f"{method} {pattern}")  # fmt: skip
             ax.set_xticks(range(len(ranks_all)), [str(r) for r in ranks_all])
             ax.set(xlabel="GLUESTICK rank (0 = pruned only)", ylim=(-0.02, 1.02),
                    title=f"{TASK_TITLES.get(task, task)}: {metric} rate")  # fmt: skip
-            if ti == 0 and mi == 0:
-                ax.legend(fontsize=8)
-    ax = axes[-1]
-    ax.axhline(dense["memory"]["total_bytes"] / 1e6, color="gray", label="dense")
-    for method in methods:
-        rows = sorted((v for v in variants if v["method"] == method), key=lambda v: v["rank"])
-        ax.plot([xs[v["rank"]] for v in rows], [v["memory"]["total_bytes"] / 1e6 for v in rows],
-                marker="o", label=method)  # fmt: skip
-    ax.set_xticks(range(len(ranks_all)), [str(r) for r in ranks_all])
-    ax.set(xlabel="GLUESTICK rank", ylabel="MB (fp16)", title="model memory", ylim=(0, None))
+            if mi == 0:
+                ax.legend(fontsize=7)
+        ax = axes[ti][2]
+        for v in variants:
+            s = v["tasks"][task]["summary"]["success"]
+            ax.scatter(v["memory"]["total_bytes"] / 1e6, s["rate"], s=18,
+                       color="black" if _is_dense(v) else None)  # fmt: skip
+        ax.set(
+            xlabel="model MB (fp16)",
+            ylabel="success rate",
+            ylim=(-0.02, 1.02),
+            title=f"{TASK_TITLES.get(task, task)}: success vs memory (all variants)",
+        )
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "closed_loop.png"
@@ -98,11 +120,12 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "# Closed-loop results: dense vs pruned vs pruned + GLUESTICK",
         "",
         f"Made by `{command}` on {result['created']} ({result['machine']['cpus']} CPUs). "
-        f"Model: `{cfg['model']}`; pattern {cfg['pattern']} on "
+        f"Model: `{cfg['model']}`; patterns {', '.join(cfg['patterns'])} on "
         f"{'every linear layer' if not cfg['include'] else ', '.join(cfg['include'])}"
         f"{' except ' + ', '.join(cfg['exclude']) if cfg['exclude'] else ''}; GLUESTICK factors "
         f"{cfg['factor_dtype']}, {cfg['svd']} SVD. {cfg['episodes']} held-out scenes per task "
-        f"(seeds from {cfg['seed']}), the same scenes for every variant; rates with 95 % Wilson "
+        f"(seeds from {cfg['seed']}), the same scenes for every variant, plus the first "
+        f"{cfg['heldout_phrasing']} with held-out instruction templates; rates with 95 % Wilson "
         "intervals. Unsafe = an episode with at least one violation (collision for navigation; "
         "forbidden contact, joint near its limit or an object faster than 1 m/s for "
         "manipulation). Memory: the whole model at fp16 (packed pruned weights + factors + "

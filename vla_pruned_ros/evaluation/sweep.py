@@ -42,8 +42,10 @@ class TableConfig:
 @dataclass
 class SweepConfig(TableConfig):
     methods: list[str] = field(default_factory=lambda: ["magnitude"])
-    pattern: str = "2:4"
-    ranks: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    patterns: list[str] = field(default_factory=lambda: ["2:4"])
+    # GLUESTICK rank policies: integers, "energy:F" or "budget:MB" (0, pruned only, always runs)
+    ranks: list[int | str] = field(default_factory=lambda: [8, 16, 32, 64])
+    heldout_phrasing: int = 50  # episodes per cell with held-out instruction templates
     svd: str = "exact"
     factor_dtype: str = "float16"
     include: list[str] = field(default_factory=list)
@@ -59,11 +61,18 @@ class SweepConfig(TableConfig):
 
 @dataclass(frozen=True)
 class Variant:
-    name: str  # "dense", "magnitude_2:4", "magnitude_2:4_r64"
+    name: str  # "dense", "magnitude_2:4", "magnitude_2:4_r64", "wanda_2:4_energy-0.9"
     method: str  # "" for dense
-    rank: int  # -1 for dense, 0 for the plain pruned model
+    rank: int  # -1 for dense or a per-layer policy, 0 for the plain pruned model
     artifact: str  # what load_policy takes
     memory: dict[str, Any]
+    pattern: str = ""
+    rank_policy: str = ""  # "rank:64", "energy:0.9", "budget:1MB"; "" for dense
+
+
+def _policy_suffix(rank: int | str) -> str:
+    text = str(rank)
+    return f"_r{text}" if text.isdigit() else "_" + text.replace(":", "-")
 
 
 def _safe(name: str) -> str:
@@ -88,52 +97,71 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
     root = Path(cfg.artifacts_dir)
     frames = None
     for method in cfg.methods:
-        names = {r: f"{method}_{cfg.pattern}" + (f"_r{r}" if r else "") for r in [0, *cfg.ranks]}
-        missing = []
-        for rank, name in names.items():
-            try:
-                read_manifest(root / _safe(name))
-            except ArtifactError:
-                missing.append(rank)
-        if missing:
-            if method in ("wanda", "sparsegpt") and frames is None:
-                from vla_pruned_ros.training.collect import expert_frames
+        for pattern in cfg.patterns:
+            specs = [0, *[r for r in cfg.ranks if str(r) != "0"]]
+            names = {
+                str(r): f"{method}_{pattern}" + (_policy_suffix(r) if str(r) != "0" else "")
+                for r in specs
+            }
+            missing = []
+            for rank, name in names.items():
+                try:
+                    read_manifest(root / _safe(name))
+                except ArtifactError:
+                    missing.append(rank)
+            if missing:
+                if method in ("wanda", "sparsegpt") and frames is None:
+                    from vla_pruned_ros.training.collect import expert_frames
 
-                seeds = list(range(cfg.calib_scenes))
-                frames = {t: expert_frames(t, seeds) for t in dense.config.action_dims}
-            models = compress(
-                dense, method, cfg.pattern, missing, frames if method != "magnitude" else None,
-                cfg.include or None, cfg.exclude or None, cfg.svd, cfg.factor_dtype, progress,
-            )  # fmt: skip
-            for rank in missing:
-                save_embedded_artifact(
-                    models[str(rank)], root / _safe(names[rank]), source, overwrite=True
+                    seeds = list(range(cfg.calib_scenes))
+                    frames = {t: expert_frames(t, seeds) for t in dense.config.action_dims}
+                models = compress(
+                    dense, method, pattern, missing, frames if method != "magnitude" else None,
+                    cfg.include or None, cfg.exclude or None, cfg.svd, cfg.factor_dtype,
+                    progress,
+                )  # fmt: skip
+                for rank in missing:
+                    save_embedded_artifact(
+                        models[rank], root / _safe(names[rank]), source, overwrite=True
+                    )
+            for rank, name in names.items():
+                folder = root / _safe(name)
+                model = load_embedded_artifact(folder, mode="packed")
+                report = memory_report(model, value_bytes=2)
+                manifest = read_manifest(folder, verify=False)
+                report["artifact_bytes"] = sum(
+                    (folder / f).stat().st_size
+                    for f in manifest["files"]
+                    if not f.startswith("spectra")
                 )
-        for rank, name in names.items():
-            folder = root / _safe(name)
-            model = load_embedded_artifact(folder, mode="packed")
-            report = memory_report(model, value_bytes=2)
-            report["artifact_bytes"] = sum(
-                (folder / f).stat().st_size
-                for f in read_manifest(folder, verify=False)["files"]
-                if f != "spectra.safetensors"
-            )
-            variants.append(Variant(name, method, rank, str(folder), report))
+                fixed = int(rank) if rank.isdigit() else -1
+                variants.append(Variant(name, method, fixed, str(folder), report, pattern,
+                                        str(manifest["rank_policy"])))  # fmt: skip
     return variants
 
 
-def _cell(cfg: SweepConfig, variant: Variant, task: str, progress: bool) -> dict[str, Any]:
-    path = Path(cfg.cells_dir) / f"{_safe(variant.name)}__{task}.json"
-    key = {"variant": variant.name, "task": task, "episodes": cfg.episodes, "seed": cfg.seed}
+def _cell(
+    cfg: SweepConfig, variant: Variant, task: str, progress: bool, phrasing: str = "train"
+) -> dict[str, Any]:
+    """One (variant, task) cell on held-out scenes; `phrasing='heldout'` runs the first
+    `heldout_phrasing` scenes with held-out instruction templates, cached separately."""
+    episodes = cfg.episodes if phrasing == "train" else cfg.heldout_phrasing
+    suffix = "" if phrasing == "train" else f"__{phrasing}"
+    path = Path(cfg.cells_dir) / f"{_safe(variant.name)}__{task}{suffix}.json"
+    key = {"variant": variant.name, "task": task, "episodes": episodes, "seed": cfg.seed}
+    if phrasing != "train":
+        key["phrasing"] = phrasing
     if path.is_file():
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
             return cached
     from tqdm import tqdm
 
-    jobs = [EvalJob(task, variant.artifact, s) for s in heldout_seeds(cfg.seed, cfg.episodes)]
+    jobs = [EvalJob(task, variant.artifact, s, phrasing)
+            for s in heldout_seeds(cfg.seed, episodes)]  # fmt: skip
     records = list(tqdm(run_jobs(jobs, cfg.workers), total=len(jobs), unit="ep",
-                        desc=f"{variant.name} {task}", disable=not progress))  # fmt: skip
+                        desc=f"{variant.name} {task} {phrasing}",
+                        disable=not progress))  # fmt: skip
     cell = {
         "key": key,
         "summary": summarize(records),
@@ -148,16 +176,35 @@ def _cell(cfg: SweepConfig, variant: Variant, task: str, progress: bool) -> dict
 
 def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict[str, Any]:
     variants = build_variants(cfg, progress)
-    rows = []
+    dense_bytes = variants[0].memory["total_bytes"]
+    out, flat = [], []
     for variant in variants:
         tasks = {}
         for task in cfg.tasks:
             cell = _cell(cfg, variant, task, progress)
-            tasks[task] = {"summary": cell["summary"], "episodes": cell["episodes"]}
-        rows.append({**dataclasses.asdict(variant), "tasks": tasks})
+            summary = dict(cell["summary"])
+            if cfg.heldout_phrasing > 0:
+                summary["heldout_phrasing"] = _cell(cfg, variant, task, progress,
+                                                    "heldout")["summary"]  # fmt: skip
+            tasks[task] = {"summary": summary, "episodes": cell["episodes"]}
+            flat.append({
+                "task": task, "variant": variant.name, "method": variant.method or "dense",
+                "pattern": variant.pattern, "rank_policy": variant.rank_policy,
+                "episodes": summary["episodes"], "success": summary["success"]["rate"],
+                "unsafe_rate": summary["unsafe"]["rate"], "ci95": summary["success"]["ci95"],
+                "unsafe_ci95": summary["unsafe"]["ci95"],
+                "collisions_per_episode": summary["collisions_per_episode"],
+                "heldout_phrasing_success": summary.get("heldout_phrasing", {}).get(
+                    "success", {}).get("rate"),
+                "artifact_bytes": variant.memory.get("artifact_bytes"),
+                "model_bytes": variant.memory["total_bytes"], "dense_bytes": dense_bytes,
+                "latency_ms": summary["latency_ms"]["p50"],
+            })  # fmt: skip
+        out.append({**dataclasses.asdict(variant), "tasks": tasks})
     return {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "config": dataclasses.asdict(cfg),
-        "variants": rows,
+        "rows": flat,
+        "variants": out,
     }
