@@ -60,6 +60,12 @@ def test_sweep_writes_the_table_and_resumes(tmp_path: Path) -> None:
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0
     assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
+    # the report re-renders from the JSON alone
+    (tmp_path / "out" / "results.md").unlink()
+    render = subprocess.run([*cmd, "--render-only"], capture_output=True, text=True, timeout=120)
+    assert render.returncode == 0, render.stderr[-2000:]
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "## Does it reproduce the paper?" in md and "- navigation, magnitude 2:4:" in md
 
 
 def test_unknown_sweep_parameters_are_named(tmp_path: Path) -> None:

@@ -82,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     sweep = sub.add_parser("sweep", help="dense vs pruned vs GLUESTICK ranks, both tasks")
     _table_arguments(sweep, "config/sweep.yaml")
     sweep.add_argument("--methods", nargs="+")
-    sweep.add_argument("--ranks", nargs="+", type=int)
+    sweep.add_argument("--ranks", nargs="+", help="integers, energy:F or budget:MB")
+    sweep.add_argument(
+        "--render-only",
+        action="store_true",
+        help="re-render markdown and plot from the results JSON; run nothing",
+    )
     bag = sub.add_parser("bag", help="offline replay of a bag's frames through models (no DDS)")
     bag.add_argument("bag", type=Path)
     bag.add_argument(
@@ -204,7 +209,10 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
             tasks=args.tasks, workers=args.workers, json=args.json, markdown=args.markdown,
             plots_dir=args.plots_dir,
         )  # fmt: skip
-        result = run_sweep(cfg)
+        if args.render_only:
+            result = json.loads(Path(cfg.json).read_text())
+        else:
+            result = run_sweep(cfg)
     except (OSError, ValueError) as err:
         print(f"vla-eval: {err}", file=sys.stderr)
         return 2

@@ -131,7 +131,50 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "manipulation). Memory: the whole model at fp16 (packed pruned weights + factors + "
         "the rest, which includes MiniLM's 11.7 M-parameter word-embedding table).",
         "",
+        "## Does it reproduce the paper?",
+        "",
+        *findings(result),
+        "",
         markdown_table(result),
         "",
     ]
     return "\n".join(text)
+
+
+def findings(result: dict[str, Any]) -> list[str]:
+    """The paper's claims checked on these numbers, one bullet per task and method/pattern:
+    how far pruning drops success below dense, and how much of the drop the best GLUESTICK row
+    of at most dense memory wins back, with the unsafe rates alongside."""
+    variants = result["variants"]
+    dense = next(v for v in variants if _is_dense(v))
+    dense_mem = dense["memory"]["total_bytes"]
+    lines = []
+    for task in result["config"]["tasks"]:
+        d = dense["tasks"][task]["summary"]
+        groups = sorted({(v["method"], v.get("pattern", "")) for v in variants if not _is_dense(v)})
+        for method, pattern in groups:
+            rows = [v for v in variants if (v["method"], v.get("pattern", "")) == (method, pattern)]
+            pruned = next((v for v in rows if v.get("rank_policy") in ("rank:0", "0")
+                           or v["rank"] == 0), None)  # fmt: skip
+            fixes = [v for v in rows if v is not pruned and v["memory"]["total_bytes"] <= dense_mem]
+            if pruned is None:
+                continue
+            p = pruned["tasks"][task]["summary"]
+            text = (
+                f"- {TASK_TITLES.get(task, task)}, {method} {pattern}: success "
+                f"{d['success']['rate']:.1%} dense -> {p['success']['rate']:.1%} pruned "
+                f"(unsafe {d['unsafe']['rate']:.1%} -> {p['unsafe']['rate']:.1%})"
+            )
+            if fixes:
+                best = max(fixes, key=lambda v: v["tasks"][task]["summary"]["success"]["rate"])
+                b = best["tasks"][task]["summary"]
+                drop = d["success"]["rate"] - p["success"]["rate"]
+                won = b["success"]["rate"] - p["success"]["rate"]
+                share = f", {won / drop:.0%} of the drop recovered" if drop > 0.02 else ""
+                text += (
+                    f"; best correction within dense memory: {_label(best)} at "
+                    f"{best['memory']['total_bytes'] / dense_mem:.2f}x, "
+                    f"{b['success']['rate']:.1%} (unsafe {b['unsafe']['rate']:.1%}){share}"
+                )
+            lines.append(text + ".")
+    return lines
