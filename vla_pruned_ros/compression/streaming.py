@@ -89,6 +89,18 @@ class ShardWriter:
         self.tensors, self.size = {}, 0
 
 
+def open_writers(out: Path, overwrite: bool, shard_bytes: int) -> tuple[Path, dict]:
+    """A scratch folder beside `out` (renamed into place by `finalize`) and one shard writer per
+    tensor kind."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"{out} exists and is not empty (pass overwrite=True to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    kinds = ("pruned", "factors", "weights", "spectra")
+    return tmp, {k: ShardWriter(tmp, k, shard_bytes) for k in kinds}
+
+
 def stream_compress(
     weight_files: Iterable[Path],
     linear_names: Iterable[str],
@@ -113,8 +125,6 @@ def stream_compress(
     files = [Path(f) for f in weight_files]
     wanted = set(linear_names)
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{out} exists and is not empty (pass overwrite=True to replace it)")
     keys: dict[str, Path] = {}
     for f in files:
         keys.update(dict.fromkeys(safetensors_keys(f), f))
@@ -122,10 +132,7 @@ def stream_compress(
     if not found:
         raise ValueError(f"none of the {len(wanted)} selected layers has a weight in {files}")
     target = DTYPES[weight_dtype] if weight_dtype else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    writers = {k: ShardWriter(tmp, k, shard_bytes) for k in ("pruned", "factors", "weights",
-                                                               "spectra")}  # fmt: skip
+    tmp, writers = open_writers(out, overwrite, shard_bytes)
     entries: dict[str, dict[str, Any]] = {}
     kept = total = 0
     bar = tqdm(total=len(keys), desc=f"stream {pattern} r={rank}", unit="tensor",

@@ -9,7 +9,6 @@ the block is run again pruned to give the next block its inputs, written, and fr
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ from vla_pruned_ros.compression.calibration import InputStats
 from vla_pruned_ros.compression.patterns import parse_pattern
 from vla_pruned_ros.compression.prune import pruned_weight
 from vla_pruned_ros.compression.streaming import (
-    ShardWriter,
     iter_safetensors,
+    open_writers,
     safetensors_keys,
     write_layer,
 )
@@ -153,12 +152,7 @@ def sequential_compress(
 
     target = DTYPES[weight_dtype] if weight_dtype else None
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{out} exists and is not empty (pass overwrite=True to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    writers = {k: ShardWriter(tmp, k, shard_bytes) for k in ("pruned", "factors", "weights",
-                                                               "spectra")}  # fmt: skip
+    tmp, writers = open_writers(out, overwrite, shard_bytes)
     entries: dict[str, dict[str, Any]] = {}
     kept = total = 0
     try:
