@@ -79,6 +79,26 @@ def test_llama_streams_to_a_sharded_artifact_and_full_rank_gives_the_dense_model
     assert (pruned - want).abs().max() > (got - want).abs().max()
 
 
+def test_artifact_loads_onto_a_meta_skeleton_in_the_compute_dtype(tmp_path):
+    """No dense skeleton is allocated: every tensor comes from the artifact or is rebuilt from
+    the config (rotary tables), tied weights stay one tensor, and the dtype asked for is used."""
+    dense = _llama(tmp_path / "llama")
+    out = tmp_path / "art"
+    assert _prune("--model", str(tmp_path / "llama"), "--pattern", "2:4", "--rank", "8",
+                  "-o", str(out)).returncode == 0  # fmt: skip
+    model = load_checkpoint_artifact(out, dtype=torch.bfloat16)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    floats = [t for t in model.state_dict().values() if t.is_floating_point()]
+    assert floats and all(t.dtype == torch.bfloat16 for t in floats)
+    torch.testing.assert_close(model.model.rotary_emb.inv_freq.float(),
+                               dense.model.rotary_emb.inv_freq, rtol=1e-2, atol=0)  # fmt: skip
+    ids = torch.tensor([[1, 5, 9, 3, 7, 2, 11, 40]])
+    reference = load_checkpoint_artifact(out)  # float32
+    with torch.no_grad():
+        low, full = model(ids).logits.float(), reference(ids).logits
+    assert (low - full).abs().max() < 0.1 * full.abs().max()
+
+
 def test_bert_and_clear_errors(tmp_path):
     dense = _bert(tmp_path / "bert")
     assert "encoder.layer.0.attention.self.query" in select(

@@ -247,21 +247,42 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict[str, Any
     return manifest
 
 
-def _load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
-    """All tensors of one kind: `name` itself, or its shards (`pruned-00001.safetensors`, ...)
-    as the streaming writer makes them."""
-    from safetensors.torch import load_file
+class _Tensors:
+    """The tensors of one kind (`name` itself, or its shards `pruned-00001.safetensors`, ... as
+    the streaming writer makes them), read one at a time from memory-mapped files: loading a
+    7B artifact never holds a whole file's tensors next to the model being filled."""
 
-    stem = name.removesuffix(".safetensors")
-    files = [folder / name] if (folder / name).is_file() else []
-    files += sorted(folder.glob(f"{stem}-*.safetensors"))
-    out: dict[str, torch.Tensor] = {}
-    for path in files:
+    def __init__(self, folder: Path, name: str) -> None:
+        from safetensors import safe_open
+
+        stem = name.removesuffix(".safetensors")
+        files = [folder / name] if (folder / name).is_file() else []
+        files += sorted(folder.glob(f"{stem}-*.safetensors"))
+        self._where: dict[str, Any] = {}
+        self._handles = []
+        for path in files:
+            try:
+                handle = safe_open(str(path), framework="pt")
+            except Exception as err:  # noqa: BLE001 - safetensors raises several types
+                raise ArtifactError(f"{path} cannot be read as safetensors: {err}") from None
+            self._handles.append(handle)
+            self._where.update(dict.fromkeys(handle.keys(), (handle, path)))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
+    def keys(self) -> set[str]:
+        return set(self._where)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self._where else default
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        handle, path = self._where[key]
         try:
-            out.update(load_file(str(path)))
-        except Exception as err:  # noqa: BLE001 - safetensors raises several types
-            raise ArtifactError(f"{path} cannot be read as safetensors: {err}") from None
-    return out
+            return handle.get_tensor(key)
+        except Exception as err:  # noqa: BLE001
+            raise ArtifactError(f"{path}: tensor {key!r} cannot be read: {err}") from None
 
 
 def finalize(tmp: Path, out: Path, manifest: dict[str, Any]) -> Path:
@@ -287,10 +308,12 @@ def load_artifact(
     mode: str = "materialize",
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    finish: Callable[[nn.Module], None] | None = None,
 ) -> nn.Module:
     """Rebuild a compressed model: `model_factory()` (or `model_factory(manifest)`) makes the
-    dense architecture, the artifact's tensors replace its weights, and the pruned layers take
-    the runtime `mode`. The model comes back in eval mode with `.artifact` describing what was
+    dense architecture (on the meta device to spare a dense copy), the artifact's tensors replace
+    its weights, `finish` fills what no file stores (buffers rebuilt from a config), and the
+    pruned layers take the runtime `mode`. The model comes back in eval mode with `.artifact` describing what was
     loaded (mode per layer, fallbacks, manifest)."""
     check_mode(mode)
     folder = Path(path)
@@ -298,9 +321,10 @@ def load_artifact(
     takes_manifest = len(inspect.signature(model_factory).parameters) >= 1
     model = model_factory(manifest) if takes_manifest else model_factory()
     device = torch.device(device)
-    pruned = _load_tensors(folder, PRUNED)
-    factors = _load_tensors(folder, FACTORS)
-    spectra = _load_tensors(folder, SPECTRA)
+    pruned = _Tensors(folder, PRUNED)
+    factors = _Tensors(folder, FACTORS)
+    spectra = _Tensors(folder, SPECTRA)
+    on_meta = any(t.is_meta for t in model.state_dict().values())
     compute = dtype or next(
         (p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32
     )
@@ -364,17 +388,17 @@ def load_artifact(
         layer.singular_values = spectra.get(name)
         replace_module(model, name, layer)
         layer_keys.update(f"{name}.{k}" for k in ("weight", "bias", "a", "b", "a_scale", "b_scale"))
-    rest = _load_tensors(folder, WEIGHTS)
+    rest = _Tensors(folder, WEIGHTS)
     state = model.state_dict(keep_vars=True)
     state_keys = set(state)
-    unexpected = sorted(set(rest) - state_keys)
+    unexpected = sorted(rest.keys() - state_keys)
     aliases: dict[int, set[str]] = {}  # tied weights (e.g. lm_head = embeddings) are stored once
     for k, v in state.items():
         aliases.setdefault(id(v), set()).add(k)
     missing = sorted(
         k
-        for k in state_keys - set(rest) - layer_keys - set(manifest["provided_by_factory"])
-        if not (aliases[id(state[k])] & set(rest))
+        for k in state_keys - rest.keys() - layer_keys - set(manifest["provided_by_factory"])
+        if not (aliases[id(state[k])] & rest.keys())
     )
     if unexpected or missing:
         raise ArtifactError(
@@ -382,13 +406,20 @@ def load_artifact(
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
-    try:
-        model.load_state_dict(
-            {k: v.to(compute) if v.is_floating_point() else v for k, v in rest.items()},
-            strict=False,
-        )
-    except RuntimeError as err:
-        raise ArtifactError(f"{folder / WEIGHTS}: {err}") from None
+    for key in sorted(rest.keys()):  # one tensor at a time; a meta skeleton takes them as is
+        v = rest[key]
+        v = v.to(compute) if v.is_floating_point() else v
+        try:
+            model.load_state_dict({key: v}, strict=False, assign=on_meta)
+        except RuntimeError as err:
+            raise ArtifactError(f"{folder / WEIGHTS}: {err}") from None
+    if on_meta:
+        _retie(model, aliases, rest.keys())
+    if finish is not None:
+        finish(model)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise ArtifactError(f"{folder}: {len(left)} tensors were never loaded, e.g. {left[:3]}")
     model = model.to(device=device, dtype=compute).eval()
     layer_modes, fallbacks = _apply_mode(model, mode, device, manifest)
     model.artifact = {
@@ -399,6 +430,26 @@ def load_artifact(
         "manifest": manifest,
     }
     return model
+
+
+def _retie(model: nn.Module, aliases: dict[int, set[str]], stored: set[str]) -> None:
+    """`assign` replaced only the stored name of a tied pair; point the other names (still on
+    the meta device) at the same tensor again."""
+    for names in aliases.values():
+        have = sorted(names & stored)
+        if not have or len(names) == 1:
+            continue
+        source = model.get_parameter(have[0]) if _is_param(model, have[0]) else None
+        for other in names - stored:
+            module_name, _, leaf = other.rpartition(".")
+            module = model.get_submodule(module_name) if module_name else model
+            if source is not None and leaf in module._parameters:
+                module._parameters[leaf] = source
+
+
+def _is_param(model: nn.Module, key: str) -> bool:
+    module_name, _, leaf = key.rpartition(".")
+    return leaf in (model.get_submodule(module_name) if module_name else model)._parameters
 
 
 def _apply_mode(

@@ -122,16 +122,64 @@ def compress_checkpoint(
     )  # fmt: skip
 
 
-def load_checkpoint_artifact(artifact: Path, mode: str = "materialize") -> nn.Module:
-    """An artifact made by `compress_checkpoint`, on the architecture its manifest records."""
+def rebuild_meta_buffers(model: nn.Module, config: Any, skip: str = "") -> None:
+    """Non-persistent buffers (rotary frequency tables, position ids) are not in a checkpoint;
+    rebuild the modules that own them, on the CPU, from whichever of the configs (the model's,
+    its text or vision part) builds them."""
+    candidates = [config]
+    for attr in ("text_config", "vision_config"):
+        if getattr(config, attr, None) is not None:
+            candidates.append(getattr(config, attr))
+    for name, module in list(model.named_modules()):
+        if (skip and name.startswith(skip)) or not any(
+            b.is_meta for b in module.buffers(recurse=False)
+        ):
+            continue
+        fresh = None
+        for cfg in candidates:
+            try:
+                built = type(module)(config=cfg)
+            except (TypeError, AttributeError, ValueError):
+                continue
+            if all(
+                built._buffers.get(k) is not None and built._buffers[k].shape == b.shape
+                for k, b in module._buffers.items()
+                if b is not None and b.is_meta
+            ):
+                fresh = built
+                break
+        if fresh is None:
+            raise CheckpointError(
+                f"cannot rebuild the buffers of {name} ({type(module).__name__}) off the meta "
+                "device from the model's config"
+            )
+        for key, buf in list(module._buffers.items()):  # buffers only: weights stay loaded
+            if buf is not None and buf.is_meta:
+                module._buffers[key] = fresh._buffers[key]
+
+
+def load_checkpoint_artifact(
+    artifact: Path, mode: str = "materialize", dtype: torch.dtype | None = None
+) -> nn.Module:
+    """An artifact made from a checkpoint folder, on the architecture its manifest records.
+
+    The architecture is built on the meta device and the artifact's tensors are read one at a
+    time into it, so a 7B artifact never costs a dense skeleton plus the loaded weights. `dtype`
+    is the compute dtype (default float32; bfloat16 halves a large model's memory)."""
     import tempfile
 
     from vla_pruned_ros.compression import load_artifact
+
+    config_box: list[Any] = []
 
     def factory(manifest: dict[str, Any]) -> nn.Module:
         extra = manifest.get("extra", {})
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "config.json").write_text(json.dumps(extra["model_config"]))
-            return skeleton(Path(tmp), bool(extra.get("trust_remote_code", False)))
+            config, cls = architecture(Path(tmp), bool(extra.get("trust_remote_code", False)))
+        config_box.append(config)
+        with torch.device("meta"):
+            return cls(config)
 
-    return load_artifact(artifact, factory, mode=mode)
+    return load_artifact(artifact, factory, mode=mode, dtype=dtype or torch.float32,
+                         finish=lambda m: rebuild_meta_buffers(m, config_box[0]))  # fmt: skip

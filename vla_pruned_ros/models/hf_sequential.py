@@ -30,6 +30,7 @@ from vla_pruned_ros.models.hf_checkpoint import (
     CheckpointError,
     architecture,
     checkpoint_files,
+    rebuild_meta_buffers,
     select,
 )
 
@@ -58,24 +59,6 @@ def _set_tensor(model: nn.Module, key: str, value: torch.Tensor) -> None:
         module._parameters[leaf] = nn.Parameter(value, requires_grad=False)
     else:
         module._buffers[leaf] = value
-
-
-def _rebuild_meta_buffers(model: nn.Module, config: Any, skip: str) -> None:
-    """Non-persistent buffers (rotary frequency tables) are not in the checkpoint; rebuild the
-    modules that own them from the config, on the CPU."""
-    for name, module in list(model.named_modules()):
-        if name.startswith(skip) or not any(b.is_meta for b in module.buffers(recurse=False)):
-            continue
-        try:
-            fresh = type(module)(config=config)
-        except TypeError:
-            raise CheckpointError(
-                f"cannot rebuild the buffers of {name} "
-                f"({type(module).__name__}) off the meta device"
-            ) from None
-        for key, buf in list(module._buffers.items()):  # buffers only: weights stay loaded
-            if buf is not None and buf.is_meta:
-                module._buffers[key] = fresh._buffers[key]
 
 
 def sequential_compress(
@@ -127,7 +110,7 @@ def sequential_compress(
             if key in wanted_set:
                 _set_tensor(model, key, t.float())
     _tie_missing(model)
-    _rebuild_meta_buffers(model, config, prefix)
+    rebuild_meta_buffers(model, config, skip=prefix)
 
     caught: list[tuple[tuple, dict]] = []
     first = blocks[0]
