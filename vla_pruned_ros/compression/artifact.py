@@ -313,8 +313,8 @@ def load_artifact(
     """Rebuild a compressed model: `model_factory()` (or `model_factory(manifest)`) makes the
     dense architecture (on the meta device to spare a dense copy), the artifact's tensors replace
     its weights, `finish` fills what no file stores (buffers rebuilt from a config), and the
-    pruned layers take the runtime `mode`. The model comes back in eval mode with `.artifact` describing what was
-    loaded (mode per layer, fallbacks, manifest)."""
+    pruned layers take the runtime `mode`. The model comes back in eval mode with `.artifact`
+    describing what was loaded (mode per layer, fallbacks, manifest)."""
     check_mode(mode)
     folder = Path(path)
     manifest = read_manifest(folder, verify=True)
