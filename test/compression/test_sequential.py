@@ -98,3 +98,104 @@ def test_vla_prune_runs_wanda_on_a_checkpoint_with_its_tokenizer(tmp_path) -> No
     ids = torch.tensor([[101, 2175, 2000, 102]])
     with torch.no_grad():
         assert torch.isfinite(model(ids).last_hidden_state).all()
+
+
+def _tiny_llava(folder: Path):
+    """A LLaVA-shaped VLM (CLIP vision tower, projector, Llama language model) with its
+    processor, built from configs in code: the shape of a VLA checkpoint on a user's disk."""
+    from transformers import (
+        BertTokenizerFast,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from vla_pruned_ros.models.embedded import minilm_path
+
+    torch.manual_seed(3)
+    tok = BertTokenizerFast.from_pretrained(minilm_path())
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, image_size=32, patch_size=8)  # fmt: skip
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=128)  # fmt: skip
+    cfg = LlavaConfig(vision_config=vision, text_config=text,
+                      image_token_index=tok.convert_tokens_to_ids("<image>"))  # fmt: skip
+    model = LlavaForConditionalGeneration(cfg).eval()
+    model.save_pretrained(folder)
+    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                      crop_size={"height": 32, "width": 32}),
+                   tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
+                   image_token="<image>",
+                   num_additional_image_tokens=1).save_pretrained(folder)  # fmt: skip
+    return model
+
+
+def _images(folder: Path, seed: int, n: int = 3) -> Path:
+    import cv2
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):  # odd sizes: the checkpoint's processor resizes them, not us
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 255, (40 + i, 56, 3), np.uint8))
+    (folder / "instructions.txt").write_text("push the red block onto the target\n")
+    return folder
+
+
+def test_vla_prune_calibrates_a_vlm_checkpoint_on_images_through_its_processor(tmp_path):
+    import subprocess
+    import sys
+
+    from vla_pruned_ros.models.hf_sequential import block_list, calibration_inputs
+    from vla_pruned_ros.training.calibration_data import frames_from_folder
+
+    dense = _tiny_llava(tmp_path / "vlm")
+    photos = _images(tmp_path / "photos", seed=0)
+    done = subprocess.run(
+        [sys.executable, "-m", "vla_pruned_ros.cli.prune", "--model", str(tmp_path / "vlm"),
+         "--method", "wanda", "--pattern", "2:4", "--rank", "4", "--calib-folder", str(photos),
+         "--calib-prompt", "USER: {instruction} ASSISTANT:", "-o", str(tmp_path / "art")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = read_manifest(tmp_path / "art")
+    calibration = manifest["extra"]["calibration"]
+    assert calibration["samples"] == 3 and "pixel_values" in calibration["inputs"]
+    layers = list(manifest["layers"])
+    # the language backbone's blocks, not the vision tower's (which also has a `layers` list)
+    assert len(layers) == 14 and all(".language_model.layers." in n for n in layers)
+    assert block_list(dense, layers)[0].endswith("language_model.layers")
+
+    # the first block's masks are Wanda's on the image-conditioned activations, exactly as the
+    # in-memory method computes them from the same processor inputs
+    images, texts = frames_from_folder(photos, size=None)
+    inputs = calibration_inputs(tmp_path / "vlm", images, texts, "USER: {instruction} ASSISTANT:")
+    reference = prune(dense, "wanda", "2:4", calib=inputs, include=["*language_model.layers.0.*"])
+    loaded = load_checkpoint_artifact(tmp_path / "art")
+    name = "model.language_model.layers.0.mlp.down_proj"
+    got = loaded.get_submodule(name).weight
+    assert torch.equal(got != 0, reference.get_submodule(name).weight != 0)
+
+    other = _images(tmp_path / "other", seed=1)  # other pictures: other statistics, other masks
+    frames, words = frames_from_folder(other, size=None)
+    changed = prune(dense, "wanda", "2:4", include=["*language_model.layers.0.*"],
+                    calib=calibration_inputs(tmp_path / "vlm", frames, words,
+                                             "USER: {instruction} ASSISTANT:"))  # fmt: skip
+    assert not torch.equal(got != 0, changed.get_submodule(name).weight != 0)
+
+    # magnitude streams the same legacy-layout checkpoint (keys renamed as transformers does)
+    streamed = subprocess.run(
+        [sys.executable, "-m", "vla_pruned_ros.cli.prune", "--model", str(tmp_path / "vlm"),
+         "--pattern", "2:4", "--rank", "64", "--svd", "exact", "--factor-dtype", "float32",
+         "-o", str(tmp_path / "mag")], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert streamed.returncode == 0, streamed.stderr[-3000:]
+    assert set(read_manifest(tmp_path / "mag")["layers"]) == set(layers)
+    with torch.no_grad():  # full rank: the dense VLM's logits, image tokens included
+        want = dense(**inputs[0]).logits
+        got_logits = load_checkpoint_artifact(tmp_path / "mag")(**inputs[0]).logits
+    assert (got_logits - want).abs().max() < 5e-2

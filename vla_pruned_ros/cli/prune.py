@@ -79,6 +79,12 @@ def parser() -> argparse.ArgumentParser:
         help="Wanda/SparseGPT on a checkpoint folder: calibration texts, one per line",
     )
     p.add_argument(
+        "--calib-prompt",
+        default=None,
+        help="checkpoint + --calib-folder/--calib-bag: the prompt around {instruction} "
+        "(default: OpenVLA's)",
+    )
+    p.add_argument(
         "--conv", action="store_true", help="also prune Conv2d layers (as out x in*kh*kw matrices)"
     )
     p.add_argument("--output", "-o", type=Path, required=True)
@@ -107,7 +113,7 @@ def is_hf_folder(folder: Path) -> bool:
 
 def _stream(args: argparse.Namespace, folder: Path) -> int:
     """A checkpoint folder: magnitude streams tensor by tensor; Wanda/SparseGPT go block by
-    block with calibration texts through the model's own tokenizer."""
+    block on calibration through the model's own tokenizer or processor."""
     from vla_pruned_ros.models.hf_checkpoint import CheckpointError, compress_checkpoint
 
     try:
@@ -122,14 +128,11 @@ def _stream(args: argparse.Namespace, folder: Path) -> int:
                 args.trust_remote_code, **options,
             )  # fmt: skip
         else:
-            from vla_pruned_ros.models.hf_sequential import calibration_ids, sequential_compress
+            from vla_pruned_ros.models.hf_sequential import sequential_compress
 
-            if args.calib_texts is None:
-                raise ValueError(f"{args.method} on a checkpoint needs calibration: "
-                                 "--calib-texts FILE (one text per line)")  # fmt: skip
-            ids = calibration_ids(folder, args.calib_texts, args.trust_remote_code)
+            calib = checkpoint_calibration(args, folder)
             out = sequential_compress(
-                folder, args.output, args.method, args.pattern, args.rank or 0, ids,
+                folder, args.output, args.method, args.pattern, args.rank or 0, calib,
                 args.include, args.exclude, trust_remote_code=args.trust_remote_code, **options,
             )  # fmt: skip
     except (OSError, ValueError, CheckpointError) as err:
@@ -137,6 +140,31 @@ def _stream(args: argparse.Namespace, folder: Path) -> int:
         return 2
     print(f"wrote {out} from {folder}; inspect it with vla-inspect {out}")
     return 0
+
+
+def checkpoint_calibration(args: argparse.Namespace, folder: Path) -> list:
+    """Wanda/SparseGPT inputs for a checkpoint: texts through its tokenizer, or the user's
+    images + instructions (folder or bag, at their own size) through its processor."""
+    from vla_pruned_ros.models import hf_sequential as hs
+
+    if args.calib_texts is not None:
+        return hs.calibration_ids(folder, args.calib_texts, args.trust_remote_code)
+    if args.calib_folder is None and args.calib_bag is None:
+        raise ValueError(
+            f"{args.method} on a checkpoint needs calibration: --calib-folder DIR "
+            "or --calib-bag BAG (images + instructions), or --calib-texts FILE"
+        )
+    from vla_pruned_ros.models.adapters import OPENVLA_PROMPT
+    from vla_pruned_ros.training import calibration_data as cd
+
+    if args.calib_folder:
+        images, texts = cd.frames_from_folder(args.calib_folder, size=None)
+    else:
+        images, texts = cd.frames_from_bag(args.calib_bag, size=None)
+    print(f"[vla-prune] calibration: {len(texts)} frames of your data through {folder.name}'s "
+          "processor", file=sys.stderr)  # fmt: skip
+    return hs.calibration_inputs(folder, images, texts, args.calib_prompt or OPENVLA_PROMPT,
+                                 args.trust_remote_code)  # fmt: skip
 
 
 def calibration_frames(args: argparse.Namespace, dense) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +113,13 @@ def stream_compress(
     shard_bytes: int = 64 * 2**20,
     overwrite: bool = False,
     progress: bool = True,
+    rename: Mapping[str, str] | None = None,
     **manifest_fields: Any,
 ) -> Path:
     """Magnitude-prune the named linear layers (`<name>.weight` tensors) of a safetensors
     checkpoint to `pattern`, add rank-`rank` GLUESTICK factors, and write an artifact that
-    `load_artifact` reads like any other."""
+    `load_artifact` reads like any other. `rename` maps a file's key to the model's name for
+    it where the two differ (legacy layouts); the artifact uses the model's names."""
     from tqdm import tqdm
 
     pattern = parse_pattern(pattern)
@@ -125,9 +127,10 @@ def stream_compress(
     files = [Path(f) for f in weight_files]
     wanted = set(linear_names)
     out = Path(out)
+    rename = rename or {}
     keys: dict[str, Path] = {}
     for f in files:
-        keys.update(dict.fromkeys(safetensors_keys(f), f))
+        keys.update(dict.fromkeys((rename.get(k, k) for k in safetensors_keys(f)), f))
     found = {k.removesuffix(".weight") for k in keys if k.endswith(".weight")} & wanted
     if not found:
         raise ValueError(f"none of the {len(wanted)} selected layers has a weight in {files}")
@@ -139,7 +142,8 @@ def stream_compress(
                disable=not progress)  # fmt: skip
     try:
         for f in files:
-            for key, t in iter_safetensors(f):
+            for raw, t in iter_safetensors(f):
+                key = rename.get(raw, raw)
                 name = key.removesuffix(".weight")
                 if key.endswith(".weight") and name in found:
                     entry = _layer(name, t, pattern, rank, svd, factor_dtype, target, writers)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,37 @@ def skeleton(folder: Path, trust_remote_code: bool = False, device: str = "cpu")
         return cls(config)
 
 
+def model_keys(model: nn.Module, file_keys: Iterable[str]) -> dict[str, str]:
+    """File key -> the model's state-dict key, for the keys that differ. Transformers renames
+    legacy layouts at load time (a LLaVA-style VLM stores `language_model.model.layers.0...`
+    for the module `model.language_model.layers.0...`); its own renaming rules are applied here
+    so streaming sees the model's names. Conversions that reshape tensors (fused experts) are
+    refused: streaming cannot split a tensor it has not read."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import (
+            WeightConverter,
+            WeightRenaming,
+            rename_source_key,
+        )
+    except ImportError:  # an older transformers: checkpoints use the module names
+        return {}
+    conversions = get_model_conversion_mapping(model)
+    renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
+    converters = [c for c in conversions if isinstance(c, WeightConverter)]
+    state = model.state_dict()
+    prefix = getattr(model, "base_model_prefix", None) or None
+    out: dict[str, str] = {}
+    for key in file_keys:
+        new, reshaped = rename_source_key(key, renamings, converters, prefix, state)
+        if reshaped is not None:
+            raise CheckpointError(f"{key} must be converted by transformers on load (pattern "
+                                  f"{reshaped}); this layout cannot be streamed")  # fmt: skip
+        if new != key:
+            out[key] = new
+    return out
+
+
 def linear_layers(folder: Path, trust_remote_code: bool = False) -> list[str]:
     return [n for n, m in skeleton(folder, trust_remote_code, "meta").named_modules()
             if isinstance(m, nn.Linear)]  # fmt: skip
@@ -108,17 +139,20 @@ def compress_checkpoint(
 ) -> Path:
     """Stream a local checkpoint through magnitude pruning + GLUESTICK into an artifact."""
     from vla_pruned_ros.compression.artifact import sha256_file
-    from vla_pruned_ros.compression.streaming import stream_compress
+    from vla_pruned_ros.compression.streaming import safetensors_keys, stream_compress
 
     files = checkpoint_files(folder)
-    layers = select(linear_layers(folder, trust_remote_code), include, exclude)
+    meta = skeleton(folder, trust_remote_code, "meta")
+    layers = select([n for n, m in meta.named_modules() if isinstance(m, nn.Linear)], include,
+                    exclude)  # fmt: skip
+    rename = model_keys(meta, [k for f in files for k in safetensors_keys(f)])
     config = json.loads((Path(folder) / "config.json").read_text())
     return stream_compress(
         files, layers, out, pattern=pattern, rank=rank,
         source_model=str(Path(folder).resolve()),
         source_sha256=sha256_file(files[0]) if len(files) == 1 else None,
         source_files={f.name: sha256_file(f) for f in files},
-        model_config=config, trust_remote_code=trust_remote_code, **options,
+        model_config=config, trust_remote_code=trust_remote_code, rename=rename, **options,
     )  # fmt: skip
 
 

@@ -9,7 +9,7 @@ the block is run again pruned to give the next block its inputs, written, and fr
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from vla_pruned_ros.models.hf_checkpoint import (
     CheckpointError,
     architecture,
     checkpoint_files,
+    model_keys,
     rebuild_meta_buffers,
     select,
 )
@@ -39,8 +40,9 @@ class _Caught(Exception):
     pass
 
 
-def block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The model's transformer blocks: the longest ModuleList named `layers` or `layer`."""
+def block_list(model: nn.Module, chosen: Collection[str] = ()) -> tuple[str, nn.ModuleList]:
+    """The transformer blocks to prune: of the ModuleLists named `layers` or `layer` (a VLM has
+    one in its vision tower too), the one holding most of the chosen layers, then the longest."""
     found = [
         (n, m)
         for n, m in model.named_modules()
@@ -49,7 +51,11 @@ def block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     if not found:
         raise CheckpointError("no transformer block list (a ModuleList named 'layers' or "
                               "'layer') in this architecture")  # fmt: skip
-    return max(found, key=lambda nm: len(nm[1]))
+
+    def score(nm: tuple[str, nn.ModuleList]) -> tuple[int, int]:
+        return sum(c.startswith(f"{nm[0]}.") for c in chosen), len(nm[1])
+
+    return max(found, key=score)
 
 
 def _set_tensor(model: nn.Module, key: str, value: torch.Tensor) -> None:
@@ -67,7 +73,7 @@ def sequential_compress(
     method: str,
     pattern: str,
     rank: int,
-    calib_ids: Sequence[torch.Tensor],
+    calib: Sequence[torch.Tensor | Mapping[str, torch.Tensor]],
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     svd: str = "randomized",
@@ -78,12 +84,13 @@ def sequential_compress(
     trust_remote_code: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Wanda / SparseGPT (or magnitude) block by block from a local checkpoint folder;
-    `calib_ids` are token-id tensors (1 x T) the model's forward accepts."""
+    """Wanda / SparseGPT (or magnitude) block by block from a local checkpoint folder. Each
+    `calib` sample is token ids (1 x T) or the keyword inputs of the model's forward (ids,
+    attention mask and pixel values from its processor, for a VLA)."""
     from tqdm import tqdm
 
-    if not calib_ids:
-        raise CheckpointError(f"{method} needs calibration inputs (token ids)")
+    if not calib:
+        raise CheckpointError(f"{method} needs calibration inputs")
     pattern = parse_pattern(pattern)
     files = checkpoint_files(folder)
     config, cls = architecture(folder, trust_remote_code)
@@ -92,10 +99,10 @@ def sequential_compress(
     model.eval()
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     chosen = set(select(linear, include, exclude))
-    prefix, blocks = block_list(model)
-    keys = {}
-    for f in files:
-        keys.update(dict.fromkeys(safetensors_keys(f), f))
+    prefix, blocks = block_list(model, chosen)
+    file_keys = {f: list(safetensors_keys(f)) for f in files}
+    rename = model_keys(model, [k for ks in file_keys.values() for k in ks])
+    keys = {rename.get(k, k): f for f, ks in file_keys.items() for k in ks}
     outside = [k for k in keys if not k.startswith(f"{prefix}.")]
     stray = sorted(n for n in chosen if not n.startswith(f"{prefix}."))
     if stray:
@@ -106,9 +113,9 @@ def sequential_compress(
         by_file.setdefault(keys[k], []).append(k)
     for f, wanted in by_file.items():
         wanted_set = set(wanted)
-        for key, t in iter_safetensors(f):
-            if key in wanted_set:
-                _set_tensor(model, key, t.float())
+        for raw, t in iter_safetensors(f):
+            if rename.get(raw, raw) in wanted_set:
+                _set_tensor(model, rename.get(raw, raw), t.float())
     _tie_missing(model)
     rebuild_meta_buffers(model, config, skip=prefix)
 
@@ -126,11 +133,15 @@ def sequential_compress(
 
     blocks[0] = Catcher()
     with torch.no_grad():
-        for ids in calib_ids:
+        for sample in calib:
+            inputs = dict(sample) if isinstance(sample, Mapping) else {"input_ids": sample}
             try:
-                model(ids, use_cache=False)  # no cache: each block will run twice per sample
+                model(**inputs, use_cache=False)  # no cache: each block runs twice per sample
             except _Caught:
                 pass
+    if len(caught) != len(calib):
+        raise CheckpointError(f"{len(calib) - len(caught)} calibration samples never reached "
+                              f"{prefix}.0")  # fmt: skip
     blocks[0] = first
 
     target = DTYPES[weight_dtype] if weight_dtype else None
@@ -147,9 +158,9 @@ def sequential_compress(
             for k in own:
                 by_file.setdefault(keys[k], set()).add(k)
             for f, wanted in by_file.items():
-                for key, t in iter_safetensors(f):
-                    if key in wanted:
-                        _set_tensor(model, key, t.float())
+                for raw, t in iter_safetensors(f):
+                    if rename.get(raw, raw) in wanted:
+                        _set_tensor(model, rename.get(raw, raw), t.float())
             names = [n for n in chosen if n.startswith(block_prefix)]
             stats, hooks = {}, []
             for n in names:
@@ -205,7 +216,9 @@ def sequential_compress(
             "source_model": str(Path(folder).resolve()),
             "model_config": json.loads((Path(folder) / "config.json").read_text()),
             "trust_remote_code": trust_remote_code,
-            "calibration": {"samples": len(calib_ids), "order": "block by block, pruned inputs"},
+            "calibration": {"samples": len(calib), "order": "block by block, pruned inputs",
+                        "inputs": sorted(dict(calib[0]) if isinstance(calib[0], Mapping)
+                                         else ["input_ids"])},
         })  # fmt: skip
         finalize(tmp, out, manifest)
     except BaseException:
@@ -243,3 +256,43 @@ def calibration_ids(
         ) from None
     return [tok(line, return_tensors="pt", truncation=True, max_length=max_tokens)["input_ids"]
             for line in lines]  # fmt: skip
+
+
+def calibration_inputs(
+    folder: Path,
+    images: Sequence[Any],
+    texts: Sequence[str],
+    prompt: str,
+    trust_remote_code: bool = False,
+) -> list[dict[str, torch.Tensor]]:
+    """The model's own inputs for each (RGB image, instruction) through the processor saved in
+    the checkpoint folder: the image tokens then calibrate the language backbone as they will
+    at deployment. `prompt` holds `{instruction}`; a processor with an image placeholder token
+    gets it in front when the prompt lacks it."""
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    if "{instruction}" not in prompt:
+        raise CheckpointError(f"calibration prompt {prompt!r} has no {{instruction}} field")
+    try:
+        processor = AutoProcessor.from_pretrained(folder, local_files_only=True,
+                                                  trust_remote_code=trust_remote_code)  # fmt: skip
+    except (OSError, ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"{folder} has no usable processor for image calibration ({err}); save it next to "
+            "the weights (processor.save_pretrained(folder)) or calibrate with --calib-texts"
+        ) from None
+    if not hasattr(processor, "image_processor"):
+        raise CheckpointError(f"{folder}'s processor ({type(processor).__name__}) takes no "
+                              "images; calibrate with --calib-texts")  # fmt: skip
+    token = getattr(processor, "image_token", None)
+    if token and token not in prompt:
+        prompt = f"{token}\n{prompt}"
+    out = []
+    for image, text in zip(images, texts, strict=True):
+        words = prompt.format(instruction=text.strip().lower())
+        batch = processor(text=words, images=Image.fromarray(np.asarray(image)),
+                          return_tensors="pt")  # fmt: skip
+        out.append({k: v for k, v in batch.items() if isinstance(v, torch.Tensor)})
+    return out

@@ -12,12 +12,26 @@ import numpy as np
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
+Frames = np.ndarray | list[np.ndarray]  # N x size x size x 3, or a list at native sizes
+
+
 class CalibrationDataError(ValueError):
     """Calibration data that cannot be used; the message says what is wrong."""
 
 
-def frames_from_folder(folder: Path, size: int = 64) -> tuple[np.ndarray, list[str]]:
-    """Images (sorted by name) and instructions from `instructions.json` ({file: text}) or
+def _fit(rgb: np.ndarray, size: int | None) -> np.ndarray:
+    import cv2
+
+    return rgb if size is None else cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _frames(images: list[np.ndarray], size: int | None) -> Frames:
+    return images if size is None else np.stack(images)
+
+
+def frames_from_folder(folder: Path, size: int | None = 64) -> tuple[Frames, list[str]]:
+    """Images (sorted by name; resized to size x size, or as they are with None, for a
+    checkpoint's own processor) and instructions from `instructions.json` ({file: text}) or
     `instructions.txt` (one line per image, or one line for all)."""
     import cv2
 
@@ -54,17 +68,16 @@ def frames_from_folder(folder: Path, size: int = 64) -> tuple[np.ndarray, list[s
         if bgr is None:
             raise CalibrationDataError(f"{f} cannot be decoded as an image")
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        images.append(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA))
-    return np.stack(images), texts
+        images.append(_fit(rgb, size))
+    return _frames(images, size), texts
 
 
 def frames_from_bag(
     bag: Path, camera: str = "camera/image_raw", instruction: str = "instruction",
-    every: int = 1, limit: int = 512, size: int = 64,
-) -> tuple[np.ndarray, list[str]]:  # fmt: skip
+    every: int = 1, limit: int = 512, size: int | None = 64,
+) -> tuple[Frames, list[str]]:  # fmt: skip
     """Camera frames (every `every`-th, at most `limit`) with the latest instruction before
     each; frames before the first instruction are skipped."""
-    import cv2
     from rclpy.serialization import deserialize_message
 
     from vla_pruned_ros.bags.play import open_reader
@@ -97,7 +110,7 @@ def frames_from_bag(
                 rgb = image_to_rgb(msg)
             except ImageRejected:
                 continue
-            images.append(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA))
+            images.append(_fit(rgb, size))
             texts.append(current)
             if len(images) >= limit:
                 break
@@ -105,4 +118,4 @@ def frames_from_bag(
         reader.close()
     if not images:
         raise CalibrationDataError(f"{bag}: no camera frame after an instruction")
-    return np.stack(images), texts
+    return _frames(images, size), texts
