@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,10 @@ def safetensors_keys(path: Path) -> dict[str, dict]:
     return header
 
 
-def iter_safetensors(path: Path):
+def iter_safetensors(path: Path, only: Collection[str] | None = None):
     """(key, tensor) one at a time with plain reads: unlike a memory map, the pages of tensors
-    already processed do not stay in this process's resident set."""
+    already processed do not stay in this process's resident set. `only` skips the others
+    without reading them (one block of a large shard)."""
     import json
     import struct
 
@@ -54,6 +55,8 @@ def iter_safetensors(path: Path):
         header.pop("__metadata__", None)
         base = 8 + n
         for key, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            if only is not None and key not in only:
+                continue
             start, end = info["data_offsets"]
             f.seek(base + start)
             buf = bytearray(f.read(end - start))

@@ -111,11 +111,10 @@ def sequential_compress(
     by_file: dict[Path, list[str]] = {}
     for k in outside:
         by_file.setdefault(keys[k], []).append(k)
+    original = {rename.get(k, k): k for k in (k for ks in file_keys.values() for k in ks)}
     for f, wanted in by_file.items():
-        wanted_set = set(wanted)
-        for raw, t in iter_safetensors(f):
-            if rename.get(raw, raw) in wanted_set:
-                _set_tensor(model, rename.get(raw, raw), t.float())
+        for raw, t in iter_safetensors(f, only={original[k] for k in wanted}):
+            _set_tensor(model, rename.get(raw, raw), t.float())
     _tie_missing(model)
     rebuild_meta_buffers(model, config, skip=prefix)
 
@@ -158,9 +157,8 @@ def sequential_compress(
             for k in own:
                 by_file.setdefault(keys[k], set()).add(k)
             for f, wanted in by_file.items():
-                for raw, t in iter_safetensors(f):
-                    if rename.get(raw, raw) in wanted:
-                        _set_tensor(model, rename.get(raw, raw), t.float())
+                for raw, t in iter_safetensors(f, only={original[k] for k in wanted}):
+                    _set_tensor(model, rename.get(raw, raw), t.float())
             names = [n for n in chosen if n.startswith(block_prefix)]
             stats, hooks = {}, []
             for n in names:
