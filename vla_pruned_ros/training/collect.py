@@ -1,6 +1,10 @@
 """Expert demonstrations with noise injection (DART-style): the executed action is the expert's
 plus Gaussian noise, the label is the expert's clean action, so the policy sees the states a
-slightly wrong policy reaches and learns how the expert recovers from them."""
+slightly wrong policy reaches and learns how the expert recovers from them.
+
+With a `policy` (DAgger), the policy drives and the expert only labels: the data then holds the
+states the learner itself reaches, the ones behaviour cloning never shows it. The experts are
+computed from the simulator state alone, so they can label any state."""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ class CollectConfig:
     noise: float = 0.3  # std of the injected noise, as a fraction of the action bound
     noisy_fraction: float = 0.7  # share of episodes with noise (the rest are clean)
     image_size: int = 64
+    policy: str | None = None  # weights folder or "embedded": on-policy (DAgger) collection
+    expert_share: float = 0.0  # with a policy: share of steps the expert's action is executed
 
 
 def _episode(args: tuple[CollectConfig, int]) -> tuple[np.ndarray, np.ndarray, str, bool]:
@@ -30,12 +36,17 @@ def _episode(args: tuple[CollectConfig, int]) -> tuple[np.ndarray, np.ndarray, s
     rng = np.random.default_rng(seed + 7_777_777)
     obs = task.reset(seed)
     noisy = rng.random() < cfg.noisy_fraction
+    policy = _worker_policy(cfg)
     images, labels = [], []
     while True:
         label = task.expert_action()
         images.append(obs.image)
         labels.append(label.astype(np.float32))
-        action = label + (rng.normal(0, cfg.noise, label.shape) * task.action_high if noisy else 0)
+        if policy is not None and rng.random() >= cfg.expert_share:
+            action = policy.predict(obs.image, obs.instruction)
+        else:
+            noise = rng.normal(0, cfg.noise, label.shape) * task.action_high if noisy else 0
+            action = label + noise
         result = task.step(action)
         obs = result.observation
         if result.done:
@@ -44,6 +55,7 @@ def _episode(args: tuple[CollectConfig, int]) -> tuple[np.ndarray, np.ndarray, s
 
 
 _TASK = None
+_POLICY: dict[str, object] = {}
 
 
 def _worker_task(cfg: CollectConfig):
@@ -55,8 +67,23 @@ def _worker_task(cfg: CollectConfig):
     return _TASK
 
 
+def _worker_policy(cfg: CollectConfig):
+    if cfg.policy is None:
+        return None
+    if cfg.policy not in _POLICY:
+        import torch
+
+        from vla_pruned_ros.models.registry import load_policy
+
+        torch.set_num_threads(1)
+        _POLICY.clear()
+        _POLICY[cfg.policy] = load_policy(cfg.policy, cfg.task)
+    return _POLICY[cfg.policy]
+
+
 def collect(cfg: CollectConfig, workers: int = 2) -> Demonstrations:
-    """Run `cfg.episodes` expert episodes on training scenes in worker processes."""
+    """Run `cfg.episodes` episodes on training scenes in worker processes, expert-labelled;
+    driven by the noisy expert, or by `cfg.policy` (DAgger)."""
     if cfg.first_seed + cfg.episodes > HELD_OUT_SEED_START:
         raise ValueError("training episodes must use seeds below the held-out range")
     seeds = range(cfg.first_seed, cfg.first_seed + cfg.episodes)

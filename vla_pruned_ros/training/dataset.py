@@ -29,6 +29,29 @@ class Demonstrations:
     def __len__(self) -> int:
         return len(self.actions)
 
+    def merged(self, other: Demonstrations) -> Demonstrations:
+        """Both datasets as one (DAgger's aggregation): episodes renumbered, instructions
+        re-indexed into one list."""
+        if other.task != self.task:
+            raise ValueError(f"cannot merge {other.task} demonstrations into {self.task}")
+        instructions = list(self.instructions)
+        index = {text: i for i, text in enumerate(instructions)}
+        for text in other.instructions:
+            index.setdefault(text, len(instructions))
+            if len(instructions) < len(index):
+                instructions.append(text)
+        remap = np.array([index[t] for t in other.instructions], np.int32)
+        offset = int(self.episode_ids.max()) + 1 if len(self) else 0
+        return Demonstrations(
+            task=self.task,
+            images=np.concatenate([self.images, other.images]),
+            actions=np.concatenate([self.actions, other.actions]),
+            instruction_ids=np.concatenate([self.instruction_ids, remap[other.instruction_ids]]),
+            episode_ids=np.concatenate([self.episode_ids, other.episode_ids + offset]),
+            instructions=instructions,
+            meta={**self.meta, "merged": [*self.meta.get("merged", []), other.meta]},
+        )
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {

@@ -1,0 +1,53 @@
+"""Demonstration collection: noisy expert (DART) and on-policy expert labels (DAgger), and the
+aggregation of both datasets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vla_pruned_ros.training.collect import CollectConfig, collect
+from vla_pruned_ros.training.dataset import Demonstrations
+
+
+def test_on_policy_collection_follows_the_policy_and_keeps_expert_labels() -> None:
+    clean = collect(CollectConfig("manip", 2, noisy_fraction=0.0), workers=1)
+    assert clean.meta["expert_success_rate"] == 1.0
+    # the expert drives every step: exactly the clean expert data
+    led = collect(CollectConfig("manip", 2, noisy_fraction=0.0, policy="embedded",
+                                expert_share=1.0), workers=1)  # fmt: skip
+    assert np.array_equal(led.images, clean.images) and np.array_equal(led.actions, clean.actions)
+    # the policy drives: other states, still labelled by the expert (bounded, finite actions),
+    # and as many labels as frames
+    driven = collect(CollectConfig("manip", 2, policy="embedded"), workers=1)
+    assert len(driven.images) == len(driven.actions) == len(driven.episode_ids)
+    n = min(len(driven), len(clean))
+    assert not np.array_equal(driven.images[:n], clean.images[:n])
+    assert np.isfinite(driven.actions).all()
+    assert driven.meta["policy"] == "embedded"
+
+
+def _demos(task: str, texts: list[str], episodes: int) -> Demonstrations:
+    n = episodes * 3
+    return Demonstrations(
+        task,
+        np.zeros((n, 4, 4, 3), np.uint8),
+        np.arange(n, dtype=np.float32).reshape(n, 1),
+        np.arange(n, dtype=np.int32) % len(texts),
+        np.repeat(np.arange(episodes, dtype=np.int32), 3),
+        texts,
+    )
+
+
+def test_merged_renumbers_episodes_and_reindexes_instructions() -> None:
+    a = _demos("manip", ["push red", "push blue"], 2)
+    b = _demos("manip", ["push blue", "push green"], 2)
+    m = a.merged(b)
+    assert m.instructions == ["push red", "push blue", "push green"]
+    texts = [m.instructions[i] for i in m.instruction_ids]
+    assert texts == [a.instructions[i] for i in a.instruction_ids] + [
+        b.instructions[i] for i in b.instruction_ids
+    ]
+    assert sorted(set(m.episode_ids.tolist())) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="cannot merge"):
+        a.merged(_demos("nav", ["go"], 1))
