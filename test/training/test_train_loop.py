@@ -98,3 +98,22 @@ def test_saved_weights_round_trip_without_the_frozen_table(tmp_path: Path) -> No
 def test_missing_weights_give_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no embedded VLA weights"):
         load_embedded(tmp_path)
+
+
+def test_task_cycle_gives_each_task_its_share_of_steps(tmp_path, tokenizer) -> None:
+    torch.manual_seed(0)
+    demos = {"toy": _toy_demos(), "other": _toy_demos()}
+    demos["other"].task = "other"
+    config = EmbeddedVLAConfig(**{**CONFIG.__dict__, "action_dims": {"toy": 1, "other": 1},
+                                  "action_scale": {"toy": [2.0], "other": [2.0]},
+                                  "action_names": {"toy": ["v"], "other": ["v"]}})  # fmt: skip
+    model = EmbeddedVLA.from_minilm(config)
+    cfg = TrainConfig(steps=20, episodes_per_batch=2, frames_per_episode=2, warmup_steps=2,
+                      task_cycle=("toy", "toy", "toy", "other"))  # fmt: skip
+    log = train(model, tokenizer, demos, cfg, tmp_path / "run", resume=False)
+    steps = {t: [s for s, _ in curve] for t, curve in log["loss"].items()}
+    assert all(s % 4 == 3 for s in steps["other"]) and steps["other"]
+    assert all(s % 4 != 3 for s in steps["toy"]) and steps["toy"]
+    with pytest.raises(ValueError, match="task_cycle names"):
+        bad = TrainConfig(steps=1, task_cycle=("nav",))
+        train(EmbeddedVLA.from_minilm(CONFIG), tokenizer, {"toy": _toy_demos()}, bad, tmp_path)

@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument(
+        "--task-cycle",
+        default="",
+        help="the order tasks take turns in, e.g. 'manip,manip,nav' (default: alternate)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.monotonic()
@@ -67,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     collect_s = time.monotonic() - t0
     torch.manual_seed(args.seed)
     model = EmbeddedVLA.from_minilm(model_config())
-    cfg = TrainConfig(steps=args.steps, seed=args.seed)
+    cycle = tuple(t for t in args.task_cycle.split(",") if t)
+    cfg = TrainConfig(steps=args.steps, seed=args.seed, task_cycle=cycle)
     log = train(model, load_tokenizer(), demos, cfg, args.workdir, resume=not args.no_resume)
     path = save_embedded(model, args.out)
     summary = {

@@ -35,6 +35,9 @@ class TrainConfig:
     max_shift_px: int = 4
     seed: int = 0
     checkpoint_every: int = 250
+    # the order tasks take turns in, repeated (default: each task once, alphabetically); e.g.
+    # ("manip", "manip", "nav") gives manipulation, the harder task, two steps in three
+    task_cycle: tuple[str, ...] = ()
 
 
 def _optimizer(model: EmbeddedVLA, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -113,6 +116,10 @@ def train(
     workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     tasks = sorted(demos)
+    cycle = tuple(cfg.task_cycle) or tuple(tasks)
+    unknown = sorted(set(cycle) - set(tasks))
+    if unknown:
+        raise ValueError(f"task_cycle names {unknown}; the demonstrations are for {tasks}")
     samplers = {
         t: GroupedSampler(demos[t], cfg.episodes_per_batch, cfg.frames_per_episode) for t in tasks
     }
@@ -149,7 +156,7 @@ def train(
     )
     running: dict[str, float] = {}
     for step in bar:
-        task = tasks[step % len(tasks)]
+        task = cycle[step % len(cycle)]
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout: same masks after a resume
         index, instr = samplers[task].batch(g)
@@ -170,7 +177,7 @@ def train(
         opt.step()
         running[task] = 0.95 * running.get(task, loss.item()) + 0.05 * loss.item()
         bar.set_postfix({t: f"{v:.4f}" for t, v in running.items()})
-        if step % 10 < len(tasks):  # tasks alternate: log each one every 10 steps
+        if step % 10 < len(cycle):  # log each task about every 10 steps
             log["loss"][task].append([step, running[task]])
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
             save_checkpoint(model, opt, step + 1, ckpt)
