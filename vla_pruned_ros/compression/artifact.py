@@ -23,6 +23,7 @@ import inspect
 import json
 import os
 import shutil
+import struct
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from vla_pruned_ros.compression.gluestick import GluestickConv2d, GluestickLinear
+from vla_pruned_ros.compression.memory import unmap_large_allocations
 from vla_pruned_ros.compression.packing import pack, storage_kind, unpack
 from vla_pruned_ros.compression.prune import compressed_layers, replace_module
 from vla_pruned_ros.compression.runtime import (
@@ -41,6 +43,7 @@ from vla_pruned_ros.compression.runtime import (
     to_packed,
     to_semi_structured,
 )
+from vla_pruned_ros.compression.safetensors_io import TensorFiles
 
 FORMAT = "vla_pruned_ros.artifact"
 FORMAT_VERSION = 1
@@ -247,42 +250,17 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict[str, Any
     return manifest
 
 
-class _Tensors:
-    """The tensors of one kind (`name` itself, or its shards `pruned-00001.safetensors`, ... as
-    the streaming writer makes them), read one at a time from memory-mapped files: loading a
-    7B artifact never holds a whole file's tensors next to the model being filled."""
-
-    def __init__(self, folder: Path, name: str) -> None:
-        from safetensors import safe_open
-
-        stem = name.removesuffix(".safetensors")
-        files = [folder / name] if (folder / name).is_file() else []
-        files += sorted(folder.glob(f"{stem}-*.safetensors"))
-        self._where: dict[str, Any] = {}
-        self._handles = []
-        for path in files:
-            try:
-                handle = safe_open(str(path), framework="pt")
-            except Exception as err:  # noqa: BLE001 - safetensors raises several types
-                raise ArtifactError(f"{path} cannot be read as safetensors: {err}") from None
-            self._handles.append(handle)
-            self._where.update(dict.fromkeys(handle.keys(), (handle, path)))
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._where
-
-    def keys(self) -> set[str]:
-        return set(self._where)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self[key] if key in self._where else default
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        handle, path = self._where[key]
-        try:
-            return handle.get_tensor(key)
-        except Exception as err:  # noqa: BLE001
-            raise ArtifactError(f"{path}: tensor {key!r} cannot be read: {err}") from None
+def _tensors(folder: Path, name: str) -> TensorFiles:
+    """The tensors of one kind: `name` itself, or its shards (`pruned-00001.safetensors`, ...)
+    as the streaming writer makes them, each read when needed (a 7B artifact never has a whole
+    file's tensors, or its memory-mapped pages, next to the model being filled)."""
+    stem = name.removesuffix(".safetensors")
+    files = [folder / name] if (folder / name).is_file() else []
+    files += sorted(folder.glob(f"{stem}-*.safetensors"))
+    try:
+        return TensorFiles(files)
+    except (OSError, ValueError, KeyError, struct.error) as err:
+        raise ArtifactError(f"{folder / name} cannot be read as safetensors: {err}") from None
 
 
 def finalize(tmp: Path, out: Path, manifest: dict[str, Any]) -> Path:
@@ -316,14 +294,15 @@ def load_artifact(
     pruned layers take the runtime `mode`. The model comes back in eval mode with `.artifact`
     describing what was loaded (mode per layer, fallbacks, manifest)."""
     check_mode(mode)
+    unmap_large_allocations()
     folder = Path(path)
     manifest = read_manifest(folder, verify=True)
     takes_manifest = len(inspect.signature(model_factory).parameters) >= 1
     model = model_factory(manifest) if takes_manifest else model_factory()
     device = torch.device(device)
-    pruned = _Tensors(folder, PRUNED)
-    factors = _Tensors(folder, FACTORS)
-    spectra = _Tensors(folder, SPECTRA)
+    pruned = _tensors(folder, PRUNED)
+    factors = _tensors(folder, FACTORS)
+    spectra = _tensors(folder, SPECTRA)
     on_meta = any(t.is_meta for t in model.state_dict().values())
     compute = dtype or next(
         (p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32
@@ -388,7 +367,7 @@ def load_artifact(
         layer.singular_values = spectra.get(name)
         replace_module(model, name, layer)
         layer_keys.update(f"{name}.{k}" for k in ("weight", "bias", "a", "b", "a_scale", "b_scale"))
-    rest = _Tensors(folder, WEIGHTS)
+    rest = _tensors(folder, WEIGHTS)
     state = model.state_dict(keep_vars=True)
     state_keys = set(state)
     unexpected = sorted(rest.keys() - state_keys)

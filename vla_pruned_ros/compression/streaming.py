@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,49 +20,12 @@ import torch
 
 from vla_pruned_ros.compression.artifact import DTYPES, finalize, new_manifest
 from vla_pruned_ros.compression.gluestick import gap_factors
+from vla_pruned_ros.compression.memory import unmap_large_allocations
 from vla_pruned_ros.compression.packing import pack, storage_kind
 from vla_pruned_ros.compression.patterns import parse_pattern, prune_mask
 from vla_pruned_ros.compression.quantize import check_factor_dtype, quantize
+from vla_pruned_ros.compression.safetensors_io import iter_safetensors, safetensors_keys
 from vla_pruned_ros.compression.spectrum import spectrum_stats
-
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
-           "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
-           "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}  # fmt: skip
-
-
-def safetensors_keys(path: Path) -> dict[str, dict]:
-    """The header of a safetensors file: key -> {dtype, shape, data_offsets}."""
-    import json
-    import struct
-
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    header.pop("__metadata__", None)
-    return header
-
-
-def iter_safetensors(path: Path, only: Collection[str] | None = None):
-    """(key, tensor) one at a time with plain reads: unlike a memory map, the pages of tensors
-    already processed do not stay in this process's resident set. `only` skips the others
-    without reading them (one block of a large shard)."""
-    import json
-    import struct
-
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        header.pop("__metadata__", None)
-        base = 8 + n
-        for key, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-            if only is not None and key not in only:
-                continue
-            start, end = info["data_offsets"]
-            f.seek(base + start)
-            buf = bytearray(f.read(end - start))
-            dtype = _DTYPES[info["dtype"]]
-            t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
-            yield key, t.reshape(info["shape"])
 
 
 class ShardWriter:
@@ -125,6 +88,7 @@ def stream_compress(
     it where the two differ (legacy layouts); the artifact uses the model's names."""
     from tqdm import tqdm
 
+    unmap_large_allocations()
     pattern = parse_pattern(pattern)
     check_factor_dtype(factor_dtype)
     files = [Path(f) for f in weight_files]

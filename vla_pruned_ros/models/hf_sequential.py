@@ -18,6 +18,7 @@ from torch import nn
 
 from vla_pruned_ros.compression.artifact import DTYPES, finalize, new_manifest
 from vla_pruned_ros.compression.calibration import InputStats
+from vla_pruned_ros.compression.memory import unmap_large_allocations
 from vla_pruned_ros.compression.patterns import parse_pattern
 from vla_pruned_ros.compression.prune import pruned_weight
 from vla_pruned_ros.compression.streaming import (
@@ -91,6 +92,7 @@ def sequential_compress(
 
     if not calib:
         raise CheckpointError(f"{method} needs calibration inputs")
+    unmap_large_allocations()
     pattern = parse_pattern(pattern)
     files = checkpoint_files(folder)
     config, cls = architecture(folder, trust_remote_code)
