@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,29 @@ def test_task_cycle_gives_each_task_its_share_of_steps(tmp_path, tokenizer) -> N
     with pytest.raises(ValueError, match="task_cycle names"):
         bad = TrainConfig(steps=1, task_cycle=("nav",))
         train(EmbeddedVLA.from_minilm(CONFIG), tokenizer, {"toy": _toy_demos()}, bad, tmp_path)
+
+
+def test_keypoints_from_several_blocks_round_trip(tmp_path: Path, tokenizer) -> None:
+    """A model reading keypoints from the 8x8 and the final 4x4 maps saves its choice in
+    config.json and comes back identical; a config.json written before the option existed
+    loads as the last block only."""
+    config = EmbeddedVLAConfig(**{**CONFIG.__dict__, "keypoint_blocks": (0, -1)})
+    torch.manual_seed(0)
+    model = EmbeddedVLA.from_minilm(config)
+    d_text = model.text.config.hidden_size
+    assert model.heads["toy"][0].in_features == 2 * (8 + 8) + 8 + d_text
+    save_embedded(model, tmp_path / "m")
+    loaded = load_embedded(tmp_path / "m")
+    assert loaded.config.keypoint_blocks == (0, -1)
+    demos = _toy_demos(2, 2)
+    enc = tokenizer(demos.instructions, padding=True, return_tensors="pt")
+    images = torch.from_numpy(demos.images)
+    index = torch.from_numpy(demos.instruction_ids).long()
+    with torch.no_grad():
+        a = model.eval()(images, enc["input_ids"], enc["attention_mask"], index, "toy")
+        b = loaded(images, enc["input_ids"], enc["attention_mask"], index, "toy")
+    assert torch.allclose(a, b, atol=5e-3)
+
+    old = json.loads((tmp_path / "m" / "config.json").read_text())
+    del old["keypoint_blocks"]
+    assert EmbeddedVLAConfig.from_json(json.dumps(old)).keypoint_blocks == (-1,)

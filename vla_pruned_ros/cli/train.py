@@ -37,6 +37,7 @@ def model_config(image_size: int = 64) -> EmbeddedVLAConfig:
     classes = _tasks()
     return EmbeddedVLAConfig(
         image_size=image_size,
+        keypoint_blocks=(1, 2),  # 16x16 and 8x8 keypoints (MODEL_CARD.md: why)
         action_dims={t: len(classes[t].action_names) for t in TASKS},
         action_scale={t: [float(x) for x in classes[t].action_high] for t in TASKS},
         action_names={t: list(classes[t].action_names) for t in TASKS},

@@ -44,6 +44,9 @@ class EmbeddedVLAConfig:
     text_layers: int = 6
     channels: tuple[int, ...] = (32, 64, 128)
     head_hidden: int = 256
+    # Blocks whose feature maps give spatial-softmax keypoints to the head (-1: the last,
+    # 8x8 at 64 px). Adding block 1 (16x16) gives the head positions at twice the resolution.
+    keypoint_blocks: tuple[int, ...] = (-1,)
     max_text_tokens: int = 32
     # One action head per embodiment (like OpenVLA's un-normalisation keys): name -> dims.
     action_dims: dict[str, int] = field(default_factory=lambda: {"nav": 2, "manip": 2})
@@ -62,6 +65,7 @@ class EmbeddedVLAConfig:
     def from_json(cls, text: str) -> EmbeddedVLAConfig:
         data = json.loads(text)
         data["channels"] = tuple(data["channels"])
+        data["keypoint_blocks"] = tuple(data.get("keypoint_blocks", (-1,)))
         return cls(**data)
 
 
@@ -100,10 +104,11 @@ class EmbeddedVLA(nn.Module):
         # Spatial softmax turns each final feature map into the (x, y) of where it fires: the
         # standard visuomotor readout (Levine et al.), precise where pooling would blur.
         c = config.channels[-1]
+        keypoints = 2 * sum(config.channels[b] for b in config.keypoint_blocks)
         self.heads = nn.ModuleDict(
             {
                 name: nn.Sequential(
-                    nn.Linear(3 * c + d_text, config.head_hidden),
+                    nn.Linear(keypoints + c + d_text, config.head_hidden),
                     nn.ReLU(),
                     nn.Linear(config.head_hidden, dims),
                 )
@@ -139,10 +144,14 @@ class EmbeddedVLA(nn.Module):
     ) -> torch.Tensor:
         """Normalised actions from images (B,H,W,3 uint8 or B,3,H,W float) and text features."""
         x = preprocess_images(images, self.config.image_size).to(text.dtype)
-        x = torch.cat([x, _coords(x)], dim=1)
+        # channels-last: the CPU conv kernels run ~20 % faster on it (training and inference)
+        x = torch.cat([x, _coords(x)], dim=1).contiguous(memory_format=torch.channels_last)
+        maps = []
         for block in self.blocks:
             x = block(x, text)
-        features = torch.cat([spatial_softmax(x), x.mean(dim=(2, 3))], dim=1)
+            maps.append(x)
+        keypoints = [spatial_softmax(maps[b]) for b in self.config.keypoint_blocks]
+        features = torch.cat([*keypoints, x.mean(dim=(2, 3))], dim=1)
         return torch.tanh(self.heads[task](torch.cat([features, text], dim=1)))
 
     def forward(
