@@ -66,6 +66,33 @@ def test_sweep_writes_the_table_and_resumes(tmp_path: Path) -> None:
     assert render.returncode == 0, render.stderr[-2000:]
     md = (tmp_path / "out" / "results.md").read_text()
     assert "## Does it reproduce the paper?" in md and "- navigation, magnitude 2:4:" in md
+    assert f"weights sha256 {result['model_sha256'][:12]}" in md
+
+
+def test_a_retrained_model_is_not_served_from_the_cache(tmp_path: Path) -> None:
+    """Artifacts and cells remember the dense weights they came from: after retraining (other
+    weights in the same folder) the sweep rebuilds and reruns everything."""
+    import torch
+
+    from vla_pruned_ros.models.embedded import load_embedded, save_embedded
+
+    model = load_embedded()
+    save_embedded(model, tmp_path / "model")
+    config = _config(tmp_path, model=str(tmp_path / "model"), ranks=[4])
+    cmd = [sys.executable, "-m", "vla_pruned_ros.cli.eval", "sweep", "--config", str(config)]
+    assert subprocess.run(cmd, capture_output=True, timeout=600).returncode == 0
+    first = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
+    manifests = {p: p.stat().st_mtime_ns for p in (tmp_path / "art").glob("*/manifest.json")}
+    with torch.no_grad():
+        model.heads["nav"][2].bias.add_(0.5)  # "retrained": the same folder, other weights
+    save_embedded(model, tmp_path / "model")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    second = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
+    assert second["model_sha256"] != first["model_sha256"]
+    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
+    assert all(p.stat().st_mtime_ns != t for p, t in manifests.items())
 
 
 def test_unknown_sweep_parameters_are_named(tmp_path: Path) -> None:

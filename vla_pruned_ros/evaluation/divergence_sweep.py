@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vla_pruned_ros.evaluation.sweep import SweepConfig, TableConfig, Variant, _cell, _safe
+from vla_pruned_ros.evaluation.report import weights_note
+from vla_pruned_ros.evaluation.sweep import (
+    SweepConfig,
+    TableConfig,
+    Variant,
+    _cell,
+    _safe,
+    reusable_artifact,
+    source_weights,
+)
 from vla_pruned_ros.params_file import params_dataclass
 
 NODE = "vla_eval_divergence"
@@ -84,27 +93,24 @@ def build(cfg: DivergenceConfig, progress: bool = True) -> list[tuple[Plan | Non
     from tqdm import tqdm
 
     from vla_pruned_ros.compression import memory_report, read_manifest
-    from vla_pruned_ros.compression.artifact import ArtifactError
-    from vla_pruned_ros.models.embedded import DEFAULT_WEIGHTS, load_embedded
+    from vla_pruned_ros.models.embedded import load_embedded
     from vla_pruned_ros.models.embedded_artifact import (
         load_embedded_artifact,
         save_embedded_artifact,
         structured_prune,
     )
 
-    source = DEFAULT_WEIGHTS if cfg.model == "embedded" else Path(cfg.model)
+    source, sha = source_weights(cfg.model)
     dense = load_embedded(source)
     out: list[tuple[Plan | None, Variant]] = [
         (None, Variant("dense", "", -1, cfg.model,
                        {**memory_report(dense, value_bytes=2),
-                        "text_ms": text_latency_ms(dense)}))
+                        "text_ms": text_latency_ms(dense)}, model_sha256=sha))
     ]  # fmt: skip
     frames = None
     for plan in tqdm(plans(cfg), desc="structured artifacts", disable=not progress):
         folder = Path(cfg.artifacts_dir) / _safe(plan.name)
-        try:
-            read_manifest(folder)
-        except ArtifactError:
+        if not reusable_artifact(folder, sha):
             if plan.criterion == "wanda" and frames is None:
                 from vla_pruned_ros.training.collect import expert_frames
 
@@ -119,7 +125,8 @@ def build(cfg: DivergenceConfig, progress: bool = True) -> list[tuple[Plan | Non
         report = memory_report(model, value_bytes=2)
         report["structure"] = read_manifest(folder, verify=False)["structure"]
         report["text_ms"] = text_latency_ms(model)
-        out.append((plan, Variant(plan.name, plan.criterion, -1, str(folder), report)))
+        out.append((plan, Variant(plan.name, plan.criterion, -1, str(folder), report,
+                                  model_sha256=sha)))  # fmt: skip
     return out
 
 
@@ -127,7 +134,8 @@ def run(cfg: DivergenceConfig, progress: bool = True) -> dict[str, Any]:
     sweep_cfg = SweepConfig(episodes=cfg.episodes, seed=cfg.seed, workers=cfg.workers,
                             tasks=cfg.tasks, cells_dir=cfg.cells_dir)  # fmt: skip
     rows = []
-    for plan, variant in build(cfg, progress):
+    built = build(cfg, progress)
+    for plan, variant in built:
         tasks = {}
         for task in cfg.tasks:
             cell = _cell(sweep_cfg, variant, task, progress)
@@ -149,6 +157,7 @@ def run(cfg: DivergenceConfig, progress: bool = True) -> dict[str, Any]:
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "config": dataclasses.asdict(cfg),
+        "model_sha256": built[0][1].model_sha256,
         "variants": rows,
     }
 
@@ -170,6 +179,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "# Recovery-free structured pruning guided by adaptation divergence",
         "",
         f"Made by `{command}` on {result['created']} ({result['machine']['cpus']} CPUs). "
+        f"Model: `{cfg['model']}`{weights_note(result)}. "
         f"Units of the embedded VLA's language transformer (MiniLM, 6 layers x 1536 FFN channels "
         f"and 12 heads) are removed physically; divergence is ||W_vla - W_vlm|| against the "
         f"original MiniLM weights{' divided by ||W_vlm||' if cfg['relative'] else ''}. "

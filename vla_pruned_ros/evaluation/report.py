@@ -114,13 +114,19 @@ def plot(result: dict[str, Any], out_dir: Path) -> Path:
     return out
 
 
+def weights_note(result: dict[str, Any]) -> str:
+    """Which dense weights a table is about, so a table and a retrained model are not confused."""
+    sha = result.get("model_sha256")
+    return f" (weights sha256 {sha[:12]})" if sha else ""
+
+
 def markdown(result: dict[str, Any], command: str) -> str:
     cfg = result["config"]
     text = [
         "# Closed-loop results: dense vs pruned vs pruned + GLUESTICK",
         "",
         f"Made by `{command}` on {result['created']} ({result['machine']['cpus']} CPUs). "
-        f"Model: `{cfg['model']}`; patterns {', '.join(cfg['patterns'])} on "
+        f"Model: `{cfg['model']}`{weights_note(result)}; patterns {', '.join(cfg['patterns'])} on "
         f"{'every linear layer' if not cfg['include'] else ', '.join(cfg['include'])}"
         f"{' except ' + ', '.join(cfg['exclude']) if cfg['exclude'] else ''}; GLUESTICK factors "
         f"{cfg['factor_dtype']}, {cfg['svd']} SVD. {cfg['episodes']} held-out scenes per task "

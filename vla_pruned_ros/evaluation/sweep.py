@@ -68,6 +68,30 @@ class Variant:
     memory: dict[str, Any]
     pattern: str = ""
     rank_policy: str = ""  # "rank:64", "energy:0.9", "budget:1MB"; "" for dense
+    model_sha256: str = ""  # of the dense weights every variant was made from
+
+
+def source_weights(model: str) -> tuple[Path, str]:
+    """The folder of the dense embedded VLA a table is about and its weights' sha256: cached
+    artifacts and cells made from other weights (a retrained model) are not reused."""
+    from vla_pruned_ros.compression.artifact import sha256_file
+    from vla_pruned_ros.models.embedded import DEFAULT_WEIGHTS
+
+    folder = DEFAULT_WEIGHTS if model == "embedded" else Path(model)
+    weights = folder / "model.safetensors"
+    return folder, sha256_file(weights) if weights.is_file() else ""
+
+
+def reusable_artifact(folder: Path, model_sha256: str) -> bool:
+    """Whether `folder` holds a complete artifact made from the weights with this sha256."""
+    from vla_pruned_ros.compression import read_manifest
+    from vla_pruned_ros.compression.artifact import ArtifactError
+
+    try:
+        manifest = read_manifest(folder)
+    except ArtifactError:
+        return False
+    return (manifest.get("source") or {}).get("sha256") == model_sha256
 
 
 def _policy_suffix(rank: int | str) -> str:
@@ -83,17 +107,17 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
     """Dense plus, per method, the pruned model and one GLUESTICK model per rank (cached: an
     artifact folder that already loads is reused)."""
     from vla_pruned_ros.compression import memory_report, read_manifest
-    from vla_pruned_ros.compression.artifact import ArtifactError
-    from vla_pruned_ros.models.embedded import DEFAULT_WEIGHTS, load_embedded
+    from vla_pruned_ros.models.embedded import load_embedded
     from vla_pruned_ros.models.embedded_artifact import (
         compress,
         load_embedded_artifact,
         save_embedded_artifact,
     )
 
-    source = DEFAULT_WEIGHTS if cfg.model == "embedded" else Path(cfg.model)
+    source, sha = source_weights(cfg.model)
     dense = load_embedded(source)
-    variants = [Variant("dense", "", -1, cfg.model, memory_report(dense, value_bytes=2))]
+    variants = [Variant("dense", "", -1, cfg.model, memory_report(dense, value_bytes=2),
+                        model_sha256=sha)]  # fmt: skip
     root = Path(cfg.artifacts_dir)
     frames = None
     for method in cfg.methods:
@@ -103,12 +127,7 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
                 str(r): f"{method}_{pattern}" + (_policy_suffix(r) if str(r) != "0" else "")
                 for r in specs
             }
-            missing = []
-            for rank, name in names.items():
-                try:
-                    read_manifest(root / _safe(name))
-                except ArtifactError:
-                    missing.append(rank)
+            missing = [r for r, n in names.items() if not reusable_artifact(root / _safe(n), sha)]
             if missing:
                 if method in ("wanda", "sparsegpt") and frames is None:
                     from vla_pruned_ros.training.collect import expert_frames
@@ -136,7 +155,7 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
                 )
                 fixed = int(rank) if rank.isdigit() else -1
                 variants.append(Variant(name, method, fixed, str(folder), report, pattern,
-                                        str(manifest["rank_policy"])))  # fmt: skip
+                                        str(manifest["rank_policy"]), sha))  # fmt: skip
     return variants
 
 
@@ -148,7 +167,8 @@ def _cell(
     episodes = cfg.episodes if phrasing == "train" else cfg.heldout_phrasing
     suffix = "" if phrasing == "train" else f"__{phrasing}"
     path = Path(cfg.cells_dir) / f"{_safe(variant.name)}__{task}{suffix}.json"
-    key = {"variant": variant.name, "task": task, "episodes": episodes, "seed": cfg.seed}
+    key = {"variant": variant.name, "task": task, "episodes": episodes, "seed": cfg.seed,
+           "model_sha256": variant.model_sha256}  # fmt: skip
     if phrasing != "train":
         key["phrasing"] = phrasing
     if path.is_file():
@@ -205,6 +225,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict[str, Any]:
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "config": dataclasses.asdict(cfg),
+        "model_sha256": variants[0].model_sha256 if variants else "",
         "rows": flat,
         "variants": out,
     }
