@@ -14,11 +14,14 @@ from vla_pruned_ros.models.embedded import EmbeddedVLA, save_embedded
 from vla_pruned_ros.sim.instructions import HELD_OUT_SEED_START
 
 
+def _tiny_config():
+    cfg = model_config()
+    return type(cfg)(**{**cfg.__dict__, "text_layers": 1, "channels": (8, 8, 8)})
+
+
 def _tiny(folder: Path) -> str:
     torch.manual_seed(0)
-    cfg = model_config()
-    tiny = type(cfg)(**{**cfg.__dict__, "text_layers": 1, "channels": (8, 8, 8)})
-    save_embedded(EmbeddedVLA.from_minilm(tiny), folder)
+    save_embedded(EmbeddedVLA.from_minilm(_tiny_config()), folder)
     return str(folder)
 
 
@@ -44,6 +47,8 @@ def test_evaluate_summarises_both_phrasing_splits(tmp_path: Path) -> None:
     assert result["summary"]["episodes"] == 2
     assert result["summary"]["heldout_phrasing"]["episodes"] == 1
     assert len(result["episodes"]) == 3
+    params = sum(t.numel() for t in EmbeddedVLA.from_minilm(_tiny_config()).state_dict().values())
+    assert result["summary"]["model_memory_bytes"] == 4 * params  # fp32, frozen table included
 
 
 def test_a_missing_model_is_a_clear_error(tmp_path: Path, capsys) -> None:

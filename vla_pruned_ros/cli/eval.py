@@ -39,6 +39,8 @@ def evaluate(task: str, model: str, episodes: int, seed: int, workers: int,
     main = [r for r in records if r["phrasing"] == "train"]
     held = [r for r in records if r["phrasing"] == "heldout"]
     summary = summarize(main)
+    if records:  # what the policy holds in memory (resident), the same in every episode
+        summary["model_memory_bytes"] = records[0]["model_memory_bytes"]
     if held:
         summary["heldout_phrasing"] = summarize(held)
     return {"task": task, "model": model, "seed": seed, "summary": summary, "episodes": records}
@@ -61,6 +63,8 @@ def _print(result: dict) -> None:
         print(f"  held-out phrasing success {h['success']['rate']:.1%} ({h['episodes']} episodes)")
     lat = s["latency_ms"]
     print(f"  step latency   p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms")
+    if "model_memory_bytes" in s:
+        print(f"  model memory   {s['model_memory_bytes'] / 1e6:.1f} MB")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,7 +66,8 @@ def run_episode(job: EvalJob) -> dict[str, Any]:
         if result.done:
             break
     return {**task.metrics(), "model": job.model, "phrasing": job.phrasing,
-            "step_latency_ms": latencies}  # fmt: skip
+            "step_latency_ms": latencies,
+            "model_memory_bytes": policy.info.memory_bytes}  # fmt: skip
 
 
 def run_jobs(jobs: list[EvalJob], workers: int = 2) -> Iterator[dict[str, Any]]:
