@@ -20,14 +20,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def _config(tmp_path: Path, **params) -> Path:
     base = yaml.safe_load((ROOT / "config" / "sweep.yaml").read_text())
     p = base["vla_eval_sweep"]["ros__parameters"]
-    p.update(
-        tasks=["nav"], episodes=2, methods=["magnitude"], patterns=["2:4"],
-        ranks=[4, "energy:0.5"], heldout_phrasing=1,
-        artifacts_dir=str(tmp_path / "art"), cells_dir=str(tmp_path / "cells"),
-        json=str(tmp_path / "out" / "closed_loop.json"),
-        markdown=str(tmp_path / "out" / "results.md"), plots_dir=str(tmp_path / "out" / "img"),
+    p.update({
+        "tasks": ["nav"], "episodes": 2, "methods": ["magnitude"], "patterns": ["2:4"],
+        "ranks": [4, "energy:0.5"], "heldout_phrasing": 1,
+        "artifacts_dir": str(tmp_path / "art"), "cells_dir": str(tmp_path / "cells"),
+        "json": str(tmp_path / "out" / "closed_loop.json"),
+        "markdown": str(tmp_path / "out" / "results.md"),
+        "plots_dir": str(tmp_path / "out" / "img"),
         **params,
-    )  # fmt: skip
+    })  # fmt: skip
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(base))
     return path
