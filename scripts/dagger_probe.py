@@ -26,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("runs/dagger_probe"))
     parser.add_argument("--bc-data", type=Path, default=Path("runs/embedded/data"))
+    parser.add_argument("--model", default="embedded", help="the policy that drives and is tuned")
     parser.add_argument("--task", default="manip")
     parser.add_argument("--episodes", type=int, default=600, help="on-policy episodes")
     parser.add_argument("--first-seed", type=int, default=1500, help="after the BC scenes")
@@ -39,11 +40,11 @@ def main() -> None:
         on_policy = Demonstrations.load(cached)
     else:
         on_policy = collect(CollectConfig(args.task, args.episodes, first_seed=args.first_seed,
-                                          policy="embedded"))  # fmt: skip
+                                          policy=args.model))  # fmt: skip
         on_policy.save(cached)
     collect_s = time.monotonic() - t0
     demos = Demonstrations.load(args.bc_data / f"{args.task}.safetensors").merged(on_policy)
-    model = load_embedded()
+    model = load_embedded(None if args.model == "embedded" else Path(args.model))
     cfg = TrainConfig(steps=args.steps, lr=args.lr, text_lr=args.lr / 10, warmup_steps=50,
                       seed=1)  # fmt: skip
     log = train(model, load_tokenizer(), {args.task: demos}, cfg, args.workdir)

@@ -144,3 +144,5 @@ def test_keypoints_from_several_blocks_round_trip(tmp_path: Path, tokenizer) -> 
     old = json.loads((tmp_path / "m" / "config.json").read_text())
     del old["keypoint_blocks"]
     assert EmbeddedVLAConfig.from_json(json.dumps(old)).keypoint_blocks == (-1,)
+    with pytest.raises(ValueError, match="must name some of the 2 conv blocks"):
+        EmbeddedVLA(EmbeddedVLAConfig(**{**config.__dict__, "keypoint_blocks": (2,)}))

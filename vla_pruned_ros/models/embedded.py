@@ -104,6 +104,12 @@ class EmbeddedVLA(nn.Module):
         # Spatial softmax turns each final feature map into the (x, y) of where it fires: the
         # standard visuomotor readout (Levine et al.), precise where pooling would blur.
         c = config.channels[-1]
+        n = len(config.channels)
+        if not config.keypoint_blocks or any(not -n <= b < n for b in config.keypoint_blocks):
+            raise ValueError(
+                f"keypoint_blocks {config.keypoint_blocks} must name some of the {n} conv "
+                f"blocks (0..{n - 1}, or negative from the end)"
+            )
         keypoints = 2 * sum(config.channels[b] for b in config.keypoint_blocks)
         self.heads = nn.ModuleDict(
             {
