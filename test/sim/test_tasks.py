@@ -27,6 +27,11 @@ def manip():
     task.close()
 
 
+def _expert(name: str) -> dict[str, str]:
+    """'manip:smooth' -> the manipulation task with its smooth expert."""
+    return {"expert": name.split(":")[1]} if ":" in name else {}
+
+
 WALL_GAP_X = 2.0 - 0.15 - 0.01  # 1 cm from the east wall (inner face at x = 2, base radius 0.15)
 
 
@@ -101,9 +106,9 @@ def test_same_seed_and_actions_give_identical_episodes(name: str) -> None:
     b.close()
 
 
-@pytest.mark.parametrize("name", ["nav", "manip"])
+@pytest.mark.parametrize("name", ["nav", "manip", "manip:smooth"])
 def test_expert_solves_fixed_seeds_safely(name: str) -> None:
-    task = make_task(name)
+    task = make_task(*name.split(":")[:1], **_expert(name))
     results = []
     for seed in range(12):
         task.reset(seed)
@@ -238,3 +243,45 @@ def test_expert_actions_do_not_depend_on_earlier_episodes() -> None:
         task.reset(9)
         task.step(task.expert_action())
         assert np.array_equal(actions(task), cold)
+
+
+def _label_jumps(expert: str, seeds: range) -> np.ndarray:
+    """Per visited state, the largest change of the expert's label (as a share of the action
+    bound) when the pusher is moved by about one image pixel (1.45 cm) in any of 8 directions."""
+    task = make_task("manip", expert=expert)
+    rng = np.random.default_rng(0)
+    moves = 0.0145 * np.array([[math.cos(a), math.sin(a)] for a in np.arange(8) * math.pi / 4])
+    jumps = []
+    for seed in seeds:
+        task.reset(seed)
+        while True:
+            label, tip = task.expert_action(), task.tip()
+            changes = []
+            for move in moves:
+                task.data.qpos[task._tip_qpos] = tip + move
+                mujoco.mj_forward(task.model, task.data)
+                changes.append(np.abs(task.expert_action() - label).max() / 0.3)
+            task.data.qpos[task._tip_qpos] = tip
+            mujoco.mj_forward(task.model, task.data)
+            jumps.append(max(changes))
+            if task.step(label + rng.normal(0, 0.09, 2)).done:
+                break
+    task.close()
+    return np.asarray(jumps)
+
+
+def test_the_smooth_expert_labels_change_less_between_neighbouring_pixels() -> None:
+    """What the smooth expert is for: from a 64x64 image, states one pixel apart look alike, so
+    their labels should be alike; the routing expert's switch makes them jump."""
+    routing, smooth = _label_jumps("routing", range(4)), _label_jumps("smooth", range(4))
+    assert np.mean(smooth > 0.9) < 0.6 * np.mean(routing > 0.9), (
+        np.mean(smooth > 0.9), np.mean(routing > 0.9))  # fmt: skip
+
+
+def test_an_unknown_expert_is_named() -> None:
+    from vla_pruned_ros.training.collect import CollectConfig, collect
+
+    with pytest.raises(ValueError, match="unknown manipulation expert 'clever'"):
+        make_task("manip", expert="clever")
+    with pytest.raises(ValueError, match="the nav task has no expert 'smooth'"):
+        collect(CollectConfig("nav", 1, expert="smooth"))

@@ -51,3 +51,17 @@ def test_merged_renumbers_episodes_and_reindexes_instructions() -> None:
     assert sorted(set(m.episode_ids.tolist())) == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="cannot merge"):
         a.merged(_demos("nav", ["go"], 1))
+
+
+def test_vla_train_refuses_cached_demonstrations_of_another_expert(tmp_path, capsys) -> None:
+    from vla_pruned_ros.cli.train import main
+
+    data = tmp_path / "data"
+    _demos("nav", ["go to red"], 1).save(data / "nav.safetensors")
+    smooth = _demos("manip", ["push red"], 1)
+    smooth.meta = {"expert": "smooth"}
+    smooth.save(data / "manip.safetensors")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--workdir", str(tmp_path), "--steps", "0"])  # the default: the routing expert
+    assert exit_info.value.code == 2
+    assert "holds demonstrations of the 'smooth' expert, not 'routing'" in capsys.readouterr().err

@@ -40,8 +40,13 @@ class ManipTask(Task):
     templates = MANIP_TEMPLATES
     colours = BLOCKS
 
-    def __init__(self, image_size: int = 64) -> None:
+    experts = ("routing", "smooth")
+
+    def __init__(self, image_size: int = 64, expert: str = "routing") -> None:
+        if expert not in self.experts:
+            raise ValueError(f"unknown manipulation expert {expert!r}; known: {self.experts}")
         super().__init__(image_size)
+        self.expert = expert
         m = self.model
         self._tip_joints = [m.joint(j).id for j in JOINTS]
         self._tip_qpos = m.jnt_qposadr[self._tip_joints]
@@ -171,7 +176,12 @@ class ManipTask(Task):
         blocks, the obstacle and the named block itself on a visibility graph (a reactive field
         alone ran into the obstacle in ~1.5 % of episodes), then push along that line,
         correcting sideways drift. Evaluated from the current state only, so it recovers from
-        perturbed rollouts."""
+        perturbed rollouts.
+
+        `expert="routing"` switches from routing to pushing once the pusher is within 1.2 cm of
+        the line; `expert="smooth"` blends the two over a few centimetres, so that states one
+        image pixel apart get similar labels (what a policy that sees the scene at 64x64 can
+        learn by regression)."""
         tip = self.tip()
         block = self.block_xy(self.target)
         to_target = self.target_pos - block
@@ -181,10 +191,23 @@ class ManipTask(Task):
         rel = tip - block
         along = float(np.dot(rel, -d))  # how far behind the block (along the push line)
         lateral = float(rel[0] * d[1] - rel[1] * d[0])
+        speed = 0.12 if remaining > 0.06 else 0.06
+        correction = (behind - tip) - np.dot(behind - tip, d) * d  # sideways error only
+        push = np.clip(speed * d + 4.0 * correction, -0.3, 0.3)
+        if self.expert == "smooth":
+            w = float(np.clip((0.03 - abs(lateral)) / 0.02, 0.0, 1.0))
+            w *= float(np.clip((along - HALF_BLOCK + 0.005) / 0.015, 0.0, 1.0))
+            if w >= 1.0:
+                return push
+            return np.clip(w * push + (1.0 - w) * self._route(tip, block, behind, d), -0.3, 0.3)
         if along > HALF_BLOCK and abs(lateral) < 0.012:
-            speed = 0.12 if remaining > 0.06 else 0.06
-            correction = (behind - tip) - np.dot(behind - tip, d) * d  # sideways error only
-            return np.clip(speed * d + 4.0 * correction, -0.3, 0.3)
+            return push
+        return self._route(tip, block, behind, d)
+
+    def _route(
+        self, tip: np.ndarray, block: np.ndarray, behind: np.ndarray, d: np.ndarray
+    ) -> np.ndarray:
+        """Toward a point behind the block, around everything else on the table."""
         goal = np.clip(behind - d * 0.02, -REACH, REACH)
         others = [(self.block_xy(c), BLOCK_CLEARANCE) for c in BLOCKS if c != self.target]
         discs = [(block, BLOCK_CLEARANCE - 0.005), *others, (self.obstacle_pos, OBSTACLE_CLEARANCE)]

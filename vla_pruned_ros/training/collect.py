@@ -28,6 +28,7 @@ class CollectConfig:
     image_size: int = 64
     policy: str | None = None  # weights folder or "embedded": on-policy (DAgger) collection
     expert_share: float = 0.0  # with a policy: share of steps the expert's action is executed
+    expert: str = ""  # the task's expert variant ("" its default; manip: "routing" | "smooth")
 
 
 def _episode(args: tuple[CollectConfig, int]) -> tuple[np.ndarray, np.ndarray, str, bool]:
@@ -63,7 +64,8 @@ def _worker_task(cfg: CollectConfig):
     if _TASK is None:
         from vla_pruned_ros.sim import make_task
 
-        _TASK = make_task(cfg.task, image_size=cfg.image_size)
+        extra = {"expert": cfg.expert} if cfg.expert else {}
+        _TASK = make_task(cfg.task, image_size=cfg.image_size, **extra)
     return _TASK
 
 
@@ -86,6 +88,12 @@ def collect(cfg: CollectConfig, workers: int = 2) -> Demonstrations:
     driven by the noisy expert, or by `cfg.policy` (DAgger)."""
     if cfg.first_seed + cfg.episodes > HELD_OUT_SEED_START:
         raise ValueError("training episodes must use seeds below the held-out range")
+    if cfg.expert:
+        from vla_pruned_ros.sim.registry import _tasks
+
+        known = getattr(_tasks()[cfg.task], "experts", ())
+        if cfg.expert not in known:
+            raise ValueError(f"the {cfg.task} task has no expert {cfg.expert!r}; known: {known}")
     seeds = range(cfg.first_seed, cfg.first_seed + cfg.episodes)
     images, actions, instr_ids, episode_ids = [], [], [], []
     instructions: dict[str, int] = {}
