@@ -58,10 +58,10 @@ def test_vla_train_refuses_cached_demonstrations_of_another_expert(tmp_path, cap
 
     data = tmp_path / "data"
     _demos("nav", ["go to red"], 1).save(data / "nav.safetensors")
-    smooth = _demos("manip", ["push red"], 1)
-    smooth.meta = {"expert": "smooth"}
-    smooth.save(data / "manip.safetensors")
+    routing = _demos("manip", ["push red"], 1)
+    routing.meta = {"expert": "routing"}
+    routing.save(data / "manip.safetensors")
     with pytest.raises(SystemExit) as exit_info:
-        main(["--workdir", str(tmp_path), "--steps", "0"])  # the default: the routing expert
+        main(["--workdir", str(tmp_path), "--steps", "0"])  # the default: the smooth expert
     assert exit_info.value.code == 2
-    assert "holds demonstrations of the 'smooth' expert, not 'routing'" in capsys.readouterr().err
+    assert "holds demonstrations of the 'routing' expert, not 'smooth'" in capsys.readouterr().err

@@ -71,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--manip-expert",
         choices=["routing", "smooth"],
-        default="routing",
+        default="smooth",
         help="the manipulation expert that demonstrates (sim/manip.py: smooth blends routing "
-        "and pushing, so neighbouring states get similar labels)",
+        "and pushing, so neighbouring states get similar labels; at equal training it doubled "
+        "held-out success, MODEL_CARD.md)",
     )
     args = parser.parse_args(argv)
     try:
