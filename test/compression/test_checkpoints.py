@@ -3,6 +3,8 @@ configs in code): streamed through pruning + GLUESTICK by vla-prune, reloaded by
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ import torch
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
 from vla_pruned_ros.compression import read_manifest
+from vla_pruned_ros.compression.artifact import _canonical
 from vla_pruned_ros.models.hf_checkpoint import (
     CheckpointError,
     checkpoint_files,
@@ -97,6 +100,15 @@ def test_artifact_loads_onto_a_meta_skeleton_in_the_compute_dtype(tmp_path):
     with torch.no_grad():
         low, full = model(ids).logits.float(), reference(ids).logits
     assert (low - full).abs().max() < 0.1 * full.abs().max()
+
+    # a manifest that says the architecture's code ships with the checkpoint does not make the
+    # loader run it: that takes the loader's own opt-in
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["extra"]["trust_remote_code"] = True  # as an artifact of such a checkpoint says
+    manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="pass trust_remote_code=True"):
+        load_checkpoint_artifact(out)
 
 
 def test_bert_and_clear_errors(tmp_path):

@@ -62,8 +62,10 @@ def architecture(folder: Path, trust_remote_code: bool = False) -> tuple[Any, ty
     names = getattr(config, "architectures", None) or []
     cls = next((getattr(transformers, n) for n in names if hasattr(transformers, n)), None)
     if cls is None:
-        if trust_remote_code:
-            return config, type(AutoModel.from_config(config, trust_remote_code=True))
+        if trust_remote_code:  # the caller's explicit opt-in; built on meta to learn its class
+            with torch.device("meta"):
+                model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+            return config, type(model)
         cls = AutoModel._model_mapping[type(config)]
     return config, cls
 
@@ -193,13 +195,18 @@ def rebuild_meta_buffers(model: nn.Module, config: Any, skip: str = "") -> None:
 
 
 def load_checkpoint_artifact(
-    artifact: Path, mode: str = "materialize", dtype: torch.dtype | None = None
+    artifact: Path,
+    mode: str = "materialize",
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
 ) -> nn.Module:
     """An artifact made from a checkpoint folder, on the architecture its manifest records.
 
     The architecture is built on the meta device and the artifact's tensors are read one at a
     time into it, so a 7B artifact never costs a dense skeleton plus the loaded weights. `dtype`
-    is the compute dtype (default float32; bfloat16 halves a large model's memory)."""
+    is the compute dtype (default float32; bfloat16 halves a large model's memory). An artifact
+    of a remote-code architecture loads only with the loader's own `trust_remote_code=True`: a
+    manifest never switches it on."""
     import tempfile
 
     from vla_pruned_ros.compression import load_artifact
@@ -208,9 +215,14 @@ def load_checkpoint_artifact(
 
     def factory(manifest: dict[str, Any]) -> nn.Module:
         extra = manifest.get("extra", {})
+        if extra.get("trust_remote_code") and not trust_remote_code:
+            raise CheckpointError(
+                f"{artifact} was made from a checkpoint whose code ships with it; loading it "
+                "runs that code: pass trust_remote_code=True if you trust the source"
+            )
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "config.json").write_text(json.dumps(extra["model_config"]))
-            config, cls = architecture(Path(tmp), bool(extra.get("trust_remote_code", False)))
+            config, cls = architecture(Path(tmp), trust_remote_code)
         config_box.append(config)
         with torch.device("meta"):
             return cls(config)
