@@ -1,7 +1,7 @@
 """How much the manipulation expert's label changes when the pusher moves by about one image
 pixel (1.45 cm), over the states of noisy expert episodes: the figure MODEL_CARD.md quotes for
-the routing and the smooth expert. Labels that jump between neighbouring pixels look like
-several modes to a policy that sees the scene at 64x64.
+the routing and the smooth expert (ManipTask.label_jump, l2 norm). Labels that jump between
+neighbouring pixels look like several modes to a policy that sees the scene at 64x64.
 
     .venv/bin/python scripts/expert_label_jumps.py routing
 """
@@ -14,31 +14,17 @@ import numpy as np
 
 from vla_pruned_ros.sim import make_task
 
-PIXEL = 0.0145
-
 
 def main(expert: str, episodes: int = 40) -> None:
-    import mujoco  # after the sim package, which sets MUJOCO_GL
-
     task = make_task("manip", expert=expert)
     rng = np.random.default_rng(0)
-    angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
-    moves = PIXEL * np.stack([np.cos(angles), np.sin(angles)], 1)
     jumps = []
     for seed in range(episodes):
         task.reset(seed)
         noisy = seed % 2 == 0
         while True:
-            label, tip = task.expert_action(), task.tip()
-            changes = []
-            for move in moves:
-                task.data.qpos[task._tip_qpos] = tip + move
-                mujoco.mj_forward(task.model, task.data)
-                changes.append(np.linalg.norm(task.expert_action() - label) / 0.3)
-            task.data.qpos[task._tip_qpos] = tip
-            mujoco.mj_forward(task.model, task.data)
-            jumps.append(max(changes))
-            action = label + (rng.normal(0, 0.3, 2) * 0.3 if noisy else 0)
+            jumps.append(task.label_jump(norm="l2"))
+            action = task.expert_action() + (rng.normal(0, 0.3, 2) * 0.3 if noisy else 0)
             if task.step(action).done:
                 break
     j = np.asarray(jumps)

@@ -22,6 +22,7 @@ TIP_R = 0.025
 JOINT_RANGE = 0.5
 SUCCESS_RADIUS = 0.05
 JOINTS = ("x", "y")
+PIXEL = 0.0145  # table width covered by one pixel of the 64x64 overhead image (m)
 REACH = 0.43  # the expert keeps the tip inside this (joint-limit band starts at 0.45)
 # Tip-centre distances the expert keeps while moving around: circumscribed radius + tip radius
 # + a margin of about one control step of travel.
@@ -203,6 +204,29 @@ class ManipTask(Task):
         if along > HALF_BLOCK and abs(lateral) < 0.012:
             return push
         return self._route(tip, block, behind, d)
+
+    def label_jump(self, distance: float = PIXEL, directions: int = 8, norm: str = "max") -> float:
+        """The largest change of the expert's label, as a share of the action bound, when the
+        pusher is moved by `distance` in any of `directions` directions (state restored after).
+        A policy that sees the table at 64x64 cannot tell states one pixel apart, so labels that
+        jump between them look like several modes to it: what the smooth expert is for.
+        `norm`: "max" (largest component) or "l2"."""
+        import mujoco
+
+        if norm not in ("max", "l2"):
+            raise ValueError(f"norm must be 'max' or 'l2', not {norm!r}")
+        label, tip = self.expert_action(), self.tip()
+        angles = np.linspace(0.0, 2.0 * math.pi, directions, endpoint=False)
+        largest = 0.0
+        for a in angles:
+            self.data.qpos[self._tip_qpos] = tip + distance * np.array([math.cos(a), math.sin(a)])
+            mujoco.mj_forward(self.model, self.data)
+            change = self.expert_action() - label
+            size = np.abs(change).max() if norm == "max" else np.linalg.norm(change)
+            largest = max(largest, float(size) / float(self.action_high[0]))
+        self.data.qpos[self._tip_qpos] = tip
+        mujoco.mj_forward(self.model, self.data)
+        return largest
 
     def _route(
         self, tip: np.ndarray, block: np.ndarray, behind: np.ndarray, d: np.ndarray
