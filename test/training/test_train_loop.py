@@ -66,7 +66,7 @@ def _fresh() -> EmbeddedVLA:
     return EmbeddedVLA.from_minilm(CONFIG)
 
 
-def test_loss_falls_and_resume_is_exact(tmp_path: Path, tokenizer) -> None:
+def test_loss_falls_and_resume_is_exact(tmp_path: Path, tokenizer, capsys) -> None:
     demos = {"toy": _toy_demos()}
     cfg = TrainConfig(steps=100, episodes_per_batch=4, frames_per_episode=8, warmup_steps=5,
                       max_shift_px=1, checkpoint_every=50, lr=3e-3)  # fmt: skip
@@ -74,6 +74,9 @@ def test_loss_falls_and_resume_is_exact(tmp_path: Path, tokenizer) -> None:
     log = train(full, tokenizer, demos, cfg, tmp_path / "full")
     curve = [loss for _, loss in log["loss"]["toy"]]
     assert curve[-1] < 0.5 * curve[0], curve
+    # without a terminal (pytest, nohup) the bar is off and each checkpoint prints a line
+    out = capsys.readouterr().out
+    assert "train step 50/100: loss toy " in out and "~0 min left" in out.splitlines()[-1], out
 
     half = _fresh()
     train(half, tokenizer, demos, cfg, tmp_path / "r", stop_at=50)  # an interruption

@@ -102,6 +102,17 @@ def load_checkpoint(model: EmbeddedVLA, opt: torch.optim.Optimizer, path: Path) 
     return int(meta["step"])
 
 
+def _progress_line(step: int, total: int, seconds: float, losses: dict[str, float]) -> str:
+    """What the progress bar would show, for logs: step, per-task loss, pace and time left
+    (`seconds`: training time of all steps so far, resumed runs included)."""
+    pace = seconds / max(1, step)
+    loss = " ".join(f"{t} {v:.4f}" for t, v in sorted(losses.items()))
+    return (
+        f"train step {step}/{total}: loss {loss}, {pace:.2f} s/step, "
+        f"~{pace * (total - step) / 60:.0f} min left"
+    )
+
+
 def train(
     model: EmbeddedVLA,
     tokenizer,
@@ -184,5 +195,8 @@ def train(
             log["seconds"] = log.get("seconds", 0.0) + time.monotonic() - t0
             t0 = time.monotonic()
             log_path.write_text(json.dumps(log))
+            if bar.disable:  # no terminal (nohup, CI): one line per checkpoint instead
+                line = _progress_line(step + 1, cfg.steps, float(log["seconds"]), running)
+                print(line, flush=True)
     model.eval()
     return log
