@@ -149,3 +149,42 @@ def test_keypoints_from_several_blocks_round_trip(tmp_path: Path, tokenizer) -> 
     assert EmbeddedVLAConfig.from_json(json.dumps(old)).keypoint_blocks == (-1,)
     with pytest.raises(ValueError, match="must name some of the 2 conv blocks"):
         EmbeddedVLA(EmbeddedVLAConfig(**{**config.__dict__, "keypoint_blocks": (2,)}))
+
+
+def _either_way_demos(n_episodes: int = 24, frames: int = 8) -> Demonstrations:
+    """Labels the image cannot explain: the same scene is demonstrated at -1.5 and at +1.5."""
+    rng = np.random.default_rng(1)
+    n = n_episodes * frames
+    images = np.zeros((n, 16, 16, 3), np.uint8)
+    images[..., 1] = 128
+    actions = np.where(rng.random((n, 1)) < 0.5, -1.5, 1.5).astype(np.float32)
+    episodes = np.repeat(np.arange(n_episodes), frames).astype(np.int32)
+    return Demonstrations(
+        "toy", images, actions, np.zeros(n, np.int32), episodes, ["go round the obstacle"]
+    )
+
+
+def test_a_mixture_head_picks_a_mode_where_regression_averages(tmp_path, tokenizer) -> None:
+    """Why the gmm head exists: with two equally demonstrated answers, MSE learns their mean
+    (a stalled robot), the mixture learns both and acts on one of them."""
+    demos = {"toy": _either_way_demos()}
+    cfg = TrainConfig(steps=120, episodes_per_batch=4, frames_per_episode=8, warmup_steps=5,
+                      max_shift_px=0, checkpoint_every=1000, lr=3e-3)  # fmt: skip
+    enc = tokenizer(demos["toy"].instructions, return_tensors="pt")
+    frames = torch.from_numpy(demos["toy"].images[:4])
+    actions = {}
+    for head in ("mse", "gmm"):
+        torch.manual_seed(0)
+        config = EmbeddedVLAConfig(**{**CONFIG.__dict__, "action_head": head, "mixture_modes": 3})
+        model = EmbeddedVLA.from_minilm(config)
+        train(model, tokenizer, demos, cfg, tmp_path / head, resume=False)
+        save_embedded(model, tmp_path / head / "model")
+        loaded = load_embedded(tmp_path / head / "model")
+        assert loaded.config.action_head == head
+        with torch.no_grad():
+            text = loaded.encode_text(enc["input_ids"], enc["attention_mask"]).expand(4, -1)
+            actions[head] = loaded.unnormalise(loaded.act_from_features(frames, text, "toy"), "toy")
+    assert actions["mse"].abs().max() < 0.5, actions["mse"]
+    assert (actions["gmm"].abs() > 1.2).all(), actions["gmm"]
+    with pytest.raises(ValueError, match="action_head must be one of"):
+        EmbeddedVLA(EmbeddedVLAConfig(**{**CONFIG.__dict__, "action_head": "diffusion"}))

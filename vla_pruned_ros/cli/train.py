@@ -19,6 +19,7 @@ import torch
 
 from vla_pruned_ros.models.embedded import (
     DEFAULT_WEIGHTS,
+    HEAD_KINDS,
     EmbeddedVLA,
     EmbeddedVLAConfig,
     load_tokenizer,
@@ -31,7 +32,10 @@ from vla_pruned_ros.training.train import TrainConfig, train
 
 
 def model_config(
-    image_size: int = 64, keypoint_blocks: tuple[int, ...] = (1, 2)
+    image_size: int = 64,
+    keypoint_blocks: tuple[int, ...] = (1, 2),
+    action_head: str = "mse",
+    mixture_modes: int = 5,
 ) -> EmbeddedVLAConfig:
     """Action heads, bounds and names taken from the tasks themselves (one place for them).
     Keypoints from the 16x16 and 8x8 maps by default (MODEL_CARD.md: the loss leaves its
@@ -42,6 +46,8 @@ def model_config(
     return EmbeddedVLAConfig(
         image_size=image_size,
         keypoint_blocks=tuple(keypoint_blocks),
+        action_head=action_head,
+        mixture_modes=mixture_modes,
         action_dims={t: len(classes[t].action_names) for t in TASKS},
         action_scale={t: [float(x) for x in classes[t].action_high] for t in TASKS},
         action_names={t: list(classes[t].action_names) for t in TASKS},
@@ -76,7 +82,17 @@ def main(argv: list[str] | None = None) -> int:
         "and pushing, so neighbouring states get similar labels; at equal training it doubled "
         "held-out success, MODEL_CARD.md)",
     )
+    parser.add_argument(
+        "--action-head",
+        choices=list(HEAD_KINDS),
+        default="mse",
+        help="mse: regress the action; gmm: a Gaussian mixture decoded as its likeliest mode "
+        "(for demonstrations whose labels look multimodal from the image)",
+    )
+    parser.add_argument("--mixture-modes", type=int, default=5, help="modes of a gmm head")
     args = parser.parse_args(argv)
+    if args.mixture_modes < 1:
+        parser.error(f"--mixture-modes must be at least 1, not {args.mixture_modes}")
     try:
         keypoints = tuple(int(b) for b in args.keypoint_blocks.split(","))
     except ValueError:
@@ -103,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{task}: {len(demos[task])} samples, {len(demos[task].instructions)} instructions")
     collect_s = time.monotonic() - t0
     torch.manual_seed(args.seed)
-    model = EmbeddedVLA.from_minilm(model_config(keypoint_blocks=keypoints))
+    config = model_config(
+        keypoint_blocks=keypoints, action_head=args.action_head, mixture_modes=args.mixture_modes
+    )
+    model = EmbeddedVLA.from_minilm(config)
     cycle = tuple(t for t in args.task_cycle.split(",") if t)
     cfg = TrainConfig(steps=args.steps, seed=args.seed, task_cycle=cycle)
     log = train(model, load_tokenizer(), demos, cfg, args.workdir, resume=not args.no_resume)

@@ -13,6 +13,7 @@ instruction and cached; per frame only the vision stem and the head run.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch.nn import functional as F
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 FROZEN_KEYS = ("text.embeddings.word_embeddings.weight",)
+HEAD_KINDS = ("mse", "gmm")
 
 
 def minilm_path() -> Path:
@@ -48,6 +50,12 @@ class EmbeddedVLAConfig:
     # 8x8 at 64 px). Adding block 1 (16x16) gives the head positions at twice the resolution.
     keypoint_blocks: tuple[int, ...] = (-1,)
     max_text_tokens: int = 32
+    # "mse": each head regresses the action (tanh). "gmm": a mixture of `mixture_modes`
+    # Gaussians per head, trained by likelihood and decoded as the likeliest mode's mean, so
+    # labels that differ for states the image cannot tell apart (go round left / round right)
+    # give one of them rather than their average (robomimic's GMM policies).
+    action_head: str = "mse"
+    mixture_modes: int = 5
     # One action head per embodiment (like OpenVLA's un-normalisation keys): name -> dims.
     action_dims: dict[str, int] = field(default_factory=lambda: {"nav": 2, "manip": 2})
     # Symmetric action bounds per head; the network predicts actions divided by these.
@@ -110,18 +118,28 @@ class EmbeddedVLA(nn.Module):
                 f"keypoint_blocks {config.keypoint_blocks} must name some of the {n} conv "
                 f"blocks (0..{n - 1}, or negative from the end)"
             )
+        if config.action_head not in HEAD_KINDS or config.mixture_modes < 1:
+            raise ValueError(
+                f"action_head must be one of {HEAD_KINDS} (got {config.action_head!r}) and "
+                f"mixture_modes >= 1 (got {config.mixture_modes})"
+            )
         keypoints = 2 * sum(config.channels[b] for b in config.keypoint_blocks)
         self.heads = nn.ModuleDict(
             {
                 name: nn.Sequential(
                     nn.Linear(keypoints + c + d_text, config.head_hidden),
                     nn.ReLU(),
-                    nn.Linear(config.head_hidden, dims),
+                    nn.Linear(config.head_hidden, self._head_width(dims)),
                 )
                 for name, dims in config.action_dims.items()
             }
         )
         self.text.embeddings.word_embeddings.weight.requires_grad_(False)
+
+    def _head_width(self, dims: int) -> int:
+        if self.config.action_head == "gmm":  # per mode: a logit, dims means, dims log-stds
+            return self.config.mixture_modes * (1 + 2 * dims)
+        return dims
 
     @classmethod
     def from_minilm(cls, config: EmbeddedVLAConfig) -> EmbeddedVLA:
@@ -149,6 +167,38 @@ class EmbeddedVLA(nn.Module):
         self, images: torch.Tensor, text: torch.Tensor, task: str
     ) -> torch.Tensor:
         """Normalised actions from images (B,H,W,3 uint8 or B,3,H,W float) and text features."""
+        out = self.head_outputs(images, text, task)
+        if self.config.action_head == "gmm":
+            logits, means, _ = self._mixture(out, task)
+            best = logits.argmax(dim=1)
+            return means[torch.arange(len(best)), best]
+        return torch.tanh(out)
+
+    def _mixture(
+        self, out: torch.Tensor, task: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Head output -> mode logits (B, M), means in [-1, 1] and log-stds (B, M, dims)."""
+        dims, modes = self.config.action_dims[task], self.config.mixture_modes
+        logits, rest = out[:, :modes], out[:, modes:].view(-1, modes, 2, dims)
+        log_std = rest[:, :, 1].clamp(-5.0, 1.0)  # std 0.007-2.7 of the bound: no collapse
+        return logits, torch.tanh(rest[:, :, 0]), log_std
+
+    def bc_loss(
+        self, images: torch.Tensor, text: torch.Tensor, task: str, target: torch.Tensor
+    ) -> torch.Tensor:
+        """Behaviour-cloning loss on normalised targets: MSE for a regression head, negative
+        log-likelihood per action dimension for a mixture head."""
+        out = self.head_outputs(images, text, task)
+        if self.config.action_head != "gmm":
+            return F.mse_loss(torch.tanh(out), target)
+        logits, means, log_std = self._mixture(out, task)
+        z = (target.unsqueeze(1) - means) / log_std.exp()
+        per_mode = (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        nll = -torch.logsumexp(F.log_softmax(logits, dim=1) + per_mode, dim=1)
+        return nll.mean() / target.shape[1]
+
+    def head_outputs(self, images: torch.Tensor, text: torch.Tensor, task: str) -> torch.Tensor:
+        """The action head's raw output: actions before tanh, or the mixture's parameters."""
         x = preprocess_images(images, self.config.image_size).to(text.dtype)
         # channels-last: the CPU conv kernels run ~20 % faster on it (training and inference)
         x = torch.cat([x, _coords(x)], dim=1).contiguous(memory_format=torch.channels_last)
@@ -158,7 +208,7 @@ class EmbeddedVLA(nn.Module):
             maps.append(x)
         keypoints = [spatial_softmax(maps[b]) for b in self.config.keypoint_blocks]
         features = torch.cat([*keypoints, x.mean(dim=(2, 3))], dim=1)
-        return torch.tanh(self.heads[task](torch.cat([features, text], dim=1)))
+        return self.heads[task](torch.cat([features, text], dim=1))
 
     def forward(
         self,

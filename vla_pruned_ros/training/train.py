@@ -178,8 +178,8 @@ def train(
         ids = tokens[task]["input_ids"][uniq]
         mask = tokens[task]["attention_mask"][uniq]
         width = int(mask.sum(1).max())
-        pred = model(images, ids[:, :width], mask[:, :width], torch.from_numpy(inverse), task)
-        loss = F.mse_loss(pred, target)
+        text = model.encode_text(ids[:, :width], mask[:, :width])[torch.from_numpy(inverse)]
+        loss = model.bc_loss(images, text, task, target)
         for group, base in zip(opt.param_groups, (cfg.lr, cfg.text_lr), strict=True):
             group["lr"] = base * _lr_factor(step, cfg)
         opt.zero_grad(set_to_none=True)
