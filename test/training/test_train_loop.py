@@ -186,5 +186,8 @@ def test_a_mixture_head_picks_a_mode_where_regression_averages(tmp_path, tokeniz
             actions[head] = loaded.unnormalise(loaded.act_from_features(frames, text, "toy"), "toy")
     assert actions["mse"].abs().max() < 0.5, actions["mse"]
     assert (actions["gmm"].abs() > 1.2).all(), actions["gmm"]
+    old = json.loads((tmp_path / "gmm" / "model" / "config.json").read_text())
+    del old["action_head"], old["mixture_modes"]  # written before the option existed
+    assert EmbeddedVLAConfig.from_json(json.dumps(old)).action_head == "mse"
     with pytest.raises(ValueError, match="action_head must be one of"):
         EmbeddedVLA(EmbeddedVLAConfig(**{**CONFIG.__dict__, "action_head": "diffusion"}))
