@@ -135,3 +135,18 @@ def test_bad_bags_and_topics_are_clear_errors(recorded: Path, tmp_path: Path) ->
     result = _vla_bag("play", str(broken))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and str(broken) in result.stderr
+
+
+def test_replay_keeps_a_deep_queue_on_reliable_topics(recorded: Path) -> None:
+    """rosbag2 records depth 0; republished reliable topics (contacts, actions) get 100 messages
+    of history so a lagging subscriber still sees each one, sensor streams stay shallow."""
+    from rclpy.qos import ReliabilityPolicy
+
+    from vla_pruned_ros.bags.qos import RELIABLE_REPLAY_DEPTH, from_bag_qos
+
+    with Reader(recorded) as reader:
+        conns = {c.topic: c.ext.offered_qos_profiles[0] for c in reader.connections}
+    action, camera = from_bag_qos(conns["/vla/action"]), from_bag_qos(conns["/camera/image_raw"])
+    assert action.reliability == ReliabilityPolicy.RELIABLE
+    assert action.depth == RELIABLE_REPLAY_DEPTH
+    assert camera.reliability == ReliabilityPolicy.BEST_EFFORT and camera.depth == 10

@@ -36,16 +36,19 @@ def to_bag_qos(profile: QoSProfile) -> Qos:
     )
 
 
+# A bag that does not record a depth (rosbag2 writes 0) is republished with this much history
+# on reliable topics, so a replay into a busy graph keeps every recorded message (a dropped
+# contacts message changes the collision count); best-effort streams keep `default_depth`.
+RELIABLE_REPLAY_DEPTH = 100
+
+
 def from_bag_qos(qos: Qos | None, default_depth: int = 10) -> QoSProfile:
     """The profile to republish with; unknown or system-default fields become reliable/volatile
     (what `ros2 bag play` falls back to)."""
     if qos is None:
-        return QoSProfile(depth=default_depth)
-    reliability = (
-        ReliabilityPolicy.BEST_EFFORT
-        if qos.reliability == QosReliability.BEST_EFFORT
-        else ReliabilityPolicy.RELIABLE
-    )
+        return QoSProfile(depth=RELIABLE_REPLAY_DEPTH)
+    best_effort = qos.reliability == QosReliability.BEST_EFFORT
+    reliability = ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE
     durability = (
         DurabilityPolicy.TRANSIENT_LOCAL
         if qos.durability == QosDurability.TRANSIENT_LOCAL
@@ -53,7 +56,7 @@ def from_bag_qos(qos: Qos | None, default_depth: int = 10) -> QoSProfile:
     )
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
-        depth=max(1, qos.depth or default_depth),
+        depth=max(1, qos.depth or (default_depth if best_effort else RELIABLE_REPLAY_DEPTH)),
         reliability=reliability,
         durability=durability,
         liveliness=LivelinessPolicy.AUTOMATIC,

@@ -63,7 +63,9 @@ class SafetyMonitorNode(Node):
         self.create_subscription(Twist, p["cmd_in_topic"], self._on_cmd, 10)
         self.create_subscription(Image, p["camera_topic"], self._on_image, qos_profile_sensor_data)
         self.create_subscription(VLAAction, p["action_topic"], self._on_action, 10)
-        self.create_subscription(Contacts, p["contacts_topic"], self._on_contacts, 10)
+        self.create_subscription(
+            Contacts, p["contacts_topic"], self._on_contacts, topics.EVIDENCE_DEPTH
+        )
         if p["gz_contacts_topic"]:
             try:
                 from ros_gz_interfaces.msg import Contacts as GzContacts
@@ -72,7 +74,9 @@ class SafetyMonitorNode(Node):
                     "gz_contacts_topic is set but ros_gz_interfaces is not installed "
                     "(apt install ros-$ROS_DISTRO-ros-gz-interfaces)"
                 ) from err
-            self.create_subscription(GzContacts, p["gz_contacts_topic"], self._on_gz_contacts, 10)
+            self.create_subscription(
+                GzContacts, p["gz_contacts_topic"], self._on_gz_contacts, topics.EVIDENCE_DEPTH
+            )
         self.create_subscription(LaserScan, p["scan_topic"], self._on_scan, qos_profile_sensor_data)
         self.create_subscription(Odometry, p["odom_topic"], self._on_odom, 10)
         self.create_subscription(JointState, p["joint_states_topic"], self._on_joints, 10)

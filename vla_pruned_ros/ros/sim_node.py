@@ -83,7 +83,9 @@ class SimNode(Node):
         self.image_pub = self.create_publisher(Image, p["camera_topic"], qos_profile_sensor_data)
         self.instr_pub = self.create_publisher(String, p["instruction_topic"], LATCHED)
         self.episode_pub = self.create_publisher(String, p["episode_topic"], LATCHED)
-        self.contacts_pub = self.create_publisher(Contacts, p["contacts_topic"], 10)
+        self.contacts_pub = self.create_publisher(
+            Contacts, p["contacts_topic"], topics.EVIDENCE_DEPTH
+        )
         self.scan_pub = self.create_publisher(LaserScan, p["scan_topic"], qos_profile_sensor_data)
         self.odom_pub = self.create_publisher(Odometry, p["odom_topic"], 10)
         self.joints_pub = self.create_publisher(JointState, p["joint_states_topic"], 10)
