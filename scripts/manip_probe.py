@@ -18,6 +18,7 @@ import torch
 
 from vla_pruned_ros.cli.train import model_config
 from vla_pruned_ros.models.embedded import EmbeddedVLA, load_tokenizer, save_embedded
+from vla_pruned_ros.sim import task_class
 from vla_pruned_ros.training.collect import CollectConfig, collect
 from vla_pruned_ros.training.dataset import Demonstrations
 from vla_pruned_ros.training.train import TrainConfig, train
@@ -26,7 +27,7 @@ from vla_pruned_ros.training.train import TrainConfig, train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="collected here if missing")
-    parser.add_argument("--expert", default="routing", choices=["routing", "smooth"])
+    parser.add_argument("--expert", default="routing", choices=task_class("manip").experts)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--keypoint-blocks", default="1,2")
     parser.add_argument("--schedule-steps", type=int, default=1500)

@@ -25,7 +25,7 @@ from vla_pruned_ros.models.embedded import (
     load_tokenizer,
     save_embedded,
 )
-from vla_pruned_ros.sim import TASKS
+from vla_pruned_ros.sim import TASKS, task_class
 from vla_pruned_ros.training.collect import CollectConfig, collect
 from vla_pruned_ros.training.dataset import Demonstrations
 from vla_pruned_ros.training.train import TrainConfig, train
@@ -40,9 +40,7 @@ def model_config(
     """Action heads, bounds and names taken from the tasks themselves (one place for them).
     Keypoints from the 16x16 and 8x8 maps by default (MODEL_CARD.md: the loss leaves its
     plateau sooner and ends lower than with the 8x8 map alone)."""
-    from vla_pruned_ros.sim.registry import _tasks
-
-    classes = _tasks()
+    classes = {t: task_class(t) for t in TASKS}
     return EmbeddedVLAConfig(
         image_size=image_size,
         keypoint_blocks=tuple(keypoint_blocks),
@@ -79,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--manip-expert",
-        choices=["routing", "smooth"],
+        choices=task_class("manip").experts,
         default="smooth",
         help="the manipulation expert that demonstrates (sim/manip.py: smooth blends routing "
         "and pushing, so neighbouring states get similar labels; at equal training it doubled "

@@ -20,6 +20,7 @@ _LAZY = {
     "Task": "base",
     "TASKS": "registry",
     "make_task": "registry",
+    "task_class": "registry",
 }
 
 __all__ = sorted(_LAZY)

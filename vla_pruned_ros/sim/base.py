@@ -80,6 +80,7 @@ class Task(abc.ABC):
     robot_bodies: tuple[str, ...]  # bodies whose contacts count as the robot's
     templates: dict[str, tuple[str, ...]]
     colours: tuple[str, ...]  # the goals an instruction may name
+    experts: tuple[str, ...] = ()  # names `expert=` accepts (empty: one expert, no choice)
 
     def __init__(self, image_size: int = 64) -> None:
         self.image_size = image_size

@@ -9,16 +9,18 @@ from vla_pruned_ros.sim.base import Task
 TASKS = ("nav", "manip")
 
 
-def _tasks() -> dict[str, type[Task]]:
+def task_class(name: str) -> type[Task]:
+    """The class of a task by name: its action names, bounds and experts without building a
+    MuJoCo world."""
     from vla_pruned_ros.sim.manip import ManipTask
     from vla_pruned_ros.sim.nav import NavTask
 
-    return {"nav": NavTask, "manip": ManipTask}
+    tasks: dict[str, type[Task]] = {"nav": NavTask, "manip": ManipTask}
+    if name not in tasks:
+        raise ValueError(f"unknown task {name!r}; known: {sorted(tasks)}")
+    return tasks[name]
 
 
 def make_task(name: str, **kwargs: Any) -> Task:
     """A task instance by name, e.g. make_task("nav", image_size=96)."""
-    tasks = _tasks()
-    if name not in tasks:
-        raise ValueError(f"unknown task {name!r}; known: {sorted(tasks)}")
-    return tasks[name](**kwargs)
+    return task_class(name)(**kwargs)

@@ -89,9 +89,9 @@ def collect(cfg: CollectConfig, workers: int = 2) -> Demonstrations:
     if cfg.first_seed + cfg.episodes > HELD_OUT_SEED_START:
         raise ValueError("training episodes must use seeds below the held-out range")
     if cfg.expert:
-        from vla_pruned_ros.sim.registry import _tasks
+        from vla_pruned_ros.sim import task_class
 
-        known = getattr(_tasks()[cfg.task], "experts", ())
+        known = task_class(cfg.task).experts
         if cfg.expert not in known:
             raise ValueError(f"the {cfg.task} task has no expert {cfg.expert!r}; known: {known}")
     seeds = range(cfg.first_seed, cfg.first_seed + cfg.episodes)
