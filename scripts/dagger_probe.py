@@ -32,6 +32,12 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=1500, help="after the BC scenes")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--expert", default="smooth",
+                        help="the expert that labels the on-policy states: the one the BC data "
+                             "came from (vla-train's default is smooth)")  # fmt: skip
+    parser.add_argument("--also", nargs="*", default=[],
+                        help="other tasks fine-tuned beside it on their BC data (e.g. nav), so "
+                             "the shared layers do not drift away from them")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(2)
     t0 = time.monotonic()
@@ -40,17 +46,22 @@ def main() -> None:
         on_policy = Demonstrations.load(cached)
     else:
         on_policy = collect(CollectConfig(args.task, args.episodes, first_seed=args.first_seed,
-                                          policy=args.model))  # fmt: skip
+                                          policy=args.model, expert=args.expert))  # fmt: skip
         on_policy.save(cached)
     collect_s = time.monotonic() - t0
     demos = Demonstrations.load(args.bc_data / f"{args.task}.safetensors").merged(on_policy)
     model = load_embedded(None if args.model == "embedded" else Path(args.model))
+    data = {args.task: demos}
+    data.update({t: Demonstrations.load(args.bc_data / f"{t}.safetensors") for t in args.also})
+    cycle = (args.task, args.task, *args.also) if args.also else ()
     cfg = TrainConfig(steps=args.steps, lr=args.lr, text_lr=args.lr / 10, warmup_steps=50,
-                      seed=1)  # fmt: skip
-    log = train(model, load_tokenizer(), {args.task: demos}, cfg, args.workdir)
+                      seed=1, task_cycle=cycle)  # fmt: skip
+    log = train(model, load_tokenizer(), data, cfg, args.workdir)
     save_embedded(model, args.workdir / "model")
     summary = {
         "on_policy_episodes": args.episodes,
+        "expert": args.expert,
+        "also": args.also,
         "on_policy_samples": len(on_policy),
         "policy_success_while_collecting": on_policy.meta.get("expert_success_rate"),
         "collect_seconds": collect_s,
