@@ -2,7 +2,9 @@
 result (same seed, same instruction, so the same rollout) and, per episode, says whether the
 pusher reached the named block, how far each block moved, and how the policy's actions compare
 with what the smooth expert would do in the very states the policy reached (speed, direction).
-The model card's failure analysis comes from this script.
+It also says how often the expert would be walking around the block (routing) rather than
+pushing along the line, and how often the policy opposes it in each case. The model card's
+failure analysis comes from this script.
 
     .venv/bin/python scripts/manip_failures.py results/embedded_manip.json --which failed
 """
@@ -25,12 +27,13 @@ def replay(policy: EmbeddedPolicy, task: ManipTask, seed: int, instruction: str)
     state."""
     obs = task.reset(seed, instruction=instruction)
     start = {c: task.block_xy(c) for c in BLOCKS}
-    closest, speed, expert_speed, cosine = np.inf, [], [], []
+    closest, speed, expert_speed, cosine, pushing = np.inf, [], [], [], []
     for _ in range(task.max_steps):
         action, label = policy.predict(obs.image, task.instruction), task.expert_action()
         speed.append(float(np.linalg.norm(action)))
         expert_speed.append(float(np.linalg.norm(label)))
         cosine.append(float(action @ label) / (speed[-1] * expert_speed[-1] + 1e-9))
+        pushing.append(task.push_weight())
         closest = min(closest, float(np.linalg.norm(task.tip() - task.block_xy(task.target))))
         result = task.step(action)
         obs = result.observation
@@ -48,7 +51,16 @@ def replay(policy: EmbeddedPolicy, task: ManipTask, seed: int, instruction: str)
         "expert_speed": float(np.mean(expert_speed)),
         "direction_cosine": float(np.mean(cosine)),
         "share_opposed": float(np.mean(np.array(cosine) < 0)),
+        # mostly routing: the expert's label is more walking-around than pushing
+        "share_expert_routing": float(np.mean(np.array(pushing) < 0.5)),
+        "share_opposed_while_pushing": _share(np.array(cosine) < 0, np.array(pushing) >= 0.5),
+        "share_opposed_while_routing": _share(np.array(cosine) < 0, np.array(pushing) < 0.5),
     }
+
+
+def _share(event: np.ndarray, where: np.ndarray) -> float:
+    """Share of the `where` steps with `event`; NaN when there are none (medians skip them)."""
+    return float(event[where].mean()) if where.any() else float("nan")
 
 
 def main() -> None:
@@ -72,7 +84,7 @@ def main() -> None:
     task = ManipTask(expert="smooth")
     rows = [replay(policy, task, e["seed"], e["instruction"]) for e in episodes]
     agree = sum(r["success"] == wanted for r in rows)
-    median = {k: float(np.median([r[k] for r in rows])) for k in rows[0] if k != "seed"}
+    median = {k: float(np.nanmedian([r[k] for r in rows])) for k in rows[0] if k != "seed"}
     summary = {
         "episodes": len(rows),
         "replays_agreeing_with_the_result": agree,

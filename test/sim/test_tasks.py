@@ -269,6 +269,32 @@ def test_the_smooth_expert_labels_change_less_between_neighbouring_pixels() -> N
         np.mean(smooth > 0.9), np.mean(routing > 0.9))  # fmt: skip
 
 
+def test_push_weight_says_when_the_expert_pushes_and_only_the_smooth_one_blends() -> None:
+    """Behind the block on the push line the label is all push (1); beside the block it is all
+    walking around (0); 2 cm off the line the routing expert has switched and the smooth one is
+    half way. The failure analysis (scripts/manip_failures.py) reads this."""
+    weights = {}
+    for expert in ("routing", "smooth"):
+        with make_task("manip", expert=expert) as task:
+            task.reset(3)
+            block, behind, d, _ = task._push_line()
+            side = np.array([d[1], -d[0]])
+            for name, tip in {
+                "behind": behind,
+                "beside": block + side * 0.09,
+                "off_2cm": behind + side * 0.02,
+            }.items():
+                task.data.qpos[task._tip_qpos] = tip
+                mujoco.mj_forward(task.model, task.data)
+                weights[expert, name] = task.push_weight()
+                if weights[expert, name] >= 1.0:  # all push: the label is the push itself
+                    assert np.dot(task.expert_action(), d) > 0.05
+    assert weights["routing", "behind"] == weights["smooth", "behind"] == 1.0
+    assert weights["routing", "beside"] == weights["smooth", "beside"] == 0.0
+    assert weights["routing", "off_2cm"] == 0.0
+    assert 0.3 < weights["smooth", "off_2cm"] < 0.7
+
+
 def test_an_unknown_expert_is_named() -> None:
     from vla_pruned_ros.training.collect import CollectConfig, collect
 

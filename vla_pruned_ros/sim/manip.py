@@ -184,26 +184,37 @@ class ManipTask(Task):
         image pixel apart get similar labels (what a policy that sees the scene at 64x64 can
         learn by regression)."""
         tip = self.tip()
+        block, behind, d, remaining = self._push_line()
+        speed = 0.12 if remaining > 0.06 else 0.06
+        correction = (behind - tip) - np.dot(behind - tip, d) * d  # sideways error only
+        push = np.clip(speed * d + 4.0 * correction, -0.3, 0.3)
+        w = self.push_weight()
+        if w >= 1.0:
+            return push
+        route = self._route(tip, block, behind, d)
+        return route if w <= 0.0 else np.clip(w * push + (1.0 - w) * route, -0.3, 0.3)
+
+    def push_weight(self) -> float:
+        """How much of the expert's label is pushing along the line (1) rather than walking
+        around to get behind the block (0): the routing expert switches at 1.2 cm of lateral
+        error, the smooth one blends over 1-3 cm. Diagnostics use it to tell the two apart."""
+        _, _, d, _ = self._push_line()
+        rel = self.tip() - self.block_xy(self.target)
+        along = float(np.dot(rel, -d))  # how far behind the block (along the push line)
+        lateral = float(rel[0] * d[1] - rel[1] * d[0])
+        if self.expert == "smooth":
+            w = float(np.clip((0.03 - abs(lateral)) / 0.02, 0.0, 1.0))
+            return w * float(np.clip((along - HALF_BLOCK + 0.005) / 0.015, 0.0, 1.0))
+        return 1.0 if along > HALF_BLOCK and abs(lateral) < 0.012 else 0.0
+
+    def _push_line(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """The named block, the point behind it on the line to the target, that line's
+        direction, and the block's distance to the target."""
         block = self.block_xy(self.target)
         to_target = self.target_pos - block
         remaining = float(np.linalg.norm(to_target))
         d = to_target / max(remaining, 1e-6)
-        behind = block - d * (HALF_BLOCK + TIP_R + 0.012)
-        rel = tip - block
-        along = float(np.dot(rel, -d))  # how far behind the block (along the push line)
-        lateral = float(rel[0] * d[1] - rel[1] * d[0])
-        speed = 0.12 if remaining > 0.06 else 0.06
-        correction = (behind - tip) - np.dot(behind - tip, d) * d  # sideways error only
-        push = np.clip(speed * d + 4.0 * correction, -0.3, 0.3)
-        if self.expert == "smooth":
-            w = float(np.clip((0.03 - abs(lateral)) / 0.02, 0.0, 1.0))
-            w *= float(np.clip((along - HALF_BLOCK + 0.005) / 0.015, 0.0, 1.0))
-            if w >= 1.0:
-                return push
-            return np.clip(w * push + (1.0 - w) * self._route(tip, block, behind, d), -0.3, 0.3)
-        if along > HALF_BLOCK and abs(lateral) < 0.012:
-            return push
-        return self._route(tip, block, behind, d)
+        return block, block - d * (HALF_BLOCK + TIP_R + 0.012), d, remaining
 
     def label_jump(self, distance: float = PIXEL, directions: int = 8, norm: str = "max") -> float:
         """The largest change of the expert's label, as a share of the action bound, when the
