@@ -1,7 +1,8 @@
-"""Short manipulation-only training runs, the probes MODEL_CARD.md's "Tried since" reports: the
-keypoint probe (`--keypoint-blocks 1,2` vs `-1`, `--schedule-steps 8000 --stop-at 700`) and the
-expert A/B (demonstrations of each expert, `--schedule-steps 1500`, then `vla-eval sim --task
-manip --model WORKDIR/model`). Run two side by side with `--threads 1`.
+"""Short manipulation-only training runs, the probes MODEL_CARD.md reports under "Earlier
+runs" and "Tried after v4": the keypoint probe (`--keypoint-blocks 1,2` vs `-1`,
+`--schedule-steps 8000 --stop-at 700`) and the expert A/B (demonstrations of each expert,
+`--schedule-steps 1500`, then `vla-eval sim --task manip --model WORKDIR/model`). Run two side
+by side with `--threads 1`.
 
     .venv/bin/python scripts/manip_probe.py --data runs/ab/smooth.safetensors --expert smooth \\
         --workdir runs/ab_smooth --schedule-steps 1500

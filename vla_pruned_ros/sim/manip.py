@@ -41,7 +41,7 @@ class ManipTask(Task):
     templates = MANIP_TEMPLATES
     colours = BLOCKS
 
-    experts = ("routing", "smooth")
+    experts = ("routing", "smooth", "wide")
 
     def __init__(self, image_size: int = 64, expert: str = "routing") -> None:
         if expert not in self.experts:
@@ -182,10 +182,17 @@ class ManipTask(Task):
         `expert="routing"` switches from routing to pushing once the pusher is within 1.2 cm of
         the line; `expert="smooth"` blends the two over a few centimetres, so that states one
         image pixel apart get similar labels (what a policy that sees the scene at 64x64 can
-        learn by regression)."""
+        learn by regression). `expert="wide"` keeps pushing up to 3-6 cm of lateral error,
+        slowing down and sliding back onto the line, instead of walking around the block
+        (narrowing to the smooth band within 10 cm of the target, where the wide band stalls):
+        the policy's failures sit where the smooth expert would walk around
+        (scripts/manip_failures.py)."""
         tip = self.tip()
         block, behind, d, remaining = self._push_line()
         speed = 0.12 if remaining > 0.06 else 0.06
+        if self.expert == "wide":
+            lateral = abs(float((tip - block) @ np.array([d[1], -d[0]])))
+            speed *= float(np.clip(1.0 - lateral / 0.06, 0.2, 1.0))
         correction = (behind - tip) - np.dot(behind - tip, d) * d  # sideways error only
         push = np.clip(speed * d + 4.0 * correction, -0.3, 0.3)
         w = self.push_weight()
@@ -197,13 +204,18 @@ class ManipTask(Task):
     def push_weight(self) -> float:
         """How much of the expert's label is pushing along the line (1) rather than walking
         around to get behind the block (0): the routing expert switches at 1.2 cm of lateral
-        error, the smooth one blends over 1-3 cm. Diagnostics use it to tell the two apart."""
-        _, _, d, _ = self._push_line()
+        error, the smooth one blends over 1-3 cm, the wide one over 3-6 cm. Diagnostics use it
+        to tell pushing from walking around."""
+        _, _, d, remaining = self._push_line()
         rel = self.tip() - self.block_xy(self.target)
         along = float(np.dot(rel, -d))  # how far behind the block (along the push line)
         lateral = float(rel[0] * d[1] - rel[1] * d[0])
-        if self.expert == "smooth":
-            w = float(np.clip((0.03 - abs(lateral)) / 0.02, 0.0, 1.0))
+        if self.expert in ("smooth", "wide"):
+            hi, width = 0.03, 0.02  # blend over lateral errors hi - width .. hi (m)
+            if self.expert == "wide":  # 3-6 cm, narrowing to 1-3 cm near the target
+                k = float(np.clip((remaining - 0.05) / 0.05, 0.0, 1.0))
+                hi, width = hi + 0.03 * k, width + 0.01 * k
+            w = float(np.clip((hi - abs(lateral)) / width, 0.0, 1.0))
             return w * float(np.clip((along - HALF_BLOCK + 0.005) / 0.015, 0.0, 1.0))
         return 1.0 if along > HALF_BLOCK and abs(lateral) < 0.012 else 0.0
 
