@@ -186,7 +186,8 @@ class ManipTask(Task):
         slowing down and sliding back onto the line, instead of walking around the block
         (narrowing to the smooth band within 10 cm of the target, where the wide band stalls):
         the policy's failures sit where the smooth expert would walk around
-        (scripts/manip_failures.py)."""
+        (scripts/manip_failures.py). At equal training it did worse than smooth (MODEL_CARD.md,
+        "Tried after v4"), so smooth stays vla-train's default."""
         tip = self.tip()
         block, behind, d, remaining = self._push_line()
         speed = 0.12 if remaining > 0.06 else 0.06
