@@ -3,6 +3,7 @@ that succeed without a violation (all phrasings), episodes with a collision, and
 failures on training phrasings end (never brought the block closer, or within 12 cm).
 
     .venv/bin/python scripts/episode_breakdown.py results/embedded_manip.json
+    .venv/bin/python scripts/episode_breakdown.py A.json B.json   # + which scenes each solves
     git show 1e3e1b8^:results/embedded_manip.json > /tmp/v2.json   # the v2 model's evaluation
 """
 
@@ -31,7 +32,19 @@ def breakdown(episodes: list[dict]) -> dict[str, float | int]:
     }
 
 
+def solved_by(a: list[dict], b: list[dict]) -> dict[str, int]:
+    """Training-phrasing scenes solved by both evaluations, only the first, only the second:
+    equal success rates can hide different scenes."""
+    won = [{e["seed"] for e in eps if e["phrasing"] == "train" and e["success"]} for eps in (a, b)]
+    return {"both": len(won[0] & won[1]), "only_first": len(won[0] - won[1]),
+            "only_second": len(won[1] - won[0])}  # fmt: skip
+
+
 if __name__ == "__main__":
+    runs = {}
     for path in sys.argv[1:] or ["results/embedded_manip.json"]:
         with open(path) as f:
-            print(path, json.dumps(breakdown(json.load(f)["episodes"])))
+            runs[path] = json.load(f)["episodes"]
+        print(path, json.dumps(breakdown(runs[path])))
+    if len(runs) == 2:
+        print("solved scenes", json.dumps(solved_by(*runs.values())))

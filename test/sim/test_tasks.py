@@ -222,6 +222,9 @@ def test_check_entry_point_prints_a_summary(tmp_path, capsys) -> None:
     assert main(["--task", "nav", "--episodes", "2", "--json", str(tmp_path / "r.json")]) == 0
     assert "success 1.000" in capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["summary"]["episodes"] == 2
+    # --expert reaches the task: an unknown one is refused by name
+    with pytest.raises(ValueError, match="unknown manipulation expert 'clever'"):
+        main(["--task", "manip", "--episodes", "1", "--expert", "clever"])
 
 
 def test_expert_actions_do_not_depend_on_earlier_episodes() -> None:
@@ -286,7 +289,7 @@ def test_push_weight_says_when_the_expert_pushes_and_only_the_smooth_one_blends(
     for expert in ("routing", "smooth"):
         with make_task("manip", expert=expert) as task:
             task.reset(3)
-            block, behind, d, _ = task._push_line()
+            block, behind, d = task._push_line()[:3]
             side = np.array([d[1], -d[0]])
             for name, tip in {
                 "behind": behind,

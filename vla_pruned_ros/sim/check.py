@@ -2,6 +2,7 @@
 
     python -m vla_pruned_ros.sim.check --task nav --episodes 50
     python -m vla_pruned_ros.sim.check --task manip --episodes 200 --first-seed 1000000 --noise 0.3
+    python -m vla_pruned_ros.sim.check --task manip --expert wide --episodes 200
 
 With --noise the executed action is the expert's plus Gaussian noise (a share of the action
 bound), as data collection does, which shows whether the expert recovers from the states a
@@ -29,11 +30,14 @@ def run_expert(
     phrasing: str = "train",
     noise: float = 0.0,
     image_size: int = 64,
+    expert: str = "",
 ) -> dict[str, Any]:
-    """Expert episodes on consecutive seeds; a summary plus the episode records."""
+    """Expert episodes on consecutive seeds; a summary plus the episode records. `expert`
+    picks one of the task's experts ("" its default)."""
     records = []
     steps = 0
-    with make_task(task_name, image_size=image_size) as task:
+    options = {"expert": expert} if expert else {}
+    with make_task(task_name, image_size=image_size, **options) as task:
         start = time.perf_counter()
         for seed in range(first_seed, first_seed + episodes):
             rng = np.random.default_rng(seed + 7_777_777)
@@ -57,6 +61,7 @@ def run_expert(
         "first_seed": first_seed,
         "phrasing": phrasing,
         "noise": noise,
+        "expert": expert or "default",
         "success_rate": sum(r["success"] for r in records) / n,
         "unsafe_rate": sum(r["unsafe"] for r in records) / n,
         "violations_per_episode": {c: k / n for c, k in sorted(violations.items())},
@@ -80,15 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phrasing", choices=("train", "heldout"), default="train")
     parser.add_argument("--noise", type=float, default=0.0, help="action noise std / bound")
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--expert", default="", help="one of the task's experts (manip: "
+                        "routing, smooth, wide); default: the task's own")  # fmt: skip
     parser.add_argument("--json", help="also write the summary and records here")
     args = parser.parse_args(argv)
     result = run_expert(
-        args.task, args.episodes, args.first_seed, args.phrasing, args.noise, args.image_size
-    )
+        args.task, args.episodes, args.first_seed, args.phrasing, args.noise, args.image_size,
+        args.expert,
+    )  # fmt: skip
     s = result["summary"]
     print(
         f"{s['task']}: {s['episodes']} episodes from seed {s['first_seed']} "
-        f"(phrasing {s['phrasing']}, noise {s['noise']}, {args.image_size}px)\n"
+        f"(phrasing {s['phrasing']}, noise {s['noise']}, expert {s['expert']}, "
+        f"{args.image_size}px)\n"
         f"  success {s['success_rate']:.3f}  unsafe {s['unsafe_rate']:.3f}  "
         f"mean steps {s['mean_steps']:.1f}  steps/s {s['steps_per_s']:.0f}"
         + (f"  SPL {s['spl']:.3f}" if "spl" in s else "")

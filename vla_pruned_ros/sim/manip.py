@@ -189,14 +189,13 @@ class ManipTask(Task):
         (scripts/manip_failures.py). At equal training it did worse than smooth (MODEL_CARD.md,
         "Tried after v4"), so smooth stays vla-train's default."""
         tip = self.tip()
-        block, behind, d, remaining = self._push_line()
+        block, behind, d, remaining, along, lateral = self._push_line()
         speed = 0.12 if remaining > 0.06 else 0.06
         if self.expert == "wide":
-            lateral = abs(float((tip - block) @ np.array([d[1], -d[0]])))
-            speed *= float(np.clip(1.0 - lateral / 0.06, 0.2, 1.0))
+            speed *= float(np.clip(1.0 - abs(lateral) / 0.06, 0.2, 1.0))
         correction = (behind - tip) - np.dot(behind - tip, d) * d  # sideways error only
         push = np.clip(speed * d + 4.0 * correction, -0.3, 0.3)
-        w = self.push_weight()
+        w = self._push_weight(along, lateral, remaining)
         if w >= 1.0:
             return push
         route = self._route(tip, block, behind, d)
@@ -207,10 +206,10 @@ class ManipTask(Task):
         around to get behind the block (0): the routing expert switches at 1.2 cm of lateral
         error, the smooth one blends over 1-3 cm, the wide one over 3-6 cm. Diagnostics use it
         to tell pushing from walking around."""
-        _, _, d, remaining = self._push_line()
-        rel = self.tip() - self.block_xy(self.target)
-        along = float(np.dot(rel, -d))  # how far behind the block (along the push line)
-        lateral = float(rel[0] * d[1] - rel[1] * d[0])
+        _, _, _, remaining, along, lateral = self._push_line()
+        return self._push_weight(along, lateral, remaining)
+
+    def _push_weight(self, along: float, lateral: float, remaining: float) -> float:
         if self.expert in ("smooth", "wide"):
             hi, width = 0.03, 0.02  # blend over lateral errors hi - width .. hi (m)
             if self.expert == "wide":  # 3-6 cm, narrowing to 1-3 cm near the target
@@ -220,14 +219,18 @@ class ManipTask(Task):
             return w * float(np.clip((along - HALF_BLOCK + 0.005) / 0.015, 0.0, 1.0))
         return 1.0 if along > HALF_BLOCK and abs(lateral) < 0.012 else 0.0
 
-    def _push_line(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    def _push_line(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, float]:
         """The named block, the point behind it on the line to the target, that line's
-        direction, and the block's distance to the target."""
+        direction, the block's distance to the target, and the pusher's position relative to
+        the line: how far behind the block along it, and how far to the side."""
         block = self.block_xy(self.target)
         to_target = self.target_pos - block
         remaining = float(np.linalg.norm(to_target))
         d = to_target / max(remaining, 1e-6)
-        return block, block - d * (HALF_BLOCK + TIP_R + 0.012), d, remaining
+        rel = self.tip() - block
+        along = float(np.dot(rel, -d))
+        lateral = float(rel[0] * d[1] - rel[1] * d[0])
+        return block, block - d * (HALF_BLOCK + TIP_R + 0.012), d, remaining, along, lateral
 
     def label_jump(self, distance: float = PIXEL, directions: int = 8, norm: str = "max") -> float:
         """The largest change of the expert's label, as a share of the action bound, when the
