@@ -51,6 +51,21 @@ def test_evaluate_summarises_both_phrasing_splits(tmp_path: Path) -> None:
     assert result["summary"]["model_memory_bytes"] == 4 * params  # fp32, frozen table included
 
 
+def test_evaluation_renders_with_the_camera_asked_for(tmp_path: Path) -> None:
+    """A model trained on supersampled frames is evaluated on supersampled frames: the flag
+    reaches the worker's task, and the result says which camera it used."""
+    from vla_pruned_ros.evaluation.closed_loop import _policy_and_task
+    from vla_pruned_ros.sim.base import SUPERSAMPLE
+
+    model = _tiny(tmp_path / "tiny")
+    result = evaluate("nav", model, episodes=1, seed=5, workers=0, heldout_phrasing=0,
+                      supersample=2)  # fmt: skip
+    assert result["supersample"] == 2 and result["summary"]["episodes"] == 1
+    assert _policy_and_task(EvalJob("nav", model, 0, supersample=2))[1].render_size == 128
+    assert _policy_and_task(EvalJob("nav", model, 0))[1].supersample == SUPERSAMPLE
+    assert evaluate("nav", model, 1, 5, 0, 0)["supersample"] == SUPERSAMPLE
+
+
 def test_a_missing_model_is_a_clear_error(tmp_path: Path, capsys) -> None:
     code = eval_main(["sim", "--task", "nav", "--model", str(tmp_path / "none"),
                       "--episodes", "1", "--workers", "0"])  # fmt: skip

@@ -106,7 +106,7 @@ def test_same_seed_and_actions_give_identical_episodes(name: str) -> None:
     b.close()
 
 
-@pytest.mark.parametrize("name", ["nav", "manip", "manip:smooth", "manip:wide"])
+@pytest.mark.parametrize("name", ["nav", "manip", "manip:smooth", "manip:wide", "manip:arc"])
 def test_expert_solves_fixed_seeds_safely(name: str) -> None:
     task = make_task(*name.split(":")[:1], **_expert(name))
     results = []
@@ -205,6 +205,22 @@ def test_images_follow_the_requested_size() -> None:
     with make_task("manip", image_size=96) as task:
         image = task.reset(0).image
         assert image.shape == (96, 96, 3) and image.dtype == np.uint8 and image.std() > 5
+
+
+def test_supersampled_camera_averages_each_pixel_over_a_finer_render() -> None:
+    """The same scene rendered 4x larger and averaged in 4x4 cells: edges take intermediate
+    colours (a block's position shows to a fraction of a pixel), flat areas stay as they were."""
+    with make_task("manip", supersample=4) as fine, make_task("manip") as plain:
+        image, coarse = fine.reset(3).image, plain.reset(3).image
+        assert fine.render_size == 256 and image.shape == coarse.shape == (64, 64, 3)
+        fine.renderer.update_scene(fine.data, camera=fine.camera)
+        full = fine.renderer.render().astype(np.float64)
+        cells = full.reshape(64, 4, 64, 4, 3).mean(axis=(1, 3))
+        assert np.abs(image - cells).max() <= 0.5 + 1e-9
+        differs = np.abs(image.astype(int) - coarse.astype(int)).max(axis=2) > 8
+        assert 0 < differs.mean() < 0.2  # only pixels that an edge crosses
+    with pytest.raises(ValueError, match="supersample"):
+        make_task("nav", supersample=0)
 
 
 @pytest.mark.parametrize("name", ["nav", "manip"])
@@ -314,3 +330,29 @@ def test_an_unknown_expert_is_named() -> None:
         make_task("manip", expert="clever")
     with pytest.raises(ValueError, match="the nav task has no expert 'smooth'"):
         collect(CollectConfig("nav", 1, expert="smooth"))
+
+
+def _closest_while_walking_round(expert: str, seeds: range) -> list[float]:
+    """Per episode: how close the tip came to the named block while the expert was walking
+    around it (push weight 0), in metres."""
+    closest = []
+    with make_task("manip", expert=expert) as task:
+        for seed in seeds:
+            task.reset(seed)
+            near = np.inf
+            while True:
+                if task.push_weight() == 0.0:
+                    gap = np.linalg.norm(task.tip() - task.block_xy(task.target))
+                    near = min(near, float(gap))
+                if task.step(task.expert_action()).done:
+                    break
+            closest.append(near)
+    return closest
+
+
+def test_the_arc_expert_walks_round_the_block_with_a_wider_berth() -> None:
+    """What the arc expert is for: while getting behind the block it stays ~2 cm further
+    from it than the smooth one, so walking round and pushing look further apart."""
+    smooth = _closest_while_walking_round("smooth", range(8))
+    arc = _closest_while_walking_round("arc", range(8))
+    assert np.median(arc) >= np.median(smooth) + 0.012, (arc, smooth)

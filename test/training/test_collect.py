@@ -65,3 +65,23 @@ def test_vla_train_refuses_cached_demonstrations_of_another_expert(tmp_path, cap
         main(["--workdir", str(tmp_path), "--steps", "0"])  # the default: the smooth expert
     assert exit_info.value.code == 2
     assert "holds demonstrations of the 'routing' expert, not 'smooth'" in capsys.readouterr().err
+
+
+def test_vla_train_refuses_cached_demonstrations_from_another_camera(tmp_path, capsys) -> None:
+    """Frames rendered with supersampling look different at edges: a model trained on one
+    camera and evaluated on the other would meet images it never saw."""
+    from vla_pruned_ros.cli.train import main
+
+    data = tmp_path / "data"
+    nav = _demos("nav", ["go to red"], 1)
+    nav.meta = {"supersample": 2}  # the camera asked for: accepted
+    nav.save(data / "nav.safetensors")
+    smooth = _demos("manip", ["push red"], 1)
+    smooth.meta = {"expert": "smooth", "supersample": 4}
+    smooth.save(data / "manip.safetensors")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--workdir", str(tmp_path), "--steps", "0", "--supersample", "2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "manip.safetensors holds frames rendered with supersampling 4, not 2:" in err
+    assert "expert" not in err.split("holds")[1]

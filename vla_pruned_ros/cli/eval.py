@@ -21,12 +21,14 @@ from vla_pruned_ros.evaluation.stats import summarize
 
 
 def evaluate(task: str, model: str, episodes: int, seed: int, workers: int,
-             heldout_phrasing: int) -> dict:  # fmt: skip
+             heldout_phrasing: int, supersample: int | None = None) -> dict:  # fmt: skip
     """`episodes` held-out scenes with training phrasings, plus `heldout_phrasing` of the same
     scenes with held-out phrasings (reported as their own split)."""
+    if supersample is None:
+        from vla_pruned_ros.sim.base import SUPERSAMPLE as supersample
     seeds = heldout_seeds(seed, episodes)
-    jobs = [EvalJob(task, model, s) for s in seeds]
-    jobs += [EvalJob(task, model, s, "heldout") for s in seeds[:heldout_phrasing]]
+    jobs = [EvalJob(task, model, s, supersample=supersample) for s in seeds]
+    jobs += [EvalJob(task, model, s, "heldout", supersample) for s in seeds[:heldout_phrasing]]
     records = list(
         tqdm(
             run_jobs(jobs, workers),
@@ -43,7 +45,8 @@ def evaluate(task: str, model: str, episodes: int, seed: int, workers: int,
         summary["model_memory_bytes"] = records[0]["model_memory_bytes"]
     if held:
         summary["heldout_phrasing"] = summarize(held)
-    return {"task": task, "model": model, "seed": seed, "summary": summary, "episodes": records}
+    return {"task": task, "model": model, "seed": seed, "supersample": supersample,
+            "summary": summary, "episodes": records}  # fmt: skip
 
 
 def _print(result: dict) -> None:
@@ -82,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--workers", type=int, default=2)
+    sim.add_argument(
+        "--supersample",
+        type=int,
+        default=None,
+        help="camera: render N times larger and area-average down (default: the simulator's)",
+    )
     sim.add_argument("--json", type=Path)
     sweep = sub.add_parser("sweep", help="dense vs pruned vs GLUESTICK ranks, both tasks")
     _table_arguments(sweep, "config/sweep.yaml")
@@ -118,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return _bag(args)
     held = args.episodes // 2 if args.heldout_phrasing is None else args.heldout_phrasing
     try:
-        result = evaluate(args.task, args.model, args.episodes, args.seed, args.workers, held)
+        result = evaluate(args.task, args.model, args.episodes, args.seed, args.workers, held,
+                          args.supersample)  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         print(f"vla-eval: {err}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ from vla_pruned_ros.models.embedded import (
     save_embedded,
 )
 from vla_pruned_ros.sim import TASKS, task_class
+from vla_pruned_ros.sim.base import SUPERSAMPLE
 from vla_pruned_ros.training.collect import CollectConfig, collect
 from vla_pruned_ros.training.dataset import Demonstrations
 from vla_pruned_ros.training.train import TrainConfig, train
@@ -36,6 +37,7 @@ def model_config(
     keypoint_blocks: tuple[int, ...] = (1, 2),
     action_head: str = "mse",
     mixture_modes: int = 5,
+    head_layers: int = 1,
 ) -> EmbeddedVLAConfig:
     """Action heads, bounds and names taken from the tasks themselves (one place for them).
     Keypoints from the 16x16 and 8x8 maps by default (MODEL_CARD.md: the loss leaves its
@@ -46,6 +48,7 @@ def model_config(
         keypoint_blocks=tuple(keypoint_blocks),
         action_head=action_head,
         mixture_modes=mixture_modes,
+        head_layers=head_layers,
         action_dims={t: len(classes[t].action_names) for t in TASKS},
         action_scale={t: [float(x) for x in classes[t].action_high] for t in TASKS},
         action_names={t: list(classes[t].action_names) for t in TASKS},
@@ -92,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         "(for demonstrations whose labels look multimodal from the image)",
     )
     parser.add_argument("--mixture-modes", type=int, default=5, help="modes of a gmm head")
+    parser.add_argument(
+        "--supersample",
+        type=int,
+        default=SUPERSAMPLE,
+        help="the camera renders N times larger and area-averages down, so edges show where "
+        f"they fall inside a pixel (default: the simulator's, {SUPERSAMPLE}; evaluate with "
+        "the same)",
+    )
     args = parser.parse_args(argv)
     if args.mixture_modes < 1:
         parser.error(f"--mixture-modes must be at least 1, not {args.mixture_modes}")
@@ -110,13 +121,19 @@ def main(argv: list[str] | None = None) -> int:
         if path.exists():
             demos[task] = Demonstrations.load(path)
             cached = demos[task].meta.get("expert") or ("routing" if task == "manip" else "")
+            camera = demos[task].meta.get("supersample") or 1  # older data: plain renders
+            wrong = []
             if cached != expert:
+                wrong.append(f"demonstrations of the {cached!r} expert, not {expert!r}")
+            if camera != args.supersample:
+                wrong.append(f"frames rendered with supersampling {camera}, not {args.supersample}")
+            if wrong:
                 parser.error(
-                    f"{path} holds demonstrations of the {cached!r} expert, not {expert!r}: "
-                    "use another --workdir or delete that file"
+                    f"{path} holds {' and '.join(wrong)}: use another --workdir or delete that file"
                 )
         else:
-            demos[task] = collect(CollectConfig(task, args.episodes, expert=expert))
+            cfg = CollectConfig(task, args.episodes, expert=expert, supersample=args.supersample)
+            demos[task] = collect(cfg)
             demos[task].save(path)
         print(f"{task}: {len(demos[task])} samples, {len(demos[task].instructions)} instructions")
     collect_s = time.monotonic() - t0

@@ -23,6 +23,7 @@ class EvalJob:
     model: str  # "embedded" or a model / artifact folder
     seed: int
     phrasing: str = "train"
+    supersample: int | None = None  # the camera's supersampling (None: the simulator's)
 
 
 def heldout_seeds(first: int, count: int) -> list[int]:
@@ -40,14 +41,16 @@ def _setup(threads: int) -> None:
 
 
 def _policy_and_task(job: EvalJob):
-    key = (job.task, job.model)
+    key = (job.task, job.model, job.supersample)
     if _WORKER.get("key") != key:
         from vla_pruned_ros.models.registry import load_policy
         from vla_pruned_ros.sim import make_task
 
         if "task" in _WORKER:
             _WORKER["task"].close()
-        _WORKER.update(key=key, policy=load_policy(job.model, job.task), task=make_task(job.task))
+        extra = {} if job.supersample is None else {"supersample": job.supersample}
+        task = make_task(job.task, **extra)
+        _WORKER.update(key=key, policy=load_policy(job.model, job.task), task=task)
     return _WORKER["policy"], _WORKER["task"]
 
 

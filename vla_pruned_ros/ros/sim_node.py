@@ -53,6 +53,7 @@ class SimNode(Node):
             "first_seed": 1_000_000,
             "phrasing": "train",
             "image_size": 64,
+            "supersample": 0,  # camera supersampling; 0: the simulator's (what the model saw)
             "camera_topic": topics.CAMERA,
             "cmd_topic": topics.CMD,
             "instruction_topic": topics.INSTRUCTION,
@@ -69,7 +70,8 @@ class SimNode(Node):
 
         p = {n: self.get_parameter(n).value for n in self._parameters}
         self.p = p
-        self.task = make_task(p["task"], image_size=int(p["image_size"]))
+        camera = {"supersample": int(p["supersample"])} if int(p["supersample"]) > 0 else {}
+        self.task = make_task(p["task"], image_size=int(p["image_size"]), **camera)
         self.report_dir = Path(p["report_dir"]).expanduser()
         self.results: list[dict] = []
         self.seed = int(p["first_seed"])

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from vla_pruned_ros.sim.base import Task
+from vla_pruned_ros.sim.base import SUPERSAMPLE, Task
 from vla_pruned_ros.sim.instructions import MANIP_TEMPLATES, RGBA
 
 BLOCKS = ("red", "green", "blue")
@@ -28,6 +28,7 @@ REACH = 0.43  # the expert keeps the tip inside this (joint-limit band starts at
 # + a margin of about one control step of travel.
 BLOCK_CLEARANCE = HALF_BLOCK * math.sqrt(2) + TIP_R + 0.02
 OBSTACLE_CLEARANCE = 0.04 * math.sqrt(2) + TIP_R + 0.02
+ARC_BERTH = 0.02  # the "arc" expert's extra distance from the named block while walking round
 
 
 class ManipTask(Task):
@@ -41,12 +42,14 @@ class ManipTask(Task):
     templates = MANIP_TEMPLATES
     colours = BLOCKS
 
-    experts = ("routing", "smooth", "wide")
+    experts = ("routing", "smooth", "wide", "arc")
 
-    def __init__(self, image_size: int = 64, expert: str = "routing") -> None:
+    def __init__(
+        self, image_size: int = 64, expert: str = "routing", supersample: int = SUPERSAMPLE
+    ) -> None:
         if expert not in self.experts:
             raise ValueError(f"unknown manipulation expert {expert!r}; known: {self.experts}")
-        super().__init__(image_size)
+        super().__init__(image_size, supersample)
         self.expert = expert
         m = self.model
         self._tip_joints = [m.joint(j).id for j in JOINTS]
@@ -57,7 +60,7 @@ class ManipTask(Task):
         self._block_dof = {c: int(m.jnt_dofadr[i]) for c, i in ids.items()}
 
     def mjcf(self) -> str:
-        s = self.image_size
+        s = self.render_size
         blocks = "".join(
             f'<body name="block_{c}" pos="{i} 2 {HALF_BLOCK}"><freejoint name="block_{c}"/>'
             f'<geom type="box" size="{HALF_BLOCK} {HALF_BLOCK} {HALF_BLOCK}" mass="0.1" '
@@ -187,7 +190,11 @@ class ManipTask(Task):
         (narrowing to the smooth band within 10 cm of the target, where the wide band stalls):
         the policy's failures sit where the smooth expert would walk around
         (scripts/manip_failures.py). At equal training it did worse than smooth (MODEL_CARD.md,
-        "Tried after v4"), so smooth stays vla-train's default."""
+        "Tried after v4"), so smooth stays vla-train's default. `expert="arc"` is smooth with
+        a 2 cm wider berth around the named block while walking around it: the policy's
+        failures drag the block round the target because it presses in where the expert backs
+        off (scripts/manip_failures.py), and a wider arc keeps the two behaviours further apart
+        in the image."""
         tip = self.tip()
         block, behind, d, remaining, along, lateral = self._push_line()
         speed = 0.12 if remaining > 0.06 else 0.06
@@ -210,7 +217,7 @@ class ManipTask(Task):
         return self._push_weight(along, lateral, remaining)
 
     def _push_weight(self, along: float, lateral: float, remaining: float) -> float:
-        if self.expert in ("smooth", "wide"):
+        if self.expert in ("smooth", "wide", "arc"):
             hi, width = 0.03, 0.02  # blend over lateral errors hi - width .. hi (m)
             if self.expert == "wide":  # 3-6 cm, narrowing to 1-3 cm near the target
                 k = float(np.clip((remaining - 0.05) / 0.05, 0.0, 1.0))
@@ -259,9 +266,11 @@ class ManipTask(Task):
         self, tip: np.ndarray, block: np.ndarray, behind: np.ndarray, d: np.ndarray
     ) -> np.ndarray:
         """Toward a point behind the block, around everything else on the table."""
-        goal = np.clip(behind - d * 0.02, -REACH, REACH)
+        berth = ARC_BERTH if self.expert == "arc" else 0.0
+        goal = np.clip(behind - d * (0.02 + berth), -REACH, REACH)
         others = [(self.block_xy(c), BLOCK_CLEARANCE) for c in BLOCKS if c != self.target]
-        discs = [(block, BLOCK_CLEARANCE - 0.005), *others, (self.obstacle_pos, OBSTACLE_CLEARANCE)]
+        named = (block, BLOCK_CLEARANCE - 0.005 + berth)
+        discs = [named, *others, (self.obstacle_pos, OBSTACLE_CLEARANCE)]
         way = _next_waypoint(tip, goal, discs)
         desired = way - tip
         dist = float(np.linalg.norm(desired))

@@ -35,7 +35,7 @@ class NavTask(Task):
     colours = COLOURS
 
     def mjcf(self) -> str:
-        s = self.image_size
+        s = self.render_size
         walls = "".join(
             f'<geom name="wall_{n}" type="box" pos="{x} {y} 0.15" size="{sx} {sy} 0.15" '
             f'rgba="0.55 0.5 0.45 1" contype="2" conaffinity="2"/>'

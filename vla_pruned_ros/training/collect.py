@@ -29,6 +29,7 @@ class CollectConfig:
     policy: str | None = None  # weights folder or "embedded": on-policy (DAgger) collection
     expert_share: float = 0.0  # with a policy: share of steps the expert's action is executed
     expert: str = ""  # the task's expert variant ("" its default; manip: "routing" | "smooth")
+    supersample: int | None = None  # the camera's supersampling (None: the simulator's)
 
 
 def _episode(args: tuple[CollectConfig, int]) -> tuple[np.ndarray, np.ndarray, str, bool]:
@@ -65,6 +66,8 @@ def _worker_task(cfg: CollectConfig):
         from vla_pruned_ros.sim import make_task
 
         extra = {"expert": cfg.expert} if cfg.expert else {}
+        if cfg.supersample is not None:
+            extra["supersample"] = cfg.supersample
         _TASK = make_task(cfg.task, image_size=cfg.image_size, **extra)
     return _TASK
 
