@@ -11,6 +11,7 @@ by side with `--threads 1`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -34,14 +35,19 @@ def main() -> None:
     parser.add_argument("--schedule-steps", type=int, default=1500)
     parser.add_argument("--stop-at", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--head-layers", type=int, default=1)
+    parser.add_argument("--head-hidden", type=int, default=256)
+    parser.add_argument("--supersample", type=int, help="camera supersampling (default: sim's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.data.exists():
-        collect(CollectConfig("manip", 1500, expert=args.expert)).save(args.data)
+        cfg = CollectConfig("manip", 1500, expert=args.expert, supersample=args.supersample)
+        collect(cfg).save(args.data)
     demos = Demonstrations.load(args.data)
     torch.manual_seed(0)
     blocks = tuple(int(b) for b in args.keypoint_blocks.split(","))
-    model = EmbeddedVLA.from_minilm(model_config(keypoint_blocks=blocks))
+    config = model_config(keypoint_blocks=blocks, head_layers=args.head_layers)
+    model = EmbeddedVLA.from_minilm(dataclasses.replace(config, head_hidden=args.head_hidden))
     t0 = time.monotonic()
     cfg = TrainConfig(steps=args.schedule_steps, seed=0)
     log = train(model, load_tokenizer(), {"manip": demos}, cfg, args.workdir, resume=False,

@@ -191,3 +191,30 @@ def test_a_mixture_head_picks_a_mode_where_regression_averages(tmp_path, tokeniz
     assert EmbeddedVLAConfig.from_json(json.dumps(old)).action_head == "mse"
     with pytest.raises(ValueError, match="action_head must be one of"):
         EmbeddedVLA(EmbeddedVLAConfig(**{**CONFIG.__dict__, "action_head": "diffusion"}))
+
+
+def test_a_deeper_action_head_round_trips(tmp_path: Path, tokenizer) -> None:
+    """head_layers stacks hidden layers in each action head; config.json keeps the choice,
+    weights come back identical, and a config.json from before the option loads as one layer
+    (the shape of the shipped weights)."""
+    config = EmbeddedVLAConfig(**{**CONFIG.__dict__, "head_layers": 3})
+    torch.manual_seed(0)
+    model = EmbeddedVLA.from_minilm(config)
+    linears = [m for m in model.heads["toy"] if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [16, 16, 16, 1]
+    save_embedded(model, tmp_path / "m")
+    loaded = load_embedded(tmp_path / "m")
+    assert loaded.config.head_layers == 3
+    demos = _toy_demos(2, 2)
+    enc = tokenizer(demos.instructions, padding=True, return_tensors="pt")
+    images = torch.from_numpy(demos.images)
+    index = torch.from_numpy(demos.instruction_ids).long()
+    with torch.no_grad():
+        a = model.eval()(images, enc["input_ids"], enc["attention_mask"], index, "toy")
+        b = loaded(images, enc["input_ids"], enc["attention_mask"], index, "toy")
+    assert torch.allclose(a, b, atol=5e-3)
+    old = json.loads((tmp_path / "m" / "config.json").read_text())
+    del old["head_layers"]
+    assert EmbeddedVLAConfig.from_json(json.dumps(old)).head_layers == 1
+    with pytest.raises(ValueError, match="head_layers must be at least 1"):
+        EmbeddedVLA(EmbeddedVLAConfig(**{**CONFIG.__dict__, "head_layers": 0}))

@@ -46,6 +46,10 @@ class EmbeddedVLAConfig:
     text_layers: int = 6
     channels: tuple[int, ...] = (32, 64, 128)
     head_hidden: int = 256
+    # Hidden layers of each action head. Whether the pusher touches the block from behind
+    # (push) or from the side (back off) is a product of two relative positions; one ReLU
+    # layer over the keypoints approximates such products coarsely.
+    head_layers: int = 1
     # Blocks whose feature maps give spatial-softmax keypoints to the head (-1: the last,
     # 8x8 at 64 px). Adding block 1 (16x16) gives the head positions at twice the resolution.
     keypoint_blocks: tuple[int, ...] = (-1,)
@@ -123,12 +127,18 @@ class EmbeddedVLA(nn.Module):
                 f"action_head must be one of {HEAD_KINDS} (got {config.action_head!r}) and "
                 f"mixture_modes >= 1 (got {config.mixture_modes})"
             )
+        if config.head_layers < 1:
+            raise ValueError(f"head_layers must be at least 1, got {config.head_layers}")
         keypoints = 2 * sum(config.channels[b] for b in config.keypoint_blocks)
+        widths = [keypoints + c + d_text] + [config.head_hidden] * config.head_layers
         self.heads = nn.ModuleDict(
             {
                 name: nn.Sequential(
-                    nn.Linear(keypoints + c + d_text, config.head_hidden),
-                    nn.ReLU(),
+                    *(
+                        m
+                        for a, b in zip(widths[:-1], widths[1:], strict=True)
+                        for m in (nn.Linear(a, b), nn.ReLU())
+                    ),
                     nn.Linear(config.head_hidden, self._head_width(dims)),
                 )
                 for name, dims in config.action_dims.items()
