@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--stop-at", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--head-layers", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
     parser.add_argument("--head-hidden", type=int, default=256)
     parser.add_argument("--supersample", type=int, help="camera supersampling (default: sim's)")
     args = parser.parse_args()
@@ -44,12 +45,12 @@ def main() -> None:
         cfg = CollectConfig("manip", 1500, expert=args.expert, supersample=args.supersample)
         collect(cfg).save(args.data)
     demos = Demonstrations.load(args.data)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     blocks = tuple(int(b) for b in args.keypoint_blocks.split(","))
     config = model_config(keypoint_blocks=blocks, head_layers=args.head_layers)
     model = EmbeddedVLA.from_minilm(dataclasses.replace(config, head_hidden=args.head_hidden))
     t0 = time.monotonic()
-    cfg = TrainConfig(steps=args.schedule_steps, seed=0)
+    cfg = TrainConfig(steps=args.schedule_steps, seed=args.seed)
     log = train(model, load_tokenizer(), {"manip": demos}, cfg, args.workdir, resume=False,
                 stop_at=args.stop_at)  # fmt: skip
     save_embedded(model, args.workdir / "model")

@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         help="the manipulation expert that demonstrates (sim/manip.py: smooth blends routing "
         "and pushing, so neighbouring states get similar labels; at equal training it doubled "
         "held-out success over routing; wide, which keeps pushing instead of walking around, "
-        "did worse than smooth; MODEL_CARD.md)",
+        "did worse than smooth, as did arc, which walks round the block with a wider berth; "
+        "MODEL_CARD.md)",
     )
     parser.add_argument(
         "--action-head",
