@@ -123,6 +123,18 @@ def test_task_cycle_gives_each_task_its_share_of_steps(tmp_path, tokenizer) -> N
         train(EmbeddedVLA.from_minilm(CONFIG), tokenizer, {"toy": _toy_demos()}, bad, tmp_path)
 
 
+def _assert_same_actions(model: EmbeddedVLA, loaded: EmbeddedVLA, tokenizer) -> None:
+    """A saved and reloaded model acts like the original (fp16 storage: to 5e-3)."""
+    demos = _toy_demos(2, 2)
+    enc = tokenizer(demos.instructions, padding=True, return_tensors="pt")
+    images = torch.from_numpy(demos.images)
+    index = torch.from_numpy(demos.instruction_ids).long()
+    with torch.no_grad():
+        a = model.eval()(images, enc["input_ids"], enc["attention_mask"], index, "toy")
+        b = loaded(images, enc["input_ids"], enc["attention_mask"], index, "toy")
+    assert torch.allclose(a, b, atol=5e-3)
+
+
 def test_keypoints_from_several_blocks_round_trip(tmp_path: Path, tokenizer) -> None:
     """A model reading keypoints from the 8x8 and the final 4x4 maps saves its choice in
     config.json and comes back identical; a config.json written before the option existed
@@ -135,14 +147,7 @@ def test_keypoints_from_several_blocks_round_trip(tmp_path: Path, tokenizer) -> 
     save_embedded(model, tmp_path / "m")
     loaded = load_embedded(tmp_path / "m")
     assert loaded.config.keypoint_blocks == (0, -1)
-    demos = _toy_demos(2, 2)
-    enc = tokenizer(demos.instructions, padding=True, return_tensors="pt")
-    images = torch.from_numpy(demos.images)
-    index = torch.from_numpy(demos.instruction_ids).long()
-    with torch.no_grad():
-        a = model.eval()(images, enc["input_ids"], enc["attention_mask"], index, "toy")
-        b = loaded(images, enc["input_ids"], enc["attention_mask"], index, "toy")
-    assert torch.allclose(a, b, atol=5e-3)
+    _assert_same_actions(model, loaded, tokenizer)
 
     old = json.loads((tmp_path / "m" / "config.json").read_text())
     del old["keypoint_blocks"]
@@ -205,14 +210,7 @@ def test_a_deeper_action_head_round_trips(tmp_path: Path, tokenizer) -> None:
     save_embedded(model, tmp_path / "m")
     loaded = load_embedded(tmp_path / "m")
     assert loaded.config.head_layers == 3
-    demos = _toy_demos(2, 2)
-    enc = tokenizer(demos.instructions, padding=True, return_tensors="pt")
-    images = torch.from_numpy(demos.images)
-    index = torch.from_numpy(demos.instruction_ids).long()
-    with torch.no_grad():
-        a = model.eval()(images, enc["input_ids"], enc["attention_mask"], index, "toy")
-        b = loaded(images, enc["input_ids"], enc["attention_mask"], index, "toy")
-    assert torch.allclose(a, b, atol=5e-3)
+    _assert_same_actions(model, loaded, tokenizer)
     old = json.loads((tmp_path / "m" / "config.json").read_text())
     del old["head_layers"]
     assert EmbeddedVLAConfig.from_json(json.dumps(old)).head_layers == 1
