@@ -27,29 +27,40 @@ from vla_pruned_ros.sim.manip import BLOCKS, HALF_BLOCK, TIP_R, ManipTask
 CONTACT = HALF_BLOCK * 2**0.5 + TIP_R + 0.005  # tip centre this close to the block: touching
 
 
-def replay(policy: EmbeddedPolicy, task: ManipTask, seed: int, instruction: str) -> dict:
+def replay(
+    policy: EmbeddedPolicy, task: ManipTask, seed: int, instruction: str
+) -> tuple[dict, dict]:
     """One episode driven by the policy, with the expert's label computed (not executed) at each
-    state."""
+    state: the episode's row, and its paths for `plot_paths`."""
     obs = task.reset(seed, instruction=instruction)
     start = {c: task.block_xy(c) for c in BLOCKS}
+    tips, blocks = [task.tip()], [task.block_xy(task.target)]
     closest, speed, expert_speed, cosine, pushing = np.inf, [], [], [], []
     touching_radial: list[tuple[float, float]] = []  # (policy, expert) while walking around
     for _ in range(task.max_steps):
         action, label = policy.predict(obs.image, task.instruction), task.expert_action()
-        rel = task.tip() - task.block_xy(task.target)
-        if task.push_weight() < 0.5 and np.linalg.norm(rel) < CONTACT:
-            n = rel / np.linalg.norm(rel)
-            touching_radial.append((float(action @ n), float(label @ n)))
+        rel, weight = tips[-1] - blocks[-1], task.push_weight()
+        gap = float(np.linalg.norm(rel))
+        if weight < 0.5 and gap < CONTACT:
+            touching_radial.append((float(action @ rel) / gap, float(label @ rel) / gap))
         speed.append(float(np.linalg.norm(action)))
         expert_speed.append(float(np.linalg.norm(label)))
         cosine.append(float(action @ label) / (speed[-1] * expert_speed[-1] + 1e-9))
-        pushing.append(task.push_weight())
-        closest = min(closest, float(np.linalg.norm(task.tip() - task.block_xy(task.target))))
+        pushing.append(weight)
+        closest = min(closest, gap)
         result = task.step(action)
         obs = result.observation
+        tips.append(task.tip())
+        blocks.append(task.block_xy(task.target))
         if result.done:
             break
     moved = {c: float(np.linalg.norm(task.block_xy(c) - start[c])) for c in BLOCKS}
+    paths = {
+        "seed": seed, "target": task.target, "success": task.success,
+        "end_distance": task.block_distance(), "tip": np.array(tips), "block": np.array(blocks),
+        "target_pos": task.target_pos.copy(), "obstacle_pos": task.obstacle_pos.copy(),
+        "others": {c: p for c, p in start.items() if c != task.target},
+    }  # fmt: skip
     return {
         "seed": seed,
         "success": task.success,
@@ -68,7 +79,7 @@ def replay(policy: EmbeddedPolicy, task: ManipTask, seed: int, instruction: str)
         "steps_touching_while_routing": len(touching_radial),
         "radial_policy_touching": _mean([p for p, _ in touching_radial]),
         "radial_expert_touching": _mean([e for _, e in touching_radial]),
-    }
+    }, paths
 
 
 def takeover(policy: EmbeddedPolicy, task: ManipTask, seed: int, instruction: str, k: int) -> bool:
@@ -83,9 +94,9 @@ def takeover(policy: EmbeddedPolicy, task: ManipTask, seed: int, instruction: st
     return task.success
 
 
-def plot_paths(policy: EmbeddedPolicy, task: ManipTask, episodes: list[dict], out: Path) -> None:
-    """Top view of up to eight replays: the pusher's path, the named block's, the target (star),
-    the obstacle (black disc) and the other blocks where they started."""
+def plot_paths(replays: list[dict], out: Path) -> None:
+    """Top view of up to eight replays (`replay`'s paths): the pusher's path, the named block's,
+    the target (star), the obstacle (black disc) and the other blocks where they started."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,28 +105,18 @@ def plot_paths(policy: EmbeddedPolicy, task: ManipTask, episodes: list[dict], ou
     fig, axes = plt.subplots(2, 4, figsize=(16, 8.4), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for ax, e in zip(axes.flat, episodes[:8], strict=False):
-        obs = task.reset(e["seed"], instruction=e["instruction"])
-        others = {c: task.block_xy(c) for c in BLOCKS if c != task.target}
-        tips, blocks = [task.tip()], [task.block_xy(task.target)]
-        for _ in range(task.max_steps):
-            result = task.step(policy.predict(obs.image, task.instruction))
-            obs = result.observation
-            tips.append(task.tip())
-            blocks.append(task.block_xy(task.target))
-            if result.done:
-                break
-        tip, block = np.array(tips), np.array(blocks)
+    for ax, r in zip(axes.flat, replays[:8], strict=False):
+        tip, block = r["tip"], r["block"]
         ax.set_axis_on()
         ax.plot(tip[:, 0], tip[:, 1], c="darkorange", lw=1, label="pusher")
-        ax.plot(block[:, 0], block[:, 1], c=task.target, lw=3, label=f"{task.target} block")
+        ax.plot(block[:, 0], block[:, 1], c=r["target"], lw=3, label=f"{r['target']} block")
         ax.plot(*tip[0], "o", c="darkorange")
-        ax.plot(*task.target_pos, "*", c="k", ms=14, label="target")
-        ax.plot(*task.obstacle_pos, "o", c="k", ms=10)
-        for c, p in others.items():
+        ax.plot(*r["target_pos"], "*", c="k", ms=14, label="target")
+        ax.plot(*r["obstacle_pos"], "o", c="k", ms=10)
+        for c, p in r["others"].items():
             ax.plot(*p, "s", c=c, ms=7)
-        outcome = "success" if task.success else f"ends {task.block_distance() * 100:.0f} cm off"
-        ax.set_title(f"seed {e['seed']}: {outcome}", fontsize=10)
+        outcome = "success" if r["success"] else f"ends {r['end_distance'] * 100:.0f} cm off"
+        ax.set_title(f"seed {r['seed']}: {outcome}", fontsize=10)
         ax.set_aspect("equal")
         ax.set_xlim(-0.45, 0.45)
         ax.set_ylim(-0.45, 0.45)
@@ -170,7 +171,8 @@ def main() -> None:
         e for e in result["episodes"] if e["success"] == wanted and e["phrasing"] == "train"
     ][: args.limit]
     task = ManipTask(expert="smooth")
-    rows = [replay(policy, task, e["seed"], e["instruction"]) for e in episodes]
+    replays = [replay(policy, task, e["seed"], e["instruction"]) for e in episodes]
+    rows = [row for row, _ in replays]
     agree = sum(r["success"] == wanted for r in rows)
     median = {k: float(np.nanmedian([r[k] for r in rows])) for k in rows[0] if k != "seed"}
     summary = {
@@ -187,7 +189,7 @@ def main() -> None:
         summary[f"expert_takes_over_after_{k}_steps"] = f"{sum(solved)}/{len(solved)} solved"
     print(json.dumps(summary, indent=1))
     if args.plot:
-        plot_paths(policy, task, episodes, args.plot)
+        plot_paths([paths for _, paths in replays], args.plot)
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "episodes": rows}, indent=1))
 

@@ -70,7 +70,8 @@ class SimNode(Node):
 
         p = {n: self.get_parameter(n).value for n in self._parameters}
         self.p = p
-        camera = {"supersample": int(p["supersample"])} if int(p["supersample"]) > 0 else {}
+        supersample = int(p["supersample"])
+        camera = {"supersample": supersample} if supersample > 0 else {}
         self.task = make_task(p["task"], image_size=int(p["image_size"]), **camera)
         self.report_dir = Path(p["report_dir"]).expanduser()
         self.results: list[dict] = []

@@ -91,9 +91,9 @@ class Task(abc.ABC):
         self.image_size = image_size
         # A real camera pixel integrates the light over its area, so an edge that crosses it
         # gives an intermediate colour: positions show to a fraction of a pixel. Rendering at
-        # `supersample` times the size and area-averaging down gives the same, at ~0.5 ms
-        # per 128x128 render on CPU (MSAA, `offsamples`, costs more under llvmpipe). OpenCV's
-        # area resize is that average, ~14x faster than numpy's mean over the cells.
+        # `supersample` times the size and area-averaging down gives the same (MSAA,
+        # `offsamples`, costs more under llvmpipe). OpenCV's area resize is that average, ~25x
+        # faster than numpy's mean over the cells (bench/sim_camera.py).
         self.supersample = supersample
         self.render_size = image_size * supersample
         self.model = mujoco.MjModel.from_xml_string(self.mjcf())
