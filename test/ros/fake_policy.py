@@ -1,8 +1,11 @@
 """A stand-in for the policy side of the graph, run as its own process by the tests: it publishes
 a forward Twist, a camera image and a VLAAction heartbeat at 10 Hz, so the test can kill it or
-stall its camera and watch what the safety monitor does."""
+stall its camera and watch what the safety monitor does.
 
-import argparse
+The camera stalls on SIGUSR1, not on a timer: the test sends it only after it has seen a command
+pass, so a slow start (DDS discovery on a loaded CI machine) cannot make the stall come first."""
+
+import signal
 import time
 
 import rclpy
@@ -13,19 +16,24 @@ from vla_pruned_ros_msgs.msg import VLAAction
 
 from vla_pruned_ros.ros import topics
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--stall-camera-after", type=float, default=1e9)
-args = parser.parse_args()
+camera_live = True
+
+
+def _stall_camera(_signum: int, _frame: object) -> None:
+    global camera_live
+    camera_live = False
+
+
+signal.signal(signal.SIGUSR1, _stall_camera)
 
 rclpy.init()
 node = rclpy.create_node("fake_policy")
 cmd = node.create_publisher(Twist, topics.CMD_RAW, 10)
 cam = node.create_publisher(Image, topics.CAMERA, qos_profile_sensor_data)
 act = node.create_publisher(VLAAction, topics.ACTION, 10)
-start = time.monotonic()
 while rclpy.ok():
     now = node.get_clock().now().to_msg()
-    if time.monotonic() - start < args.stall_camera_after:
+    if camera_live:
         img = Image(height=4, width=4, encoding="rgb8", step=12, data=bytes(48))
         img.header.stamp = now
         cam.publish(img)

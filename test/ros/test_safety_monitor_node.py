@@ -111,8 +111,9 @@ def test_killed_policy_is_stopped_within_two_control_periods(graph, tmp_path: Pa
 
 def test_stalled_camera_stops_the_robot(graph) -> None:
     start, _procs, watcher = graph
-    start("policy", "fake_policy.py", "--stall-camera-after", "3.0")
+    policy = start("policy", "fake_policy.py")
     assert watcher.spin_until(lambda: any(x == 0.2 for _, x in watcher.cmds), 20.0)
+    policy.send_signal(signal.SIGUSR1)  # stall the camera; commands keep coming
 
     def stopped_for_camera() -> bool:
         return any(
