@@ -39,24 +39,32 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
     parser.add_argument("--head-hidden", type=int, default=256)
     parser.add_argument("--supersample", type=int, help="camera supersampling (default: sim's)")
+    parser.add_argument(
+        "--state-loss", type=float, default=0.0, help="weight of the auxiliary scene-state loss"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.data.exists():
         cfg = CollectConfig("manip", 1500, expert=args.expert, supersample=args.supersample)
         collect(cfg).save(args.data)
     demos = Demonstrations.load(args.data)
+    if args.state_loss > 0 and demos.states is None:
+        parser.error(f"{args.data} has no scene states: collect it again (delete the file)")
     torch.manual_seed(args.seed)
     blocks = tuple(int(b) for b in args.keypoint_blocks.split(","))
     config = model_config(keypoint_blocks=blocks, head_layers=args.head_layers)
-    model = EmbeddedVLA.from_minilm(dataclasses.replace(config, head_hidden=args.head_hidden))
+    states = {"manip": demos.states.shape[1]} if args.state_loss > 0 else {}
+    config = dataclasses.replace(config, head_hidden=args.head_hidden, state_dims=states)
+    model = EmbeddedVLA.from_minilm(config)
     t0 = time.monotonic()
-    cfg = TrainConfig(steps=args.schedule_steps, seed=args.seed)
+    cfg = TrainConfig(steps=args.schedule_steps, seed=args.seed, state_loss_weight=args.state_loss)
     log = train(model, load_tokenizer(), {"manip": demos}, cfg, args.workdir, resume=False,
                 stop_at=args.stop_at)  # fmt: skip
     save_embedded(model, args.workdir / "model")
     curve = log["loss"]["manip"]
+    state = log["state_loss"].get("manip") or [[None, None]]
     print(json.dumps({"seconds": time.monotonic() - t0, "final_loss": curve[-1][1],
-                      "curve": curve[::10]}))  # fmt: skip
+                      "final_state_loss": state[-1][1], "curve": curve[::10]}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -356,3 +356,34 @@ def test_the_arc_expert_walks_round_the_block_with_a_wider_berth() -> None:
     smooth = _closest_while_walking_round("smooth", range(8))
     arc = _closest_while_walking_round("arc", range(8))
     assert np.median(arc) >= np.median(smooth) + 0.012, (arc, smooth)
+
+
+def test_scene_state_places_the_scene_relative_to_the_pusher(manip, nav) -> None:
+    """The auxiliary training targets: what is where from the pusher, and whether the pusher
+    is behind the named block on the push line or beside it. Navigation defines none."""
+    from vla_pruned_ros.sim.manip import HALF_BLOCK, STATE_NAMES, STATE_SCALE, TIP_R
+
+    manip.reset(5)
+    state = manip.scene_state()
+    assert state.shape == (len(STATE_NAMES),) and state.dtype == np.float32
+    named = manip.block_xy(manip.target)
+    column = {name: i for i, name in enumerate(STATE_NAMES)}
+    dx, dy = state[column["named_dx"]], state[column["named_dy"]]
+    assert np.allclose([dx, dy], (named - manip.tip()) / STATE_SCALE, atol=1e-6)
+    push = (manip.target_pos - named) / np.linalg.norm(manip.target_pos - named)
+    assert np.allclose(state[[column["push_dir_x"], column["push_dir_y"]]], push, atol=1e-6)
+
+    def place_tip(offset: np.ndarray) -> np.ndarray:
+        manip.data.qpos[manip._tip_qpos] = named + offset
+        mujoco.mj_forward(manip.model, manip.data)
+        s = manip.scene_state()
+        return s[[column["tip_along"], column["tip_lateral"]]] * STATE_SCALE
+
+    gap = HALF_BLOCK + TIP_R + 0.01
+    along, lateral = place_tip(-gap * push)  # right behind the block
+    assert along == pytest.approx(gap, abs=1e-4) and abs(lateral) < 1e-4
+    side = np.array([-push[1], push[0]])
+    along, lateral = place_tip(gap * side)  # at its side
+    assert abs(along) < 1e-4 and abs(lateral) == pytest.approx(gap, abs=1e-4)
+    nav.reset(5)
+    assert nav.scene_state() is None

@@ -3,6 +3,8 @@ aggregation of both datasets."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,36 @@ def test_vla_train_refuses_cached_demonstrations_from_another_camera(tmp_path, c
     err = capsys.readouterr().err
     assert "manip.safetensors holds frames rendered with supersampling 4, not 2:" in err
     assert "expert" not in err.split("holds")[1]
+
+
+def test_collection_records_the_scene_state_of_every_frame(tmp_path) -> None:
+    from vla_pruned_ros.sim import make_task
+
+    demos = collect(CollectConfig("manip", 2, noisy_fraction=0.0), workers=1)
+    assert demos.states.shape == (len(demos), 14) and demos.states.dtype == np.float32
+    with make_task("manip") as task:
+        task.reset(0)
+        assert np.array_equal(demos.states[0], task.scene_state())
+    demos.save(tmp_path / "manip.safetensors")
+    loaded = Demonstrations.load(tmp_path / "manip.safetensors")
+    assert np.array_equal(loaded.states, demos.states)
+    assert np.array_equal(loaded.merged(demos).states, np.concatenate([demos.states] * 2))
+    stateless = dataclasses.replace(demos, states=None)
+    assert loaded.merged(stateless).states is None  # some frames would lack one
+    assert collect(CollectConfig("nav", 1), workers=1).states is None  # nav defines none
+
+
+def test_vla_train_refuses_cached_demonstrations_without_states_for_the_state_loss(
+    tmp_path, capsys
+) -> None:
+    from vla_pruned_ros.cli.train import main
+
+    data = tmp_path / "data"
+    _demos("nav", ["go to red"], 1).save(data / "nav.safetensors")  # nav has no state: fine
+    old = _demos("manip", ["push red"], 1)
+    old.meta = {"expert": "smooth"}
+    old.save(data / "manip.safetensors")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--workdir", str(tmp_path), "--steps", "0", "--state-loss", "1"])
+    assert exit_info.value.code == 2
+    assert "manip.safetensors holds frames without scene states" in capsys.readouterr().err

@@ -216,3 +216,28 @@ def test_a_deeper_action_head_round_trips(tmp_path: Path, tokenizer) -> None:
     assert EmbeddedVLAConfig.from_json(json.dumps(old)).head_layers == 1
     with pytest.raises(ValueError, match="head_layers must be at least 1"):
         EmbeddedVLA(EmbeddedVLAConfig(**{**CONFIG.__dict__, "head_layers": 0}))
+
+
+def test_the_state_loss_teaches_a_readout_that_is_not_shipped(tmp_path: Path, tokenizer) -> None:
+    """With a scene state per frame (here: which side red is on) the auxiliary readout learns
+    it from the visual features; the saved model drops the readout and acts the same."""
+    demos = _toy_demos()
+    demos.states = np.where(demos.images[:, 0, 0, 0] > 0, 1.0, -1.0)[:, None].astype(np.float32)
+    cfg = TrainConfig(steps=80, episodes_per_batch=4, frames_per_episode=8, warmup_steps=5,
+                      max_shift_px=1, checkpoint_every=1000, lr=3e-3,
+                      state_loss_weight=1.0)  # fmt: skip
+    torch.manual_seed(0)
+    model = EmbeddedVLA.from_minilm(EmbeddedVLAConfig(**{**CONFIG.__dict__,
+                                                         "state_dims": {"toy": 1}}))  # fmt: skip
+    log = train(model, tokenizer, {"toy": demos}, cfg, tmp_path / "run", resume=False)
+    curve = [loss for _, loss in log["state_loss"]["toy"]]
+    assert curve[-1] < 0.3 * curve[0], curve
+    save_embedded(model, tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["state_dims"] == {}
+    loaded = load_embedded(tmp_path / "m")  # strict: no readout weights in the file
+    assert len(loaded.state_heads) == 0
+    _assert_same_actions(model, loaded, tokenizer)
+
+    demos.states = None
+    with pytest.raises(ValueError, match="no demonstrations carry scene states"):
+        train(_fresh(), tokenizer, {"toy": demos}, cfg, tmp_path / "again", resume=False)

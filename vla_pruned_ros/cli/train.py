@@ -10,6 +10,7 @@ WORKDIR/checkpoint.safetensors; the trained weights go to --out (fp16, no frozen
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -53,6 +54,13 @@ def model_config(
         action_scale={t: [float(x) for x in classes[t].action_high] for t in TASKS},
         action_names={t: list(classes[t].action_names) for t in TASKS},
     )
+
+
+def task_has_state(task: str) -> bool:
+    """Whether the task's simulator defines a scene state (Task.scene_state overridden)."""
+    from vla_pruned_ros.sim.base import Task
+
+    return task_class(task).scene_state is not Task.scene_state
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +112,18 @@ def main(argv: list[str] | None = None) -> int:
         f"they fall inside a pixel (default: the simulator's, {SUPERSAMPLE}; evaluate with "
         "the same)",
     )
+    parser.add_argument(
+        "--state-loss",
+        type=float,
+        default=0.0,
+        help="weight of an auxiliary loss: a linear readout of the visual features predicts "
+        "the simulator's scene state (where the named block, target and obstacles are from the "
+        "pusher), so the vision stem learns to localise them; training only, not shipped "
+        "(default 0: actions alone)",
+    )
     args = parser.parse_args(argv)
+    if args.state_loss < 0:
+        parser.error(f"--state-loss must be >= 0, not {args.state_loss}")
     if args.mixture_modes < 1:
         parser.error(f"--mixture-modes must be at least 1, not {args.mixture_modes}")
     try:
@@ -128,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                 wrong.append(f"demonstrations of the {cached!r} expert, not {expert!r}")
             if camera != args.supersample:
                 wrong.append(f"frames rendered with supersampling {camera}, not {args.supersample}")
+            if args.state_loss > 0 and demos[task].states is None and task_has_state(task):
+                wrong.append("frames without scene states (collected before they were recorded)")
             if wrong:
                 parser.error(
                     f"{path} holds {' and '.join(wrong)}: use another --workdir or delete that file"
@@ -142,9 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     config = model_config(
         keypoint_blocks=keypoints, action_head=args.action_head, mixture_modes=args.mixture_modes
     )
+    if args.state_loss > 0:
+        dims = {t: d.states.shape[1] for t, d in demos.items() if d.states is not None}
+        config = dataclasses.replace(config, state_dims=dims)
     model = EmbeddedVLA.from_minilm(config)
     cycle = tuple(t for t in args.task_cycle.split(",") if t)
-    cfg = TrainConfig(steps=args.steps, seed=args.seed, task_cycle=cycle)
+    cfg = TrainConfig(
+        steps=args.steps, seed=args.seed, task_cycle=cycle, state_loss_weight=args.state_loss
+    )
     log = train(model, load_tokenizer(), demos, cfg, args.workdir, resume=not args.no_resume)
     path = save_embedded(model, args.out)
     summary = {

@@ -12,6 +12,7 @@ instruction and cached; per frame only the vision stem and the head run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -69,6 +70,11 @@ class EmbeddedVLAConfig:
     action_names: dict[str, list[str]] = field(
         default_factory=lambda: {"nav": ["linear_x", "angular_z"], "manip": ["vx", "vy"]}
     )
+    # Training only: task -> size of the simulator's scene_state(), which a linear readout of
+    # the visual features learns to predict (an auxiliary loss that makes the vision stem
+    # localise the pusher, the named block and the target before the action loss can use
+    # them). save_embedded drops these readouts, so the shipped model never has them.
+    state_dims: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -129,8 +135,8 @@ class EmbeddedVLA(nn.Module):
             )
         if config.head_layers < 1:
             raise ValueError(f"head_layers must be at least 1, got {config.head_layers}")
-        keypoints = 2 * sum(config.channels[b] for b in config.keypoint_blocks)
-        widths = [keypoints + c + d_text] + [config.head_hidden] * config.head_layers
+        visual = 2 * sum(config.channels[b] for b in config.keypoint_blocks) + c
+        widths = [visual + d_text] + [config.head_hidden] * config.head_layers
         self.heads = nn.ModuleDict(
             {
                 name: nn.Sequential(
@@ -143,6 +149,11 @@ class EmbeddedVLA(nn.Module):
                 )
                 for name, dims in config.action_dims.items()
             }
+        )
+        # Linear on purpose: the keypoints themselves must hold the positions, not a deep
+        # readout that could decode them from anything.
+        self.state_heads = nn.ModuleDict(
+            {name: nn.Linear(visual, dims) for name, dims in config.state_dims.items()}
         )
         self.text.embeddings.word_embeddings.weight.requires_grad_(False)
 
@@ -193,12 +204,31 @@ class EmbeddedVLA(nn.Module):
         log_std = rest[:, :, 1].clamp(-5.0, 1.0)  # std 0.007-2.7 of the bound: no collapse
         return logits, torch.tanh(rest[:, :, 0]), log_std
 
-    def bc_loss(
-        self, images: torch.Tensor, text: torch.Tensor, task: str, target: torch.Tensor
-    ) -> torch.Tensor:
-        """Behaviour-cloning loss on normalised targets: MSE for a regression head, negative
-        log-likelihood per action dimension for a mixture head."""
-        out = self.head_outputs(images, text, task)
+    def training_losses(
+        self,
+        images: torch.Tensor,
+        text: torch.Tensor,
+        task: str,
+        target: torch.Tensor,
+        state: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The behaviour-cloning loss on normalised targets as "action" (MSE for a regression
+        head, negative log-likelihood per action dimension for a mixture head) and, given the
+        scene state and a state readout for the task, its MSE as "state": one vision pass
+        for both."""
+        visual = self.visual_features(images, text)
+        out = self.heads[task](torch.cat([visual, text], dim=1))
+        losses = {"action": self._action_loss(out, task, target)}
+        if state is not None:
+            if task not in self.state_heads:
+                raise ValueError(
+                    f"no state readout for {task!r}: build the model with "
+                    f"state_dims={{{task!r}: {state.shape[1]}}}"
+                )
+            losses["state"] = F.mse_loss(self.state_heads[task](visual), state.to(visual.dtype))
+        return losses
+
+    def _action_loss(self, out: torch.Tensor, task: str, target: torch.Tensor) -> torch.Tensor:
         if self.config.action_head != "gmm":
             return F.mse_loss(torch.tanh(out), target)
         logits, means, log_std = self._mixture(out, task)
@@ -209,6 +239,10 @@ class EmbeddedVLA(nn.Module):
 
     def head_outputs(self, images: torch.Tensor, text: torch.Tensor, task: str) -> torch.Tensor:
         """The action head's raw output: actions before tanh, or the mixture's parameters."""
+        return self.heads[task](torch.cat([self.visual_features(images, text), text], dim=1))
+
+    def visual_features(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Spatial-softmax keypoints of the chosen conv blocks and the last block's mean."""
         x = preprocess_images(images, self.config.image_size).to(text.dtype)
         # channels-last: the CPU conv kernels run ~20 % faster on it (training and inference)
         x = torch.cat([x, _coords(x)], dim=1).contiguous(memory_format=torch.channels_last)
@@ -217,8 +251,7 @@ class EmbeddedVLA(nn.Module):
             x = block(x, text)
             maps.append(x)
         keypoints = [spatial_softmax(maps[b]) for b in self.config.keypoint_blocks]
-        features = torch.cat([*keypoints, x.mean(dim=(2, 3))], dim=1)
-        return self.heads[task](torch.cat([features, text], dim=1))
+        return torch.cat([*keypoints, x.mean(dim=(2, 3))], dim=1)
 
     def forward(
         self,
@@ -284,11 +317,12 @@ def save_embedded(model: EmbeddedVLA, folder: Path) -> Path:
     state = {
         k: v.detach().to(torch.float16).contiguous()
         for k, v in model.state_dict().items()
-        if k not in FROZEN_KEYS
+        if k not in FROZEN_KEYS and not k.startswith("state_heads.")  # training-only readouts
     }
     path = folder / "model.safetensors"
     save_file(state, str(path), metadata={"format": "vla_pruned_ros.embedded_vla/1"})
-    (folder / "config.json").write_text(model.config.to_json())
+    shipped = dataclasses.replace(model.config, state_dims={})
+    (folder / "config.json").write_text(shipped.to_json())
     return path
 
 

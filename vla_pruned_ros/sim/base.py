@@ -164,6 +164,12 @@ class Task(abc.ABC):
     def _spl(self) -> float | None:
         return None
 
+    def scene_state(self) -> np.ndarray | None:
+        """Privileged positions the simulator knows and the camera only shows, as targets of an
+        auxiliary training loss that makes the vision stem localise what the task depends on
+        (None: the task defines none). Never an input to a policy."""
+        return None
+
     # -- the episode loop -------------------------------------------------------------------
     def reset(
         self, seed: int, instruction: str | None = None, phrasing: str = "train"

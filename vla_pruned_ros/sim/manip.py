@@ -29,6 +29,12 @@ REACH = 0.43  # the expert keeps the tip inside this (joint-limit band starts at
 BLOCK_CLEARANCE = HALF_BLOCK * math.sqrt(2) + TIP_R + 0.02
 OBSTACLE_CLEARANCE = 0.04 * math.sqrt(2) + TIP_R + 0.02
 ARC_BERTH = 0.02  # the "arc" expert's extra distance from the named block while walking round
+STATE_SCALE = 0.4  # scene_state() divides distances by this, so they span about [-1, 1]
+STATE_NAMES = (
+    "named_dx", "named_dy", "target_dx", "target_dy", "obstacle_dx", "obstacle_dy",
+    "other1_dx", "other1_dy", "other2_dx", "other2_dy", "push_dir_x", "push_dir_y",
+    "tip_along", "tip_lateral",
+)  # fmt: skip
 
 
 class ManipTask(Task):
@@ -156,6 +162,20 @@ class ManipTask(Task):
 
     def robot_xy(self) -> np.ndarray:
         return self.tip()
+
+    def scene_state(self) -> np.ndarray:
+        """Where the named block, the target, the obstacle and the other blocks (in colour
+        order) are from the pusher, the push direction, and the pusher's place relative to the
+        push line (behind the block / to its side: the geometry the v4 policy confused,
+        MODEL_CARD.md). Names in STATE_NAMES, distances divided by STATE_SCALE. All relative to
+        the pusher, so a training image shifted by a few pixels keeps the same targets."""
+        tip = self.tip()
+        _, _, d, _, along, lateral = self._push_line()
+        others = [self.block_xy(c) for c in BLOCKS if c != self.target]
+        places = [self.block_xy(self.target), self.target_pos, self.obstacle_pos, *others]
+        rel = np.concatenate([p - tip for p in places]) / STATE_SCALE
+        line = np.clip(np.array([along, lateral]) / STATE_SCALE, -1.0, 1.0)  # near is what counts
+        return np.concatenate([rel, d, line]).astype(np.float32)
 
     # -- dynamics and safety ----------------------------------------------------------------
     def _apply_action(self, action: np.ndarray) -> None:

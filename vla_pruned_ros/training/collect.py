@@ -32,18 +32,21 @@ class CollectConfig:
     supersample: int | None = None  # the camera's supersampling (None: the simulator's)
 
 
-def _episode(args: tuple[CollectConfig, int]) -> tuple[np.ndarray, np.ndarray, str, bool]:
+def _episode(
+    args: tuple[CollectConfig, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str, bool]:
     cfg, seed = args
     task = _worker_task(cfg)
     rng = np.random.default_rng(seed + 7_777_777)
     obs = task.reset(seed)
     noisy = rng.random() < cfg.noisy_fraction
     policy = _worker_policy(cfg)
-    images, labels = [], []
+    images, labels, states = [], [], []
     while True:
         label = task.expert_action()
         images.append(obs.image)
         labels.append(label.astype(np.float32))
+        states.append(task.scene_state())
         if policy is not None and rng.random() >= cfg.expert_share:
             action = policy.predict(obs.image, obs.instruction)
         else:
@@ -53,7 +56,8 @@ def _episode(args: tuple[CollectConfig, int]) -> tuple[np.ndarray, np.ndarray, s
         obs = result.observation
         if result.done:
             break
-    return np.stack(images), np.stack(labels), task.instruction, task.success
+    scene = None if states[0] is None else np.stack(states)
+    return np.stack(images), np.stack(labels), scene, task.instruction, task.success
 
 
 _TASK = None
@@ -98,17 +102,18 @@ def collect(cfg: CollectConfig, workers: int = 2) -> Demonstrations:
         if cfg.expert not in known:
             raise ValueError(f"the {cfg.task} task has no expert {cfg.expert!r}; known: {known}")
     seeds = range(cfg.first_seed, cfg.first_seed + cfg.episodes)
-    images, actions, instr_ids, episode_ids = [], [], [], []
+    images, actions, states, instr_ids, episode_ids = [], [], [], [], []
     instructions: dict[str, int] = {}
     successes = 0
     with mp.get_context("spawn").Pool(workers) as pool:
         jobs = pool.imap(_episode, [(cfg, s) for s in seeds], chunksize=8)
-        for ep, (imgs, labels, text, ok) in enumerate(
+        for ep, (imgs, labels, scene, text, ok) in enumerate(
             tqdm(jobs, total=cfg.episodes, desc=f"collect {cfg.task}", unit="ep", disable=None)
         ):
             idx = instructions.setdefault(text, len(instructions))
             images.append(imgs)
             actions.append(labels)
+            states.append(scene)
             instr_ids.append(np.full(len(labels), idx, np.int32))
             episode_ids.append(np.full(len(labels), ep, np.int32))
             successes += ok
@@ -120,6 +125,7 @@ def collect(cfg: CollectConfig, workers: int = 2) -> Demonstrations:
         episode_ids=np.concatenate(episode_ids),
         instructions=list(instructions),
         meta={**cfg.__dict__, "expert_success_rate": successes / cfg.episodes},
+        states=None if states[0] is None else np.concatenate(states),
     )
 
 

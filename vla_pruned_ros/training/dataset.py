@@ -25,6 +25,9 @@ class Demonstrations:
     episode_ids: np.ndarray  # (N,) int32
     instructions: list[str]
     meta: dict[str, object] = field(default_factory=dict)
+    # (N, S) float32: the simulator's scene_state() per frame, targets of the auxiliary
+    # state loss; None for data collected without it (or from a task that defines none)
+    states: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -50,6 +53,11 @@ class Demonstrations:
             episode_ids=np.concatenate([self.episode_ids, other.episode_ids + offset]),
             instructions=instructions,
             meta={**self.meta, "merged": [*self.meta.get("merged", []), other.meta]},
+            states=(
+                np.concatenate([self.states, other.states])
+                if self.states is not None and other.states is not None
+                else None  # the aux loss needs a state for every frame
+            ),
         )
 
     def save(self, path: Path) -> None:
@@ -60,6 +68,8 @@ class Demonstrations:
             "instruction_ids": self.instruction_ids.astype(np.int32),
             "episode_ids": self.episode_ids.astype(np.int32),
         }
+        if self.states is not None:
+            tensors["states"] = self.states.astype(np.float32)
         meta = {"task": self.task, "instructions": json.dumps(self.instructions)}
         meta["meta"] = json.dumps(self.meta)
         save_file(tensors, str(path), metadata=meta)
@@ -77,6 +87,7 @@ class Demonstrations:
             episode_ids=t["episode_ids"],
             instructions=json.loads(meta["instructions"]),
             meta=json.loads(meta.get("meta", "{}")),
+            states=t.get("states"),
         )
 
 

@@ -38,6 +38,9 @@ class TrainConfig:
     # the order tasks take turns in, repeated (default: each task once, alphabetically); e.g.
     # ("manip", "manip", "nav") gives manipulation, the harder task, two steps in three
     task_cycle: tuple[str, ...] = ()
+    # weight of the auxiliary scene-state loss (EmbeddedVLA.training_losses) for tasks whose
+    # demonstrations carry states; 0 trains on actions alone, as the v4 model was
+    state_loss_weight: float = 0.0
 
 
 def _optimizer(model: EmbeddedVLA, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -145,10 +148,24 @@ def train(
         for t in tasks
     }
     scale = {t: np.asarray(model.config.action_scale[t], np.float32) for t in tasks}
+    with_state = {t for t in tasks if cfg.state_loss_weight > 0 and demos[t].states is not None}
+    if cfg.state_loss_weight > 0:
+        if not with_state:
+            raise ValueError(
+                "state_loss_weight > 0 but no demonstrations carry scene states: collect them "
+                "again (the collector records a task's scene_state() where it defines one)"
+            )
+        missing = sorted(with_state - set(model.state_heads))
+        if missing:
+            raise ValueError(f"the model has no state readout for {missing}; set state_dims")
     opt = _optimizer(model, cfg)
     ckpt = workdir / "checkpoint.safetensors"
     log_path = workdir / "train_log.json"
-    log: dict[str, object] = {"config": asdict(cfg), "loss": {t: [] for t in tasks}}
+    log: dict[str, object] = {
+        "config": asdict(cfg),
+        "loss": {t: [] for t in tasks},
+        "state_loss": {t: [] for t in sorted(with_state)},
+    }
     start = 0
     if resume and ckpt.exists():
         start = load_checkpoint(model, opt, ckpt)
@@ -166,6 +183,7 @@ def train(
         disable=None,
     )
     running: dict[str, float] = {}
+    running_state: dict[str, float] = {}
     for step in bar:
         task = cycle[step % len(cycle)]
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -179,17 +197,26 @@ def train(
         mask = tokens[task]["attention_mask"][uniq]
         width = int(mask.sum(1).max())
         text = model.encode_text(ids[:, :width], mask[:, :width])[torch.from_numpy(inverse)]
-        loss = model.bc_loss(images, text, task, target)
+        state = torch.from_numpy(d.states[index]) if task in with_state else None
+        losses = model.training_losses(images, text, task, target, state)
+        loss = losses["action"] + cfg.state_loss_weight * losses.get("state", 0.0)
         for group, base in zip(opt.param_groups, (cfg.lr, cfg.text_lr), strict=True):
             group["lr"] = base * _lr_factor(step, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        running[task] = 0.95 * running.get(task, loss.item()) + 0.05 * loss.item()
+        value = losses["action"].item()  # the action loss alone: curves compare across runs
+        running[task] = 0.95 * running.get(task, value) + 0.05 * value
+        if "state" in losses:
+            value = losses["state"].item()
+            running_state[task] = 0.95 * running_state.get(task, value) + 0.05 * value
         bar.set_postfix({t: f"{v:.4f}" for t, v in running.items()})
         if step % 10 < len(cycle):  # log each task about every 10 steps
             log["loss"][task].append([step, running[task]])
+            if task in running_state:
+                curves = log.setdefault("state_loss", {})  # a log from before states
+                curves.setdefault(task, []).append([step, running_state[task]])
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
             save_checkpoint(model, opt, step + 1, ckpt)
             log["seconds"] = log.get("seconds", 0.0) + time.monotonic() - t0
