@@ -72,7 +72,8 @@ def test_sweep_writes_the_table_and_resumes(tmp_path: Path) -> None:
 
 def test_a_retrained_model_is_not_served_from_the_cache(tmp_path: Path) -> None:
     """Artifacts and cells remember the dense weights they came from: after retraining (other
-    weights in the same folder) the sweep rebuilds and reruns everything."""
+    weights in the same folder), and after a change of its config (a calibrated action gain),
+    the sweep rebuilds and reruns everything."""
     import torch
 
     from vla_pruned_ros.models.embedded import load_embedded, save_embedded
@@ -93,6 +94,26 @@ def test_a_retrained_model_is_not_served_from_the_cache(tmp_path: Path) -> None:
     second = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
     assert second["model_sha256"] != first["model_sha256"]
     assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
+    assert all(p.stat().st_mtime_ns != t for p, t in manifests.items())
+    # the same weights with a calibrated action gain act differently: rebuilt again
+    from vla_pruned_ros.evaluation.action_gain import write_gain
+
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
+    manifests = {p: p.stat().st_mtime_ns for p in (tmp_path / "art").glob("*/manifest.json")}
+    write_gain(tmp_path / "model", "nav", 1.5)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    third = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
+    assert third["model_sha256"] == second["model_sha256"]
+    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
+    assert all(p.stat().st_mtime_ns != t for p, t in manifests.items())
+    # another task's gain: new artifacts (they carry the config), but these nav cells stand
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
+    manifests = {p: p.stat().st_mtime_ns for p in (tmp_path / "art").glob("*/manifest.json")}
+    write_gain(tmp_path / "model", "manip", 2.0)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert all(p.stat().st_mtime_ns != t for p, t in manifests.items())
 
 

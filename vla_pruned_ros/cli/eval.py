@@ -2,6 +2,8 @@
 
 vla-eval sim --task nav --model embedded --episodes 200 --seed 0 --json results/nav.json
 vla-eval bag BAG --model embedded --model ARTIFACT --json out/replay.json
+vla-eval gain --task manip --write vla_pruned_ros/models/weights/embedded_vla
+                                     # calibrate the action gain on calibration scenes
 vla-eval sweep                       # the pruning table of config/sweep.yaml
 vla-eval divergence                  # divergence-guided structured pruning (config/divergence.yaml)
 vla-eval sweep --episodes 20 --methods magnitude --ranks 64   # a quick look
@@ -16,19 +18,28 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vla_pruned_ros.evaluation.closed_loop import EvalJob, heldout_seeds, run_jobs
+from vla_pruned_ros.evaluation.closed_loop import (
+    EvalJob,
+    calibration_seeds,
+    heldout_seeds,
+    run_jobs,
+)
 from vla_pruned_ros.evaluation.stats import summarize
 
 
 def evaluate(task: str, model: str, episodes: int, seed: int, workers: int,
-             heldout_phrasing: int, supersample: int | None = None) -> dict:  # fmt: skip
-    """`episodes` held-out scenes with training phrasings, plus `heldout_phrasing` of the same
-    scenes with held-out phrasings (reported as their own split)."""
+             heldout_phrasing: int, supersample: int | None = None,
+             scenes: str = "heldout", action_gain: float | None = None) -> dict:  # fmt: skip
+    """`episodes` held-out scenes (or calibration scenes, for tuning) with training phrasings,
+    plus `heldout_phrasing` of the same scenes with held-out phrasings (their own split)."""
     if supersample is None:
         from vla_pruned_ros.sim.base import SUPERSAMPLE as supersample
-    seeds = heldout_seeds(seed, episodes)
-    jobs = [EvalJob(task, model, s, supersample=supersample) for s in seeds]
-    jobs += [EvalJob(task, model, s, "heldout", supersample) for s in seeds[:heldout_phrasing]]
+    if scenes not in ("heldout", "calibration"):
+        raise ValueError(f"scenes must be 'heldout' or 'calibration', not {scenes!r}")
+    seeds = (heldout_seeds if scenes == "heldout" else calibration_seeds)(seed, episodes)
+    jobs = [EvalJob(task, model, s, "train", supersample, action_gain) for s in seeds]
+    jobs += [EvalJob(task, model, s, "heldout", supersample, action_gain)
+             for s in seeds[:heldout_phrasing]]  # fmt: skip
     records = list(
         tqdm(
             run_jobs(jobs, workers),
@@ -46,13 +57,16 @@ def evaluate(task: str, model: str, episodes: int, seed: int, workers: int,
     if held:
         summary["heldout_phrasing"] = summarize(held)
     return {"task": task, "model": model, "seed": seed, "supersample": supersample,
+            "scenes": scenes, "action_gain": action_gain,
             "summary": summary, "episodes": records}  # fmt: skip
 
 
 def _print(result: dict) -> None:
     s = result["summary"]
     lo, hi = s["success"]["ci95"]
-    print(f"{result['task']} / {result['model']}: {s['episodes']} episodes (held-out scenes)")
+    scenes = "calibration" if result.get("scenes") == "calibration" else "held-out"
+    gain = "" if result.get("action_gain") is None else f", action gain {result['action_gain']}"
+    print(f"{result['task']} / {result['model']}: {s['episodes']} episodes ({scenes} scenes{gain})")
     print(f"  success        {s['success']['rate']:.1%}  (95% CI {lo:.1%}-{hi:.1%})")
     ulo, uhi = s["unsafe"]["ci95"]
     print(f"  unsafe         {s['unsafe']['rate']:.1%}  (95% CI {ulo:.1%}-{uhi:.1%})")
@@ -91,7 +105,30 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="camera: render N times larger and area-average down (default: the simulator's)",
     )
+    sim.add_argument(
+        "--scenes",
+        choices=["heldout", "calibration"],
+        default="heldout",
+        help="held-out scenes (report) or calibration scenes (tuning; never held-out ones)",
+    )
+    sim.add_argument(
+        "--action-gain",
+        type=float,
+        default=None,
+        help="override the model's calibrated action gain (default: the model's own)",
+    )
     sim.add_argument("--json", type=Path)
+    gain = sub.add_parser("gain", help="calibrate the action gain on calibration scenes")
+    gain.add_argument("--task", choices=["nav", "manip"], required=True)
+    gain.add_argument("--model", default="embedded")
+    gain.add_argument("--gains", default="1,1.3,1.6,2,2.5,3", help="comma-separated")
+    gain.add_argument("--episodes", type=int, default=400, help="calibration scenes per gain")
+    gain.add_argument("--seed", type=int, default=0)
+    gain.add_argument("--workers", type=int, default=2)
+    gain.add_argument("--json", type=Path, help="default: results/action_gain_TASK.json")
+    gain.add_argument("--plot", type=Path, help="default: docs/action_gain_TASK.png")
+    gain.add_argument("--write", type=Path, metavar="FOLDER",
+                      help="store the chosen gain in this saved model's config.json")  # fmt: skip
     sweep = sub.add_parser("sweep", help="dense vs pruned vs GLUESTICK ranks, both tasks")
     _table_arguments(sweep, "config/sweep.yaml")
     sweep.add_argument("--methods", nargs="+")
@@ -125,10 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         return _sweep(args, argv)
     if args.command == "bag":
         return _bag(args)
+    if args.command == "gain":
+        return _gain(args)
     held = args.episodes // 2 if args.heldout_phrasing is None else args.heldout_phrasing
     try:
         result = evaluate(args.task, args.model, args.episodes, args.seed, args.workers, held,
-                          args.supersample)  # fmt: skip
+                          args.supersample, args.scenes, args.action_gain)  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         print(f"vla-eval: {err}", file=sys.stderr)
         return 2
@@ -150,6 +189,41 @@ def _table_arguments(sub: argparse.ArgumentParser, config: str) -> None:
     sub.add_argument("--json", help="results JSON (default from the config)")
     sub.add_argument("--markdown", help="results markdown (default from the config)")
     sub.add_argument("--plots-dir")
+
+
+def _gain(args: argparse.Namespace) -> int:
+    from vla_pruned_ros.evaluation import action_gain
+
+    try:
+        gains = [float(g) for g in args.gains.split(",") if g.strip()]
+        with tqdm(total=len(gains) * args.episodes, desc=f"{args.task} gains", unit="ep",
+                  disable=None) as bar:  # fmt: skip
+            result = action_gain.calibrate(args.task, args.model, gains, args.episodes,
+                                           args.seed, args.workers, bar.update)  # fmt: skip
+    except (FileNotFoundError, ValueError) as err:
+        print(f"vla-eval: {err}", file=sys.stderr)
+        return 2
+    first, last = result["seeds"]
+    print(f"{args.task} / {args.model}: calibration scenes {first}-{last}")
+    print("  gain   success (95% CI)          unsafe (95% CI)")
+    for row in result["rows"]:
+        s, u = row["success"], row["unsafe"]
+        mark = "  <- chosen" if row["gain"] == result["chosen"] else ""
+        print(f"  {row['gain']:<5g}  {s['rate']:6.1%} ({s['ci95'][0]:.1%}-{s['ci95'][1]:.1%})"
+              f"   {u['rate']:6.1%} ({u['ci95'][0]:.1%}-{u['ci95'][1]:.1%}){mark}")  # fmt: skip
+    json_path = args.json or Path(f"results/action_gain_{args.task}.json")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1))
+    png = action_gain.plot(result, args.plot or Path(f"docs/action_gain_{args.task}.png"))
+    print(f"  written: {json_path}, {png}")
+    if args.write:
+        try:
+            path = action_gain.write_gain(args.write, args.task, result["chosen"])
+        except (FileNotFoundError, ValueError) as err:
+            print(f"vla-eval: {err}", file=sys.stderr)
+            return 2
+        print(f"  action gain {result['chosen']} for {args.task} stored in {path}")
+    return 0
 
 
 def _bag(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vla_pruned_ros.sim.instructions import HELD_OUT_SEED_START
+from vla_pruned_ros.sim.instructions import CALIBRATION_SEED_START, HELD_OUT_SEED_START
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,17 @@ class EvalJob:
     seed: int
     phrasing: str = "train"
     supersample: int | None = None  # the camera's supersampling (None: the simulator's)
+    action_gain: float | None = None  # overrides the model's calibrated gain (None: keep it)
 
 
 def heldout_seeds(first: int, count: int) -> list[int]:
     """Evaluation scenes: never used for training data (seeds >= HELD_OUT_SEED_START)."""
     return [HELD_OUT_SEED_START + first + i for i in range(count)]
+
+
+def calibration_seeds(first: int, count: int) -> list[int]:
+    """Scenes for tuning inference-time settings: training distribution, never trained on."""
+    return [CALIBRATION_SEED_START + first + i for i in range(count)]
 
 
 _WORKER: dict[str, Any] = {}
@@ -41,7 +47,7 @@ def _setup(threads: int) -> None:
 
 
 def _policy_and_task(job: EvalJob):
-    key = (job.task, job.model, job.supersample)
+    key = (job.task, job.model, job.supersample, job.action_gain)
     if _WORKER.get("key") != key:
         from vla_pruned_ros.models.registry import load_policy
         from vla_pruned_ros.sim import make_task
@@ -50,7 +56,10 @@ def _policy_and_task(job: EvalJob):
             _WORKER["task"].close()
         extra = {} if job.supersample is None else {"supersample": job.supersample}
         task = make_task(job.task, **extra)
-        _WORKER.update(key=key, policy=load_policy(job.model, job.task), task=task)
+        policy = load_policy(job.model, job.task)
+        if job.action_gain is not None:
+            policy.set_action_gain(job.action_gain)
+        _WORKER.update(key=key, policy=policy, task=task)
     return _WORKER["policy"], _WORKER["task"]
 
 
@@ -81,3 +90,5 @@ def run_jobs(jobs: list[EvalJob], workers: int = 2) -> Iterator[dict[str, Any]]:
     threads = max(1, 2 // workers)
     with mp.get_context("spawn").Pool(workers, initializer=_setup, initargs=(threads,)) as pool:
         yield from pool.imap(run_episode, jobs, chunksize=4)
+        pool.close()  # let the workers exit on their own: no semaphores left to the tracker
+        pool.join()

@@ -19,6 +19,7 @@ from vla_pruned_ros.evaluation.sweep import (
     Variant,
     _cell,
     _safe,
+    config_sha256,
     reusable_artifact,
     source_weights,
 )
@@ -102,15 +103,17 @@ def build(cfg: DivergenceConfig, progress: bool = True) -> list[tuple[Plan | Non
 
     source, sha = source_weights(cfg.model)
     dense = load_embedded(source)
+    conf = config_sha256(dense.config)
     out: list[tuple[Plan | None, Variant]] = [
         (None, Variant("dense", "", -1, cfg.model,
                        {**memory_report(dense, value_bytes=2),
-                        "text_ms": text_latency_ms(dense)}, model_sha256=sha))
+                        "text_ms": text_latency_ms(dense)}, model_sha256=sha,
+                       config_sha256=conf, action_gain=dense.config.action_gain))
     ]  # fmt: skip
     frames = None
     for plan in tqdm(plans(cfg), desc="structured artifacts", disable=not progress):
         folder = Path(cfg.artifacts_dir) / _safe(plan.name)
-        if not reusable_artifact(folder, sha):
+        if not reusable_artifact(folder, sha, dense.config):
             if plan.criterion == "wanda" and frames is None:
                 from vla_pruned_ros.training.collect import expert_frames
 
@@ -126,7 +129,8 @@ def build(cfg: DivergenceConfig, progress: bool = True) -> list[tuple[Plan | Non
         report["structure"] = read_manifest(folder, verify=False)["structure"]
         report["text_ms"] = text_latency_ms(model)
         out.append((plan, Variant(plan.name, plan.criterion, -1, str(folder), report,
-                                  model_sha256=sha)))  # fmt: skip
+                                  model_sha256=sha, config_sha256=conf,
+                                  action_gain=dense.config.action_gain)))  # fmt: skip
     return out
 
 

@@ -69,6 +69,8 @@ class Variant:
     pattern: str = ""
     rank_policy: str = ""  # "rank:64", "energy:0.9", "budget:1MB"; "" for dense
     model_sha256: str = ""  # of the dense weights every variant was made from
+    config_sha256: str = ""  # of the dense model's config, its action gains aside
+    action_gain: dict[str, float] = field(default_factory=dict)  # the dense model's, per task
 
 
 def source_weights(model: str) -> tuple[Path, str]:
@@ -82,8 +84,19 @@ def source_weights(model: str) -> tuple[Path, str]:
     return folder, sha256_file(weights) if weights.is_file() else ""
 
 
-def reusable_artifact(folder: Path, model_sha256: str) -> bool:
-    """Whether `folder` holds a complete artifact made from the weights with this sha256."""
+def config_sha256(config: Any) -> str:
+    """Fingerprint of a dense model's config, its action gains aside (a cell's key holds the
+    gain of its own task): a new gain changes what every variant does on that task without
+    touching the weights, so cached artifacts and cells must not outlive it."""
+    import hashlib
+
+    rest = dataclasses.replace(config, action_gain={})
+    return hashlib.sha256(rest.to_json().encode()).hexdigest()
+
+
+def reusable_artifact(folder: Path, model_sha256: str, model_config: Any = None) -> bool:
+    """Whether `folder` holds a complete artifact made from the weights with this sha256 (and,
+    given one, the same model config)."""
     from vla_pruned_ros.compression import read_manifest
     from vla_pruned_ros.compression.artifact import ArtifactError
 
@@ -91,6 +104,10 @@ def reusable_artifact(folder: Path, model_sha256: str) -> bool:
         manifest = read_manifest(folder)
     except ArtifactError:
         return False
+    if model_config is not None:
+        stored = (manifest.get("extra") or {}).get("model_config")
+        if stored != json.loads(model_config.to_json()):
+            return False
     return (manifest.get("source") or {}).get("sha256") == model_sha256
 
 
@@ -116,8 +133,10 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
 
     source, sha = source_weights(cfg.model)
     dense = load_embedded(source)
+    conf = config_sha256(dense.config)
     variants = [Variant("dense", "", -1, cfg.model, memory_report(dense, value_bytes=2),
-                        model_sha256=sha)]  # fmt: skip
+                        model_sha256=sha, config_sha256=conf,
+                        action_gain=dense.config.action_gain)]  # fmt: skip
     root = Path(cfg.artifacts_dir)
     frames = None
     for method in cfg.methods:
@@ -127,7 +146,8 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
                 str(r): f"{method}_{pattern}" + (_policy_suffix(r) if str(r) != "0" else "")
                 for r in specs
             }
-            missing = [r for r, n in names.items() if not reusable_artifact(root / _safe(n), sha)]
+            missing = [r for r, n in names.items()
+                       if not reusable_artifact(root / _safe(n), sha, dense.config)]  # fmt: skip
             if missing:
                 if method in ("wanda", "sparsegpt") and frames is None:
                     from vla_pruned_ros.training.collect import expert_frames
@@ -155,7 +175,8 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
                 )
                 fixed = int(rank) if rank.isdigit() else -1
                 variants.append(Variant(name, method, fixed, str(folder), report, pattern,
-                                        str(manifest["rank_policy"]), sha))  # fmt: skip
+                                        str(manifest["rank_policy"]), sha, conf,
+                                        dense.config.action_gain))  # fmt: skip
     return variants
 
 
@@ -168,7 +189,9 @@ def _cell(
     suffix = "" if phrasing == "train" else f"__{phrasing}"
     path = Path(cfg.cells_dir) / f"{_safe(variant.name)}__{task}{suffix}.json"
     key = {"variant": variant.name, "task": task, "episodes": episodes, "seed": cfg.seed,
-           "model_sha256": variant.model_sha256}  # fmt: skip
+           "model_sha256": variant.model_sha256,
+           "config_sha256": variant.config_sha256,
+           "action_gain": variant.action_gain.get(task, 1.0)}  # fmt: skip
     if phrasing != "train":
         key["phrasing"] = phrasing
     if path.is_file():

@@ -1,7 +1,8 @@
 """Instruction templates and the generalisation split.
 
 Training phrasings and held-out phrasings are disjoint template sets; scenes with a seed at or
-above HELD_OUT_SEED_START are never used for training data. Both rules live only here.
+above HELD_OUT_SEED_START are never used for training data, nor for tuning (that uses
+calibration scenes from CALIBRATION_SEED_START). The rules live only here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import re
 import numpy as np
 
 HELD_OUT_SEED_START = 1_000_000
+# Scenes for tuning inference-time settings (the action gain): from the training split's
+# distribution, but above any seed `vla-train` or the DAgger probe collects from.
+CALIBRATION_SEED_START = 500_000
 COLOURS = ("red", "green", "blue", "yellow")
 RGBA = {
     "red": "0.9 0.1 0.1 1",

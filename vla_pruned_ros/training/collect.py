@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from vla_pruned_ros.sim.instructions import HELD_OUT_SEED_START
+from vla_pruned_ros.sim.instructions import CALIBRATION_SEED_START, HELD_OUT_SEED_START
 from vla_pruned_ros.training.dataset import Demonstrations
 
 
@@ -93,8 +93,11 @@ def _worker_policy(cfg: CollectConfig):
 def collect(cfg: CollectConfig, workers: int = 2) -> Demonstrations:
     """Run `cfg.episodes` episodes on training scenes in worker processes, expert-labelled;
     driven by the noisy expert, or by `cfg.policy` (DAgger)."""
-    if cfg.first_seed + cfg.episodes > HELD_OUT_SEED_START:
-        raise ValueError("training episodes must use seeds below the held-out range")
+    if cfg.first_seed + cfg.episodes > CALIBRATION_SEED_START:
+        raise ValueError(
+            f"training episodes must use seeds below {CALIBRATION_SEED_START} (above are the "
+            "calibration and held-out scenes)"
+        )
     if cfg.expert:
         from vla_pruned_ros.sim import task_class
 
