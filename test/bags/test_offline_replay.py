@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -96,7 +97,8 @@ def test_a_truncated_bag_names_the_problem_and_keeps_what_was_read(tmp_path) -> 
     bag = tmp_path / "cut"
     shutil.copytree(FIXTURES / "manip", bag)
     data = (bag / "manip.mcap").read_bytes()
-    (bag / "manip.mcap").write_bytes(data[: len(data) // 2])
+    # cut inside the last chunk, so the chunks before it stay readable
+    (bag / "manip.mcap").write_bytes(data[: _last_chunk_middle(data)])
     done = _eval(str(bag), "--model", "embedded", "--json", str(tmp_path / "cut.json"))
     assert done.returncode == 1, done.stderr[-2000:]
     assert "truncated or corrupt" in done.stderr
@@ -108,6 +110,18 @@ def test_a_truncated_bag_names_the_problem_and_keeps_what_was_read(tmp_path) -> 
     recorded = next(c.msgcount for c in reader.connections if c.topic == "/vla/action")
     reader.close()
     assert 0 < result["models"]["embedded"]["steps"] < recorded
+
+
+def _last_chunk_middle(data: bytes) -> int:
+    """The byte halfway through the file's last MCAP chunk (records: opcode u8, length u64)."""
+    pos, chunks = 8, []
+    while pos + 9 <= len(data):
+        opcode, length = struct.unpack_from("<BQ", data, pos)
+        if opcode == 0x06:
+            chunks.append(pos + 9 + length // 2)
+        pos += 9 + length
+    assert len(chunks) >= 2, "the fixture needs a complete chunk before the cut"
+    return chunks[-1]
 
 
 def _write_bag(path: Path, frames: list[float], with_action: bool = True,
