@@ -159,6 +159,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the per-episode rows here")
     parser.add_argument("--takeover", default="", help="e.g. 20,40,60: expert after K steps")
     parser.add_argument("--plot", type=Path, help="PNG of the first eight replays' paths")
+    parser.add_argument(
+        "--action-gain", type=float, default=None, help="default: the result's, else the model's"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     result = json.loads(args.result.read_text())
@@ -166,6 +169,9 @@ def main() -> None:
         parser.error(f"{args.result} is a {result['task']!r} result; this script reads manip")
     model = args.model or result["model"]
     policy = EmbeddedPolicy(load_embedded(None if model == "embedded" else Path(model)), "manip")
+    gain = args.action_gain if args.action_gain is not None else result.get("action_gain")
+    if gain is not None:  # replay with the gain the episodes ran with, or the one asked for
+        policy.set_action_gain(gain)
     wanted = args.which == "succeeded"
     episodes = [
         e for e in result["episodes"] if e["success"] == wanted and e["phrasing"] == "train"
