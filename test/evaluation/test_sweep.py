@@ -105,6 +105,8 @@ def test_a_retrained_model_is_not_served_from_the_cache(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     third = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
     assert third["model_sha256"] == second["model_sha256"]
+    assert third["action_gain"]["nav"] == 1.5
+    assert "nav 1.5)" in (tmp_path / "out" / "results.md").read_text()
     assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
     assert all(p.stat().st_mtime_ns != t for p, t in manifests.items())
     # another task's gain: new artifacts (they carry the config), but these nav cells stand

@@ -162,6 +162,7 @@ def run(cfg: DivergenceConfig, progress: bool = True) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "config": dataclasses.asdict(cfg),
         "model_sha256": built[0][1].model_sha256,
+        "action_gain": built[0][1].action_gain,
         "variants": rows,
     }
 

@@ -115,9 +115,15 @@ def plot(result: dict[str, Any], out_dir: Path) -> Path:
 
 
 def weights_note(result: dict[str, Any]) -> str:
-    """Which dense weights a table is about, so a table and a retrained model are not confused."""
+    """Which dense weights (and calibrated action gains) a table is about, so a table and a
+    retrained or recalibrated model are not confused."""
     sha = result.get("model_sha256")
-    return f" (weights sha256 {sha[:12]})" if sha else ""
+    gains = result.get("action_gain")
+    if gains is None and result.get("variants"):
+        gains = result["variants"][0].get("action_gain")
+    gain = ", ".join(f"{t} {g:g}" for t, g in sorted((gains or {}).items()))
+    gain = f"; action gain {gain}" if gain else ""
+    return f" (weights sha256 {sha[:12]}{gain})" if sha else ""
 
 
 def markdown(result: dict[str, Any], command: str) -> str:

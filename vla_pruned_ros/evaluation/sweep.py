@@ -249,6 +249,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "config": dataclasses.asdict(cfg),
         "model_sha256": variants[0].model_sha256 if variants else "",
+        "action_gain": variants[0].action_gain if variants else {},
         "rows": flat,
         "variants": out,
     }
