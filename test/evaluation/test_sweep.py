@@ -76,6 +76,7 @@ def test_a_retrained_model_is_not_served_from_the_cache(tmp_path: Path) -> None:
     the sweep rebuilds and reruns everything."""
     import torch
 
+    from vla_pruned_ros.evaluation.action_gain import write_gain
     from vla_pruned_ros.models.embedded import load_embedded, save_embedded
 
     model = load_embedded()
@@ -83,40 +84,37 @@ def test_a_retrained_model_is_not_served_from_the_cache(tmp_path: Path) -> None:
     config = _config(tmp_path, model=str(tmp_path / "model"), ranks=[4])
     cmd = [sys.executable, "-m", "vla_pruned_ros.cli.eval", "sweep", "--config", str(config)]
     assert subprocess.run(cmd, capture_output=True, timeout=600).returncode == 0
-    first = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
-    manifests = {p: p.stat().st_mtime_ns for p in (tmp_path / "art").glob("*/manifest.json")}
-    with torch.no_grad():
-        model.heads["nav"][2].bias.add_(0.5)  # "retrained": the same folder, other weights
-    save_embedded(model, tmp_path / "model")
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    second = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
-    assert second["model_sha256"] != first["model_sha256"]
-    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
-    assert all(p.stat().st_mtime_ns != t for p, t in manifests.items())
-    # the same weights with a calibrated action gain act differently: rebuilt again
-    from vla_pruned_ros.evaluation.action_gain import write_gain
 
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
-    manifests = {p: p.stat().st_mtime_ns for p in (tmp_path / "art").glob("*/manifest.json")}
-    write_gain(tmp_path / "model", "nav", 1.5)
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    third = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
+    def rerun(change) -> tuple[dict, set[bool], set[bool]]:
+        """The sweep after `change`: its result, and whether each cell / artifact was rewritten."""
+        cells = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
+        arts = {p: p.stat().st_mtime_ns for p in (tmp_path / "art").glob("*/manifest.json")}
+        change()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        result = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
+        return (result, {p.stat().st_mtime_ns != t for p, t in cells.items()},
+                {p.stat().st_mtime_ns != t for p, t in arts.items()})  # fmt: skip
+
+    first = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
+
+    def retrain() -> None:  # the same folder, other weights
+        with torch.no_grad():
+            model.heads["nav"][2].bias.add_(0.5)
+        save_embedded(model, tmp_path / "model")
+
+    second, cells, arts = rerun(retrain)
+    assert second["model_sha256"] != first["model_sha256"]
+    assert cells == arts == {True}
+    # the same weights with a calibrated action gain act differently: rebuilt again
+    third, cells, arts = rerun(lambda: write_gain(tmp_path / "model", "nav", 1.5))
     assert third["model_sha256"] == second["model_sha256"]
     assert third["action_gain"]["nav"] == 1.5
     assert "nav 1.5)" in (tmp_path / "out" / "results.md").read_text()
-    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
-    assert all(p.stat().st_mtime_ns != t for p, t in manifests.items())
+    assert cells == arts == {True}
     # another task's gain: new artifacts (they carry the config), but these nav cells stand
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
-    manifests = {p: p.stat().st_mtime_ns for p in (tmp_path / "art").glob("*/manifest.json")}
-    write_gain(tmp_path / "model", "manip", 2.0)
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
-    assert all(p.stat().st_mtime_ns != t for p, t in manifests.items())
+    _, cells, arts = rerun(lambda: write_gain(tmp_path / "model", "manip", 2.0))
+    assert cells == {False} and arts == {True}
 
 
 def test_unknown_sweep_parameters_are_named(tmp_path: Path) -> None:
