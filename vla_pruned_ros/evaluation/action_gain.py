@@ -9,7 +9,7 @@ It is chosen here on scenes from the training distribution that no training run 
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ def write_gain(folder: Path, task: str, gain: float) -> Path:
     if task not in config.action_dims:
         raise ValueError(f"{path} has no action head {task!r}; known: {sorted(config.action_dims)}")
     gains = {**config.action_gain, task: float(gain)}
-    path.write_text(json.dumps({**json.loads(config.to_json()), "action_gain": gains}, indent=2))
+    path.write_text(dataclasses.replace(config, action_gain=gains).to_json())
     return path
 
 
