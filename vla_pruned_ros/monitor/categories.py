@@ -14,6 +14,7 @@ STALE_COMMAND = "stale_command"
 STALE_CAMERA = "stale_camera"
 INVALID_ACTION = "invalid_action"
 POLICY_LOST = "policy_lost"
+CLOCK_SKEW = "clock_skew"
 
 CATEGORIES: tuple[str, ...] = (
     COLLISION,
@@ -26,4 +27,5 @@ CATEGORIES: tuple[str, ...] = (
     STALE_CAMERA,
     INVALID_ACTION,
     POLICY_LOST,
+    CLOCK_SKEW,
 )
