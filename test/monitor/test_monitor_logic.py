@@ -40,7 +40,7 @@ def test_commands_pass_while_fresh_and_stop_when_stale() -> None:
     t = 0.0
     for _ in range(5):
         monitor.on_command([0.2, 0, 0], [0, 0, 0.1], t)
-        monitor.on_camera(t)
+        monitor.on_camera(t, t)
         monitor.on_policy_heartbeat(t)
         assert not monitor.decide(t + 0.05).stop
         t += 0.1
@@ -114,3 +114,66 @@ def test_unknown_limit_names_are_rejected() -> None:
         SafetyLimits.from_mapping({"max_linear_sped": 1.0})
     limits = SafetyLimits.from_mapping({"workspace_min": [0, 0], "workspace_max": [1, 1]})
     assert limits.workspace_max == (1, 1)
+
+
+def _feed(monitor: SafetyMonitor, t: float, camera_stamp: float | None) -> bool:
+    """One control period of a live policy; True if the gate lets its command pass."""
+    monitor.on_command([0.2], [0.0], t)
+    monitor.on_policy_heartbeat(t)
+    if camera_stamp is not None:
+        monitor.on_camera(camera_stamp, t)
+    return not monitor.decide(t + 0.01).stop
+
+
+def test_one_frame_from_the_far_future_does_not_disable_the_camera_check() -> None:
+    monitor = SafetyMonitor(LIMITS)
+    for i in range(5):
+        assert _feed(monitor, i * 0.1, i * 0.1)
+    assert not monitor.on_camera(1000.0, 0.45), "a frame 1000 s ahead must be rejected"
+    assert monitor.episode.counts["clock_skew"] == 1
+    passed = [_feed(monitor, 0.5 + i * 0.1, None) for i in range(10)]  # the camera froze
+    assert not any(passed[4:]), "the camera check stayed disabled by the future frame"
+    assert monitor.episode.counts["stale_camera"] == 1
+
+
+def test_a_camera_ahead_then_frozen_passes_no_command() -> None:
+    monitor = SafetyMonitor(LIMITS)
+    passed = [_feed(monitor, i * 0.1, i * 0.1 + 3.0) for i in range(10)]  # 3 s ahead
+    passed += [_feed(monitor, 1.0 + i * 0.1, None) for i in range(30)]  # then frozen
+    assert sum(passed) == 0
+    assert monitor.episode.counts["clock_skew"] == 1  # one onset, not one per frame
+    assert monitor.decide(4.0).reason == "clock_skew"
+
+
+def test_clock_skew_clears_when_frames_are_on_time_again() -> None:
+    monitor = SafetyMonitor(LIMITS)
+    assert not _feed(monitor, 0.0, 5.0)
+    assert monitor.on_camera(0.1, 0.1)
+    assert _feed(monitor, 1.0, 1.0)  # after stop_hold_s the gate reopens
+    within = LIMITS.clock_skew_tolerance_s / 2
+    assert monitor.on_camera(1.1 + within, 1.1), "a stamp within the tolerance is accepted"
+
+
+def test_a_stamped_command_from_the_future_is_not_forwarded() -> None:
+    monitor = SafetyMonitor(LIMITS)
+    assert not monitor.on_command([0.2], [0.0], 0.0, stamp=2.0)
+    assert monitor.episode.counts["clock_skew"] == 1
+    assert monitor.decide(0.01).stop
+    assert monitor.on_command([0.2], [0.0], 0.1, stamp=0.1)
+    stale = 0.1 + LIMITS.command_timeout_s + 0.05
+    assert monitor.decide(stale).reason == "stale_command", "ages count from the stamp"
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("max_linear_speed", -0.1),
+        ("command_timeout_s", -1.0),
+        ("clock_skew_tolerance_s", -0.01),
+        ("control_rate_hz", 0.0),
+        ("stop_hold_s", float("nan")),
+    ],
+)
+def test_invalid_limits_are_refused_with_the_name(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        SafetyLimits.from_mapping({field: value})

@@ -1,8 +1,11 @@
 """The command gate and violation bookkeeping, driven by explicit timestamps.
 
 Every input carries the time it refers to (a header stamp or the node clock), never wall time,
-so the monitor is right under `use_sim_time` and bag replay. A condition is counted once when it
-becomes true (a sustained contact is one collision), and cleared when it stops being true.
+so the monitor is right under `use_sim_time` and bag replay. Every stamp is judged by
+`monitor.stamps.check_stamp`: one from the future beyond `clock_skew_tolerance_s` is counted as
+`clock_skew` and ignored, so it can never make a stale input look fresh. A condition is counted
+once when it becomes true (a sustained contact is one collision), and cleared when it stops
+being true.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from vla_pruned_ros.monitor.detectors import (
 )
 from vla_pruned_ros.monitor.limits import SafetyLimits
 from vla_pruned_ros.monitor.report import EpisodeReport, SafetyEventRecord
+from vla_pruned_ros.monitor.stamps import check_stamp
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class SafetyMonitor:
         self._last_command_value: tuple[Sequence[float], Sequence[float]] | None = None
         self._last_camera: float | None = None
         self._last_policy: float | None = None
+        self._skewed: dict[str, Reading] = {}  # inputs whose latest stamp was from the future
         self.new_events: list[SafetyEventRecord] = []
 
     # -- episodes ---------------------------------------------------------------------------
@@ -103,15 +108,27 @@ class SafetyMonitor:
         return events
 
     # -- inputs -----------------------------------------------------------------------------
-    def on_command(self, linear: Sequence[float], angular: Sequence[float], now: float) -> None:
-        """A velocity command from the policy: validity, speed and acceleration limits."""
+    def on_command(
+        self,
+        linear: Sequence[float],
+        angular: Sequence[float],
+        now: float,
+        stamp: float | None = None,
+    ) -> bool:
+        """A velocity command from the policy: stamp, validity, speed and acceleration limits.
+
+        `stamp` is the command's own header stamp (TwistStamped), None for a bare Twist (then
+        its receipt time `now` is its stamp). Returns False for a command that must not be
+        forwarded (from the future, or not finite)."""
         lim = self.limits
+        if stamp is not None and not self._fresh_stamp("command", stamp, now):
+            return False
         values = [*linear, *angular]
         bad = {} if all(math.isfinite(v) for v in values) else {"command": Reading(math.nan, 0.0)}
         self.update(cat.INVALID_ACTION, bad, now)
         if bad:
-            return
-        self._last_command = now
+            return False
+        self._last_command = now if stamp is None else max(stamp, self._last_command or stamp)
         speeds: dict[str, Reading] = {}
         lin, ang = _norm(linear), _norm(angular)
         if lim.max_linear_speed > 0 and lin > lim.max_linear_speed:
@@ -129,9 +146,28 @@ class SafetyMonitor:
                     accel["linear"] = Reading(a, lim.max_linear_accel, "commanded acceleration")
         self.update(cat.ACCELERATION, accel, now)
         self._last_command_value = (now, list(linear))
+        return True
 
-    def on_camera(self, stamp: float) -> None:
+    def on_camera(self, stamp: float, now: float) -> bool:
+        """A camera frame's header stamp, received at `now`; False if rejected as clock skew."""
+        if not self._fresh_stamp("camera", stamp, now):
+            return False
         self._last_camera = stamp if self._last_camera is None else max(self._last_camera, stamp)
+        return True
+
+    def _fresh_stamp(self, source: str, stamp: float, now: float) -> bool:
+        """Apply the stamp rule to one input: a future stamp sets `clock_skew` for `source`
+        (counted once per onset) and is refused; a usable one clears it."""
+        check = check_stamp(stamp, now, self.limits.clock_skew_tolerance_s)
+        if check.future:
+            ahead = -check.age_s
+            self._skewed[source] = Reading(
+                ahead, self.limits.clock_skew_tolerance_s, f"{source} stamp {ahead:.3f} s ahead"
+            )
+        else:
+            self._skewed.pop(source, None)
+        self.update(cat.CLOCK_SKEW, dict(self._skewed), now)
+        return check.usable
 
     def on_policy_heartbeat(self, now: float) -> None:
         self._last_policy = now
@@ -176,9 +212,12 @@ class SafetyMonitor:
         lim = self.limits
 
         def stale(last: float | None, timeout: float, what: str) -> dict[str, Reading]:
-            if last is None or timeout <= 0 or now - last <= timeout:
+            if last is None:
                 return {}
-            return {what: Reading(now - last, timeout, f"no {what} for {now - last:.3f} s")}
+            check = check_stamp(last, now, lim.clock_skew_tolerance_s)
+            if not check.stale(timeout):
+                return {}
+            return {what: Reading(check.age_s, timeout, f"no {what} for {check.age_s:.3f} s")}
 
         self.update(
             cat.STALE_COMMAND, stale(self._last_command, lim.command_timeout_s, "command"), now

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from vla_pruned_ros.monitor.categories import CATEGORIES
+from vla_pruned_ros.monitor.stamps import CLOCK_SKEW_TOLERANCE_S
+
+RANGES: dict[str, tuple[float, float]] = {
+    "control_rate_hz": (0.1, 1000.0),
+    "command_timeout_s": (0.0, 3600.0),
+    "camera_timeout_s": (0.0, 3600.0),
+    "policy_timeout_s": (0.0, 3600.0),
+    "max_linear_speed": (0.0, 100.0),
+    "max_angular_speed": (0.0, 100.0),
+    "max_linear_accel": (0.0, 1000.0),
+    "min_obstacle_distance": (0.0, 100.0),
+    "contact_force_threshold": (0.0, 1e6),
+    "joint_limit_margin": (0.0, 0.5),
+    "stop_hold_s": (0.0, 3600.0),
+    "clock_skew_tolerance_s": (0.0, 10.0),
+}
+"""Allowed [min, max] of each numeric limit: checked here and given to ROS as parameter ranges
+(so `ros2 param describe` shows them and `ros2 param set` outside them is refused)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +45,9 @@ class SafetyLimits:
     workspace_min: tuple[float, ...] = ()
     workspace_max: tuple[float, ...] = ()
     stop_hold_s: float = 0.5
+    # A stamp (camera frame, stamped command) this far ahead of the monitor's clock is clock skew:
+    # rejected and counted, never fresh (monitor/stamps.py). Under sim time allow one sim step.
+    clock_skew_tolerance_s: float = CLOCK_SKEW_TOLERANCE_S
     stop_categories: tuple[str, ...] = (
         "collision",
         "proximity",
@@ -34,11 +56,14 @@ class SafetyLimits:
         "stale_camera",
         "policy_lost",
         "invalid_action",
+        "clock_skew",
     )
 
     def __post_init__(self) -> None:
-        if self.control_rate_hz <= 0:
-            raise ValueError(f"control_rate_hz must be > 0, got {self.control_rate_hz}")
+        for name, (lo, hi) in RANGES.items():
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
+                raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {value!r}")
         if len(self.workspace_min) != len(self.workspace_max):
             raise ValueError("workspace_min and workspace_max must have the same length")
         if any(lo > hi for lo, hi in zip(self.workspace_min, self.workspace_max, strict=True)):

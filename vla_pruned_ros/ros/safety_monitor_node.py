@@ -159,7 +159,8 @@ class SafetyMonitorNode(Node):
             self.monitor.record_output(False, now)
 
     def _on_image(self, msg: Image) -> None:
-        self.monitor.on_camera(stamp_to_sec(msg.header.stamp))
+        self.monitor.on_camera(stamp_to_sec(msg.header.stamp), self._now())
+        self._publish_events()
 
     def _on_action(self, _msg: VLAAction) -> None:
         self.monitor.on_policy_heartbeat(self._now())
