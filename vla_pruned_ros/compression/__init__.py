@@ -7,7 +7,9 @@
     memory_report(model)                 -> byte counts (dense, packed, factors, resident)
 
 Methods: magnitude, Wanda, SparseGPT; patterns: unstructured fractions and N:M; ranks: an int or
-a policy (EnergyRank, BudgetRank). Everything here imports torch (and safetensors) only.
+a policy (EnergyRank, BudgetRank, ActivationBudgetRank); corrections: the paper's SVD of the gap or
+`gluestick(..., correction="activation", calib=...)`, the output error on calibration inputs.
+Everything here imports torch (and safetensors) only.
 """
 
 from vla_pruned_ros.compression.artifact import (
@@ -21,6 +23,7 @@ from vla_pruned_ros.compression.memory import memory_report
 from vla_pruned_ros.compression.patterns import parse_pattern, prune_mask
 from vla_pruned_ros.compression.prune import METHODS, gluestick, prune, select_linear
 from vla_pruned_ros.compression.rank_policy import (
+    ActivationBudgetRank,
     BudgetRank,
     EnergyRank,
     FixedRank,
@@ -31,6 +34,7 @@ from vla_pruned_ros.compression.runtime import MODES
 __all__ = [
     "METHODS",
     "MODES",
+    "ActivationBudgetRank",
     "ArtifactError",
     "BudgetRank",
     "EnergyRank",

@@ -6,6 +6,14 @@ y = W_pruned x + b + A (B x). By Eckart-Young the Frobenius error of the exact c
 norm of the discarded singular values; r = 0 is the pruned layer, r >= min(d_out, d_in) the dense
 one. The randomized SVD (Halko et al., `torch.svd_lowrank`) trades a little of that optimality
 for time on 7B-sized layers; its error is measured, not assumed.
+
+Beyond the paper, `correction="activation"` (EoRA's idea, arXiv 2410.21271) minimises what the
+robot feels, the output error ||(W_gap - A B) X^T||_F on the calibration inputs X (tokens as
+rows), instead of the weight error. With C = X^T X + delta I = Q L Q^T (float64; delta a small
+fraction of C's mean diagonal, so rank-deficient or zero input channels stay finite),
+||M X^T||_F^2 = ||M Q L^(1/2)||_F^2 up to delta, so the truncated SVD of W_gap Q L^(1/2) is the
+optimum; its right factor is mapped back by L^(-1/2) Q^T. A and B keep the plain SVD's shapes,
+so the runtime and the artifact format do not change.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from vla_pruned_ros.compression.quantize import check_factor_dtype, dequantize, 
 from vla_pruned_ros.compression.spectrum import spectrum_stats
 
 SVD_METHODS = ("exact", "randomized")
+CORRECTIONS = ("svd", "activation")
+DEFAULT_DAMP = 0.01  # delta = DEFAULT_DAMP * mean(diag(X^T X)), SparseGPT's convention
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,10 @@ class GapFactors:
     gap_norm: float  # ||W_gap||_F, exact either way
     error: float  # ||W_gap - A B||_F achieved (exact SVD: from the discarded values)
     svd: str = "exact"
+    # "activation": singular_values, gap_norm and error are in the damped output metric
+    # ||M (X^T X + delta I)^(1/2)||_F, and `damping` is the delta added
+    correction: str = "svd"
+    damping: float = 0.0
 
     @property
     def rank(self) -> int:
@@ -52,6 +66,33 @@ def gap_matrix(dense: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
     return (dense.detach().double() - pruned.detach().double()).reshape(dense.shape[0], -1)
 
 
+def _truncated_svd(
+    matrix: torch.Tensor, r: int, svd: str, oversample: int, power_iters: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, str]:
+    """(U_r S_r, V_r^T, singular values, ||matrix - U_r S_r V_r^T||_F, method): the one
+    truncated SVD both corrections use."""
+    full = min(matrix.shape)
+    if svd == "exact" or r == 0 or r + oversample >= full:
+        if matrix.shape[0] < matrix.shape[1]:  # LAPACK is ~2x faster on tall matrices
+            vt, s, ut = torch.linalg.svd(matrix.T, full_matrices=False)
+            u, vh = ut.T, vt.T
+        else:
+            u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+        return u[:, :r] * s[:r], vh[:r], s, float(s[r:].square().sum().sqrt()), "exact"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        u, s, v = torch.svd_lowrank(matrix, q=r + oversample, niter=power_iters)
+    a, b = u[:, :r] * s[:r], v[:, :r].T
+    return a, b, s, float(torch.linalg.matrix_norm(matrix - a @ b)), "randomized"
+
+
+def _check(rank: int, svd: str) -> None:
+    if rank < 0:
+        raise ValueError(f"rank must be >= 0, got {rank}")
+    if svd not in SVD_METHODS:
+        raise ValueError(f"unknown SVD method {svd!r}; use one of {SVD_METHODS}")
+
+
 def gap_factors(
     dense: torch.Tensor,
     pruned: torch.Tensor,
@@ -62,34 +103,118 @@ def gap_factors(
     seed: int = 0,
 ) -> GapFactors:
     """Truncated SVD of the pruning gap in float64 (one layer at a time, offline)."""
-    if rank < 0:
-        raise ValueError(f"rank must be >= 0, got {rank}")
-    if svd not in SVD_METHODS:
-        raise ValueError(f"unknown SVD method {svd!r}; use one of {SVD_METHODS}")
+    _check(rank, svd)
     gap = gap_matrix(dense, pruned)
     gap_norm = float(torch.linalg.matrix_norm(gap))
-    full = min(gap.shape)
-    r = min(rank, full)
-    if svd == "exact" or r == 0 or r + oversample >= full:
-        if gap.shape[0] < gap.shape[1]:  # LAPACK is ~2x faster on tall matrices: G^T = V S U^T
-            vt, s, ut = torch.linalg.svd(gap.T, full_matrices=False)
-            u, vh = ut.T, vt.T
-        else:
-            u, s, vh = torch.linalg.svd(gap, full_matrices=False)
-        a, b = u[:, :r] * s[:r], vh[:r]
-        error = float(s[r:].square().sum().sqrt())
-        method = "exact"
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            u, s, v = torch.svd_lowrank(gap, q=r + oversample, niter=power_iters)
-        a, b = u[:, :r] * s[:r], v[:, :r].T
-        error = float(torch.linalg.matrix_norm(gap - a @ b))
-        method = "randomized"
+    r = min(rank, min(gap.shape))
+    a, b, s, error, method = _truncated_svd(gap, r, svd, oversample, power_iters, seed)
     dtype = dense.dtype if dense.is_floating_point() else torch.float32
     return GapFactors(
         a.to(dtype).contiguous(), b.to(dtype).contiguous(), s, gap_norm, error, method
     )
+
+
+@dataclass(frozen=True)
+class InputBasis:
+    """The damped input covariance X^T X + delta I = Q L Q^T of one layer (float64)."""
+
+    q: torch.Tensor  # (d_in, d_in) eigenvectors
+    sqrt_l: torch.Tensor  # (d_in,) square roots of the eigenvalues, all >= sqrt(delta) > 0
+    damping: float  # delta
+
+    def weigh(self, m: torch.Tensor) -> torch.Tensor:
+        """M Q L^(1/2): its Frobenius norm is M's output error on the (damped) inputs."""
+        return (m @ self.q) * self.sqrt_l
+
+    def unweigh(self, m: torch.Tensor) -> torch.Tensor:
+        """The inverse map, M L^(-1/2) Q^T."""
+        return (m / self.sqrt_l) @ self.q.T
+
+
+def input_basis(xtx: torch.Tensor, damp: float = DEFAULT_DAMP) -> InputBasis:
+    """Eigendecompose X^T X + delta I in float64, delta = damp * mean(diag(X^T X)) (1 when the
+    inputs are all zero: the correction is then the plain SVD). Damping is what keeps a
+    never-excited input channel (a zero eigenvalue) from blowing up L^(-1/2)."""
+    if xtx.dim() != 2 or xtx.shape[0] != xtx.shape[1]:
+        raise ValueError(f"X^T X must be a square matrix, got shape {tuple(xtx.shape)}")
+    if damp <= 0:
+        raise ValueError(f"damping must be > 0 (it keeps L^(-1/2) finite), got {damp}")
+    c = xtx.detach().double()
+    if not torch.isfinite(c).all():
+        raise ValueError("X^T X holds non-finite values: check the calibration inputs")
+    c = (c + c.T) / 2
+    mean = float(c.diagonal().mean())
+    delta = damp * mean if mean > 0 else 1.0
+    c.diagonal().add_(delta)
+    values, q = torch.linalg.eigh(c)
+    return InputBasis(q, values.clamp_min(delta).sqrt(), delta)
+
+
+def activation_factors(
+    dense: torch.Tensor,
+    pruned: torch.Tensor,
+    rank: int,
+    xtx: torch.Tensor,
+    damp: float = DEFAULT_DAMP,
+    svd: str = "exact",
+    oversample: int = 10,
+    power_iters: int = 2,
+    seed: int = 0,
+    basis: InputBasis | None = None,
+) -> GapFactors:
+    """The rank-r factors minimising ||(W_gap - A B) X^T||_F given X^T X (see the module
+    docstring). At full rank A B = W_gap exactly; at any rank the output error on those inputs
+    is no larger than the plain SVD's (it is the optimum of the damped objective, and damping
+    only adds the weight error that the SVD minimises)."""
+    _check(rank, svd)
+    gap = gap_matrix(dense, pruned)
+    if xtx.shape != (gap.shape[1], gap.shape[1]):
+        raise ValueError(f"X^T X of shape {tuple(xtx.shape)} does not fit a layer with "
+                         f"{gap.shape[1]} inputs")  # fmt: skip
+    basis = basis or input_basis(xtx, damp)
+    weighted = basis.weigh(gap)
+    r = min(rank, min(gap.shape))
+    a, bw, s, error, method = _truncated_svd(weighted, r, svd, oversample, power_iters, seed)
+    b = basis.unweigh(bw)
+    dtype = dense.dtype if dense.is_floating_point() else torch.float32
+    return GapFactors(
+        a.to(dtype).contiguous(), b.to(dtype).contiguous(), s,
+        float(torch.linalg.matrix_norm(weighted)), error, method, "activation", basis.damping,
+    )  # fmt: skip
+
+
+def layer_factors(
+    dense: torch.Tensor,
+    pruned: torch.Tensor,
+    rank: int,
+    correction: str = "svd",
+    xtx: torch.Tensor | None = None,
+    damp: float = DEFAULT_DAMP,
+    svd: str = "exact",
+    **options,
+) -> GapFactors:
+    """One entry point for either correction (the in-memory, streaming and block-by-block paths
+    all call it)."""
+    if correction == "svd":
+        return gap_factors(dense, pruned, rank, svd=svd, **options)
+    if correction == "activation":
+        if xtx is None:
+            raise ValueError("the activation correction needs the layer's X^T X from "
+                             "calibration inputs")  # fmt: skip
+        return activation_factors(dense, pruned, rank, xtx, damp, svd=svd, **options)
+    raise ValueError(f"unknown correction {correction!r}; use one of {CORRECTIONS}")
+
+
+def output_error(
+    dense: torch.Tensor, corrected: torch.Tensor, xtx: torch.Tensor
+) -> tuple[float, float]:
+    """(||(W_dense - W_corrected) X^T||_F, ||W_dense X^T||_F) from X^T X, without the tokens."""
+    d = gap_matrix(dense, corrected)
+    w = dense.detach().double().reshape(d.shape)
+    c = xtx.detach().double()
+    err = float(((d @ c) * d).sum().clamp_min(0).sqrt())
+    ref = float(((w @ c) * w).sum().clamp_min(0).sqrt())
+    return err, ref
 
 
 class GluestickLinear(nn.Module):
@@ -126,6 +251,8 @@ class GluestickLinear(nn.Module):
             self.spectrum = spectrum_stats(factors.singular_values, factors.rank)
             self.spectrum.update(
                 svd=factors.svd,
+                correction=factors.correction,
+                **({"damping": factors.damping} if factors.correction == "activation" else {}),
                 relative_error=round(factors.relative_error, 6),
                 energy_kept=round(factors.energy_kept(), 6),
             )

@@ -16,13 +16,21 @@ from torch import nn
 
 from vla_pruned_ros.compression.calibration import collect_input_stats
 from vla_pruned_ros.compression.gluestick import (
+    CORRECTIONS,
+    DEFAULT_DAMP,
     GluestickConv2d,
     GluestickLinear,
-    gap_factors,
     gap_matrix,
+    input_basis,
+    layer_factors,
 )
 from vla_pruned_ros.compression.patterns import Pattern, parse_pattern, prune_mask
-from vla_pruned_ros.compression.rank_policy import LayerSpectrum, RankPolicy, parse_rank_policy
+from vla_pruned_ros.compression.rank_policy import (
+    ActivationBudgetRank,
+    LayerSpectrum,
+    RankPolicy,
+    parse_rank_policy,
+)
 from vla_pruned_ros.compression.sparsegpt import sparsegpt_weight
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -154,13 +162,30 @@ def gluestick(
     oversample: int = 10,
     power_iters: int = 2,
     progress: bool = False,
+    correction: str = "svd",
+    calib=None,
+    stats: dict | None = None,
+    damp: float = DEFAULT_DAMP,
+    calib_source: str = "",
 ) -> nn.Module:
     """A copy of `pruned` whose pruned layers carry a rank-r correction of their gap to the dense
     layer of the same name. `rank` is an int (the paper's one global rank) or a policy
-    (`EnergyRank`, `BudgetRank`, or their string forms 'energy:0.9', 'budget:5')."""
+    (`EnergyRank`, `BudgetRank`, `ActivationBudgetRank`, or their string forms 'energy:0.9',
+    'budget:5', 'activation-budget:5').
+
+    `correction="svd"` is the paper's (weight error); `"activation"` minimises each layer's
+    output error on calibration inputs: `calib` (model inputs, run once through the dense
+    model, as Wanda's statistics are) or `stats` ({layer: InputStats with X^T X}, e.g. from
+    inputs that already went through compressed layers). The copy's `correction` attribute
+    records the choice, its damping and calibration source (`calib_source`) for the manifest.
+    """
     from tqdm.auto import tqdm
 
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}; use one of {CORRECTIONS}")
     policy = parse_rank_policy(rank)
+    if isinstance(policy, ActivationBudgetRank) and correction != "activation":
+        raise ValueError(f"{policy} ranks by output error: use correction='activation'")
     layers = compressed_layers(pruned)
     if not layers:
         raise ValueError("the pruned model has no pruned layers: run prune() on it first")
@@ -178,6 +203,10 @@ def gluestick(
                 f"{tuple(layer.weight.shape)}; was the pruned model made from this dense one?"
             )
         dense_layers[name] = d
+    bases = {}
+    if correction == "activation":
+        stats = _activation_stats(dense, list(layers), calib, stats, progress)
+        bases = {n: input_basis(stats[n].xtx, damp) for n in layers}
     if hasattr(policy, "rank"):
         ranks = policy.choose(
             {
@@ -189,30 +218,69 @@ def gluestick(
             factor_dtype,
         )
     else:  # energy and budget policies read every layer's spectrum first
-        spectra = {
-            n: LayerSpectrum(
-                torch.linalg.svdvals(gap_matrix(dense_layers[n].weight, m.weight)),
-                m.out_features,
-                m.in_features,
-            )
-            for n, m in tqdm(layers.items(), desc="spectra", unit="layer", disable=not progress)
-        }
+        spectra = {}
+        for n, m in tqdm(layers.items(), desc="spectra", unit="layer", disable=not progress):
+            gap = gap_matrix(dense_layers[n].weight, m.weight)
+            if isinstance(policy, ActivationBudgetRank):
+                w = dense_layers[n].weight.detach().double().reshape(gap.shape)
+                scale = float(torch.linalg.matrix_norm(bases[n].weigh(w))) or 1.0
+                values = torch.linalg.svdvals(bases[n].weigh(gap)) / scale
+            else:
+                values = torch.linalg.svdvals(gap)
+            spectra[n] = LayerSpectrum(values, m.out_features, m.in_features)
         ranks = policy.choose(spectra, factor_dtype)
     corrected = copy.deepcopy(pruned)
     for name, layer in tqdm(
         compressed_layers(corrected).items(),
-        desc=f"gluestick {policy}",
+        desc=f"gluestick {policy} {correction}",
         unit="layer",
         disable=not progress,
     ):
-        factors = gap_factors(
-            dense_layers[name].weight,
-            layer.weight,
-            ranks[name],
-            svd=svd,
-            oversample=oversample,
-            power_iters=power_iters,
+        options = dict(svd=svd, oversample=oversample, power_iters=power_iters)
+        if correction == "activation":
+            options.update(xtx=stats[name].xtx, basis=bases[name])
+        factors = layer_factors(
+            dense_layers[name].weight, layer.weight, ranks[name], correction, damp=damp, **options
         )
         replace_module(corrected, name, type(layer)(layer, factors, factor_dtype))
     corrected.rank_policy = str(policy)
+    corrected.correction = correction_record(correction, damp, calib_source, stats)
     return corrected
+
+
+def correction_record(
+    correction: str, damp: float, calib_source: str = "", stats: dict | None = None
+) -> dict:
+    """What an artifact's manifest says about its correction (the one place its keys are
+    named): the method, and for `activation` the damping rule and calibration source."""
+    if correction == "svd":
+        return {"correction": "svd"}
+    tokens = sorted({s.count for s in (stats or {}).values()})
+    return {
+        "correction": "activation",
+        "damping": f"{damp:g} * mean(diag(X^T X)) added to the diagonal (1.0 if all inputs "
+        "are zero)",
+        "damp": damp,
+        "calibration": calib_source or "calibration inputs given to gluestick()",
+        "calibration_tokens": tokens[0] if len(tokens) == 1 else tokens,
+    }
+
+
+def _activation_stats(dense, names, calib, stats, progress) -> dict:
+    if stats is None:
+        if calib is None:
+            raise ValueError(
+                "correction='activation' needs calibration data: pass calib=<iterable of "
+                "inputs> or stats=<{layer: InputStats}>"
+            )
+        was_training = dense.training
+        dense.eval()
+        try:
+            stats = collect_input_stats(dense, names, calib, with_hessian=True, progress=progress)
+        finally:
+            dense.train(was_training)
+    missing = [n for n in names if n not in stats or stats[n].xtx is None]
+    if missing:
+        raise ValueError(f"no X^T X for {len(missing)} layers (e.g. {missing[:3]}): collect "
+                         "them with with_hessian=True")  # fmt: skip
+    return stats
