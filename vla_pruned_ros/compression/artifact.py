@@ -204,7 +204,8 @@ def save_artifact(
     }
     manifest = new_manifest(
         entries, kept, total, weight_dtype, sorted(skip),
-        getattr(model, "rank_policy", "rank:0"), manifest_fields,
+        getattr(model, "rank_policy", "rank:0"),
+        {"correction": getattr(model, "correction", {"correction": "svd"}), **manifest_fields},
     )  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
