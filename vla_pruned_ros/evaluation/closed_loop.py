@@ -25,6 +25,7 @@ class EvalJob:
     phrasing: str = "train"
     supersample: int | None = None  # the camera's supersampling (None: the simulator's)
     action_gain: float | None = None  # overrides the model's calibrated gain (None: keep it)
+    gate: str = "none"  # the safety gate in the loop: "none", "stop" or "direction" (gated_loop)
 
 
 def heldout_seeds(first: int, count: int) -> list[int]:
@@ -66,6 +67,11 @@ def _policy_and_task(job: EvalJob):
 def run_episode(job: EvalJob) -> dict[str, Any]:
     policy, task = _policy_and_task(job)
     obs = task.reset(job.seed, phrasing=job.phrasing)
+    gate = None
+    if job.gate != "none":
+        from vla_pruned_ros.evaluation.gated_loop import SimGate
+
+        gate = SimGate(task, job.gate)
     latencies = []
     while True:
         start = time.perf_counter()
@@ -73,11 +79,17 @@ def run_episode(job: EvalJob) -> dict[str, Any]:
         latencies.append((time.perf_counter() - start) * 1e3)
         if not np.all(np.isfinite(action)):  # a broken model stops the robot: a failure
             break
+        if gate is not None:  # what the safety monitor would let through to the robot
+            action = gate.filter(action)
         result = task.step(action)
+        if gate is not None:
+            gate.observe()
         obs = result.observation
         if result.done:
             break
-    return {**task.metrics(), "model": job.model, "phrasing": job.phrasing,
+    gated = {} if gate is None else gate.stats()
+    return {**task.metrics(), "model": job.model, "phrasing": job.phrasing, "gate": job.gate,
+            **gated,
             "step_latency_ms": latencies,
             "model_memory_bytes": policy.info.memory_bytes}  # fmt: skip
 

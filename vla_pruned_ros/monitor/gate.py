@@ -25,6 +25,7 @@ from vla_pruned_ros.monitor.detectors import (
 from vla_pruned_ros.monitor.limits import SafetyLimits
 from vla_pruned_ros.monitor.report import EpisodeReport, SafetyEventRecord
 from vla_pruned_ros.monitor.stamps import check_stamp
+from vla_pruned_ros.monitor.zones import CollisionZones, Point, ZoneConfig
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,16 @@ class Decision:
 class SafetyMonitor:
     """Counts violations per episode and decides whether commands may pass."""
 
-    def __init__(self, limits: SafetyLimits, now: float = 0.0, episode_id: str = "0") -> None:
+    def __init__(
+        self,
+        limits: SafetyLimits,
+        now: float = 0.0,
+        episode_id: str = "0",
+        zones: ZoneConfig | None = None,
+    ) -> None:
         self.limits = limits
+        # Direction-aware collision/proximity handling (monitor/zones.py); off by default.
+        self.zones = CollisionZones(zones)
         self.finished: list[EpisodeReport] = []
         self.episode = EpisodeReport(episode_id, now)
         self.episode_active = True
@@ -60,6 +69,7 @@ class SafetyMonitor:
         self.episode_active = True
         self._active.clear()
         self._last_trigger = None
+        self.zones.reset()
         return closed
 
     def end_episode(self, now: float) -> EpisodeReport:
@@ -99,7 +109,8 @@ class SafetyMonitor:
         self.episode.counts[category] += 1
         self.episode.events.append(event)
         if category in self.limits.stop_categories:
-            self._last_trigger = now
+            if not self.zones.handles(category):  # zones block toward it instead of a hold
+                self._last_trigger = now
             if self.episode.first_trigger_time is None:
                 self.episode.first_trigger_time = now
 
@@ -145,6 +156,7 @@ class SafetyMonitor:
                 if a > lim.max_linear_accel:
                     accel["linear"] = Reading(a, lim.max_linear_accel, "commanded acceleration")
         self.update(cat.ACCELERATION, accel, now)
+        self.zones.on_command(linear)
         self._last_command_value = (now, list(linear))
         return True
 
@@ -172,13 +184,34 @@ class SafetyMonitor:
     def on_policy_heartbeat(self, now: float) -> None:
         self._last_policy = now
 
-    def on_contacts(self, contacts: Iterable[tuple[str, str, float]], now: float) -> None:
-        """Contacts as (body, other, normal force); those above the force threshold collide."""
+    def on_contacts(
+        self,
+        contacts: Iterable[tuple[str, str, float]],
+        now: float,
+        points: Sequence[Point | None] | None = None,
+    ) -> None:
+        """Contacts as (body, other, normal force); those above the force threshold collide.
+        `points`: each contact's world (x, y) point, None where unknown, for the zones."""
+        contacts = list(contacts)
         threshold = self.limits.contact_force_threshold
         self.update(cat.COLLISION, contact_conditions(contacts, threshold), now)
+        where = [None] * len(contacts) if points is None else list(points)
+        if len(where) != len(contacts):
+            raise ValueError(f"{len(contacts)} contacts but {len(where)} contact points")
+        hits = [p for (_, _, f), p in zip(contacts, where, strict=True) if f > threshold]
+        self.zones.on_contacts(hits, now)
 
-    def on_ranges(self, ranges: Iterable[float], now: float) -> None:
+    def on_ranges(
+        self, ranges: Sequence[float], now: float, angles: Sequence[float] | None = None
+    ) -> None:
+        """A range scan; with its beam `angles` (robot frame) it also feeds the zones."""
         self.update(cat.PROXIMITY, too_close(ranges, self.limits.min_obstacle_distance), now)
+        if angles is not None:
+            self.zones.on_scan(ranges, angles)
+
+    def on_pose(self, x: float, y: float, yaw: float) -> None:
+        """The robot's planar pose (odometry), which places contact points for the zones."""
+        self.zones.on_pose(x, y, yaw)
 
     def on_position(self, position: Sequence[float], now: float) -> None:
         lo, hi = self.limits.workspace_min, self.limits.workspace_max
@@ -229,7 +262,7 @@ class SafetyMonitor:
         """Evaluate the time-based checks and return what the gate should do at `now`."""
         self._check_staleness(now)
         for category, _key in self._active:
-            if category in self.limits.stop_categories:
+            if category in self.limits.stop_categories and not self.zones.handles(category):
                 return Decision(True, category)
         if self._last_trigger is not None and now - self._last_trigger < self.limits.stop_hold_s:
             return Decision(True, "hold after violation")
@@ -249,9 +282,11 @@ class SafetyMonitor:
             self.episode.passed_commands += 1
 
     def clamp(self, linear: Sequence[float], angular: Sequence[float]) -> tuple[list, list]:
-        """Scale a command down to the speed limits (what passes when speed does not stop)."""
-        return _scaled(linear, self.limits.max_linear_speed), _scaled(
-            angular, self.limits.max_angular_speed
+        """Scale a command down to the speed limits (what passes when speed does not stop),
+        then through the direction-aware zones (blocked toward an obstacle, slowed near one)."""
+        return self.zones.filter(
+            _scaled(linear, self.limits.max_linear_speed),
+            _scaled(angular, self.limits.max_angular_speed),
         )
 
 
