@@ -300,7 +300,7 @@ def test_the_wide_expert_labels_change_less_than_the_smooth_ones() -> None:
 def test_push_weight_says_when_the_expert_pushes_and_only_the_smooth_one_blends() -> None:
     """Behind the block on the push line the label is all push (1); beside the block it is all
     walking around (0); 2 cm off the line the routing expert has switched and the smooth one is
-    half way. The failure analysis (scripts/manip_failures.py) reads this."""
+    half way. The failure analysis (research/manip_failures.py) reads this."""
     weights = {}
     for expert in ("routing", "smooth"):
         with make_task("manip", expert=expert) as task:

@@ -209,11 +209,11 @@ class ManipTask(Task):
         slowing down and sliding back onto the line, instead of walking around the block
         (narrowing to the smooth band within 10 cm of the target, where the wide band stalls):
         the policy's failures sit where the smooth expert would walk around
-        (scripts/manip_failures.py). At equal training it did worse than smooth (MODEL_CARD.md,
+        (research/manip_failures.py). At equal training it did worse than smooth (MODEL_CARD.md,
         "Tried after v4"), so smooth stays vla-train's default. `expert="arc"` is smooth with
         a 2 cm wider berth around the named block while walking around it: the policy's
         failures drag the block round the target because it presses in where the expert backs
-        off (scripts/manip_failures.py), and a wider arc keeps the two behaviours further apart
+        off (research/manip_failures.py), and a wider arc keeps the two behaviours further apart
         in the image."""
         tip = self.tip()
         block, behind, d, remaining, along, lateral = self._push_line()

@@ -2,7 +2,7 @@
 scenes no training run collects from: the model card's first look before `vla-eval gain` existed
 (results/tried_2026-12-01.json, `inference_time_first_look`).
 
-    .venv/bin/python scripts/inference_variants.py VARIANT MODEL[,MODEL] EPISODES FIRST_SEED
+    .venv/bin/python research/inference_variants.py VARIANT MODEL[,MODEL] EPISODES FIRST_SEED
     VARIANT: base | gain:G | tta:PIXELS (mean over the frame and four shifts) | ema:ALPHA
 """
 

@@ -2,7 +2,7 @@
 policy's speed without and with its gain, the expert's label, how often the bound clips, and how
 long episodes take. The model card's and README's speed figures come from this script.
 
-    .venv/bin/python scripts/action_gain_effect.py [--episodes 40] [--first 1000]
+    .venv/bin/python research/action_gain_effect.py [--episodes 40] [--first 1000]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ action it would execute? For a regression head that is its training loss; for a 
 NLL says little, so this measures the likeliest mode's error and prints the mixture weights of a
 few samples (weights that do not move with the image mean the head has not conditioned yet).
 
-    .venv/bin/python scripts/head_fit.py runs/v5/model --data runs/v5/data
+    .venv/bin/python research/head_fit.py runs/v5/model --data runs/v5/data
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ runs" and "Tried after v4": the keypoint probe (`--keypoint-blocks 1,2` vs `-1`,
 `--schedule-steps 1500`, then `vla-eval sim --task manip --model WORKDIR/model`). Run two side
 by side with `--threads 1`.
 
-    .venv/bin/python scripts/manip_probe.py --data runs/ab/smooth.safetensors --expert smooth \\
+    .venv/bin/python research/manip_probe.py --data runs/ab/smooth.safetensors --expert smooth \\
         --workdir runs/ab_smooth --schedule-steps 1500
 """
 

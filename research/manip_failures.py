@@ -9,7 +9,7 @@ toward the block or away from it (radial speed, + is away). `--takeover 20,40` r
 episode with the expert taking over after that many policy steps: whether the states the policy
 reached can still be solved. The model card's failure analysis comes from this script.
 
-    .venv/bin/python scripts/manip_failures.py results/embedded_manip.json --which failed
+    .venv/bin/python research/manip_failures.py results/embedded_manip.json --which failed
 """
 
 from __future__ import annotations

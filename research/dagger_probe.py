@@ -4,7 +4,7 @@ the labels join the behaviour-cloning data, and the model is fine-tuned on manip
 Then `vla-eval sim --task manip --model OUT/model --episodes 200` gives the number to compare
 with the model card's.
 
-    .venv/bin/python scripts/dagger_probe.py --workdir runs/dagger_probe --episodes 600
+    .venv/bin/python research/dagger_probe.py --workdir runs/dagger_probe --episodes 600
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ pixel (1.45 cm), over the states of noisy expert episodes: the figure MODEL_CARD
 the routing and the smooth expert (ManipTask.label_jump, l2 norm). Labels that jump between
 neighbouring pixels look like several modes to a policy that sees the scene at 64x64.
 
-    .venv/bin/python scripts/expert_label_jumps.py routing
+    .venv/bin/python research/expert_label_jumps.py routing
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 that succeed without a violation (all phrasings), episodes with a collision, and how the
 failures on training phrasings end (never brought the block closer, or within 12 cm).
 
-    .venv/bin/python scripts/episode_breakdown.py results/embedded_manip.json
-    .venv/bin/python scripts/episode_breakdown.py A.json B.json   # + which scenes each solves
+    .venv/bin/python research/episode_breakdown.py results/embedded_manip.json
+    .venv/bin/python research/episode_breakdown.py A.json B.json   # + which scenes each solves
     git show 1e3e1b8^:results/embedded_manip.json > /tmp/v2.json   # the v2 model's evaluation
 """
 
