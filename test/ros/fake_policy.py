@@ -3,13 +3,18 @@ a forward Twist, a camera image and a VLAAction heartbeat at 10 Hz, so the test 
 stall its camera and watch what the safety monitor does.
 
 The camera stalls on SIGUSR1, not on a timer: the test sends it only after it has seen a command
-pass, so a slow start (DDS discovery on a loaded CI machine) cannot make the stall come first."""
+pass, so a slow start (DDS discovery on a loaded CI machine) cannot make the stall come first.
 
+Environment: FAKE_LINEAR_X (the commanded speed, default 0.2), FAKE_CAMERA_AHEAD_S (stamp the
+frames this far ahead of the clock: a camera whose clock runs fast, default 0)."""
+
+import os
 import signal
 import time
 
 import rclpy
 from geometry_msgs.msg import Twist
+from rclpy.duration import Duration
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from vla_pruned_ros_msgs.msg import VLAAction
@@ -17,6 +22,8 @@ from vla_pruned_ros_msgs.msg import VLAAction
 from vla_pruned_ros.ros import topics
 
 camera_live = True
+LINEAR_X = float(os.environ.get("FAKE_LINEAR_X", "0.2"))
+AHEAD_NS = int(float(os.environ.get("FAKE_CAMERA_AHEAD_S", "0")) * 1e9)
 
 
 def _stall_camera(_signum: int, _frame: object) -> None:
@@ -35,12 +42,12 @@ while rclpy.ok():
     now = node.get_clock().now().to_msg()
     if camera_live:
         img = Image(height=4, width=4, encoding="rgb8", step=12, data=bytes(48))
-        img.header.stamp = now
+        img.header.stamp = (node.get_clock().now() + Duration(nanoseconds=AHEAD_NS)).to_msg()
         cam.publish(img)
     twist = Twist()
-    twist.linear.x = 0.2
+    twist.linear.x = LINEAR_X
     cmd.publish(twist)
-    action = VLAAction(action=[0.2, 0.0], names=["linear_x", "angular_z"])
+    action = VLAAction(action=[LINEAR_X, 0.0], names=["linear_x", "angular_z"])
     action.header.stamp = now
     act.publish(action)
     time.sleep(0.1)

@@ -1,14 +1,17 @@
-"""`vla-ros up` starts real node processes from a bringup file and stops them cleanly."""
+"""`vla-ros up` starts real node processes from a bringup file and stops them cleanly; when a node
+dies the safety monitor stops last, after it has sent zero commands."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import yaml
+from cmd_watcher import Watcher
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,8 +67,57 @@ def test_a_node_that_dies_takes_the_graph_down_with_a_reason(tmp_path: Path) -> 
     proc = _vla_ros("up", str(_bringup(tmp_path, nodes)))
     out = proc.communicate(timeout=60)[0]
     assert proc.returncode == 1, out
-    assert "policy_node exited with code 2" in out
+    assert "policy_node died: exited with code 2" in out
     assert "does not exist" in out
+
+
+def test_a_killed_policy_leaves_the_gate_sending_zeros_and_stopping_last(tmp_path: Path) -> None:
+    timeout_s, rate_hz = 0.3, 10.0
+    monitor = {
+        "executable": "safety_monitor",
+        "params": [str(ROOT / "config" / "safety_monitor.yaml")],
+        "overrides": {
+            "report_dir": str(tmp_path / "reports"),
+            "limits.command_timeout_s": timeout_s,
+            "limits.camera_timeout_s": timeout_s,
+            "limits.control_rate_hz": rate_hz,
+        },
+    }
+    policy = {"script": str(ROOT / "test" / "ros" / "fake_policy.py"), "name": "fake_policy"}
+    proc = _vla_ros("up", str(_bringup(tmp_path, [monitor, policy])))
+    lines: list[str] = []
+    threading.Thread(
+        target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True
+    ).start()
+    watcher = Watcher()
+    try:
+        assert watcher.spin_until(lambda: any(x == 0.2 for _, x in watcher.cmds), 30.0), (
+            "the gate never passed the policy's command"
+        )
+        pid_line = next(ln for ln in lines if "started fake_policy (pid" in ln)
+        pid = int(pid_line.split("(pid ")[1].split(")")[0])
+        subprocess.run(["kill", "-9", str(pid)], check=True)
+        t_kill = time.monotonic()
+        assert proc.wait(timeout=60) == 1, "".join(lines)
+        watcher.spin_until(lambda: False, 1.0)
+    finally:
+        watcher.close()
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(lines)
+    assert "fake_policy died: killed by SIGKILL" in out, out
+    zeros = [w for w, x in watcher.cmds if w > t_kill and x == 0.0]
+    assert len(zeros) >= 2, f"{len(zeros)} zero commands after the kill:\n{out}"
+    assert watcher.cmds[-1][1] == 0.0, "the last command the robot got was not a stop"
+    assert out.index("keeps the robot stopped") < out.index("[safety_monitor] final zero command")
+    assert (tmp_path / "reports" / "safety.json").is_file()
+
+
+def test_a_bringup_role_must_be_known(tmp_path: Path) -> None:
+    path = _bringup(tmp_path, [{"executable": "safety_monitor", "role": "gatekeeper"}])
+    proc = _vla_ros("up", str(path))
+    out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 2 and "role 'gatekeeper'" in out, out
 
 
 def test_unknown_executable_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,9 +1,12 @@
 """The safety monitor as a real process on real DDS: it passes a live policy's commands, and stops
-the robot within two control periods of a killed policy or a stalled camera."""
+the robot within two control periods of a killed policy or a stalled camera; its last word on
+SIGTERM is a zero command; frames from the future stop it; parameters change live or are refused
+through the real `set_parameters` service."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,12 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-import rclpy
-from geometry_msgs.msg import Twist
-from rclpy.node import Node
+from cmd_watcher import Watcher
 from vla_pruned_ros_msgs.msg import SafetyStatus
-
-from vla_pruned_ros.ros import topics
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
@@ -24,42 +23,13 @@ RATE_HZ, TIMEOUT_S = 10.0, 0.3
 PERIOD_S = 1.0 / RATE_HZ
 
 
-class Watcher:
-    """Receives the gated commands and the monitor's status in the test process."""
-
-    def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = Node("watcher", context=self.context)
-        self.cmds: list[tuple[float, float]] = []  # (receipt time, linear.x)
-        self.status: list[SafetyStatus] = []
-        self.node.create_subscription(Twist, topics.CMD, self._cmd, 50)
-        self.node.create_subscription(SafetyStatus, topics.SAFETY_STATUS, self.status.append, 50)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-
-    def _cmd(self, msg: Twist) -> None:
-        self.cmds.append((time.monotonic(), msg.linear.x))
-
-    def spin_until(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            self.executor.spin_once(timeout_sec=0.02)
-        return predicate()
-
-    def close(self) -> None:
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-
-
 @pytest.fixture
 def graph(tmp_path: Path):
     procs: dict[str, subprocess.Popen] = {}
 
-    def start(name: str, *args: str) -> subprocess.Popen:
-        procs[name] = subprocess.Popen([sys.executable, *args], cwd=HERE)
+    def start(name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        full_env = {**os.environ, **(env or {})}
+        procs[name] = subprocess.Popen([sys.executable, *args], cwd=HERE, env=full_env)
         return procs[name]
 
     monitor_args = [
@@ -69,6 +39,7 @@ def graph(tmp_path: Path):
         "-p", f"limits.control_rate_hz:={RATE_HZ}",
         "-p", f"limits.command_timeout_s:={TIMEOUT_S}",
         "-p", f"limits.camera_timeout_s:={TIMEOUT_S}",
+        "-p", "limits.max_linear_speed:=0.5",
     ]  # fmt: skip
     start("monitor", *monitor_args)
     watcher = Watcher()
@@ -129,3 +100,69 @@ def test_stalled_camera_stops_the_robot(graph) -> None:
     last = watcher.status[-1]
     assert last.counts[list(last.categories).index("stale_camera")] >= 1
     assert last.unsafe
+
+
+def test_sigterm_makes_a_zero_command_the_last_word(graph) -> None:
+    start, procs, watcher = graph
+    start("policy", "fake_policy.py")
+    assert watcher.spin_until(lambda: any(x == 0.2 for _, x in watcher.cmds), 20.0)
+    procs["monitor"].send_signal(signal.SIGTERM)  # the policy is still commanding 0.2 m/s
+    assert procs["monitor"].wait(timeout=20) == 0
+    watcher.spin_until(lambda: False, 1.0)
+    assert watcher.cmds[-1][1] == 0.0, "the robot was left holding the policy's last command"
+
+
+def _stopped_for(watcher: Watcher, reason: str) -> bool:
+    return any(s.gate == SafetyStatus.GATE_STOP and s.stop_reason == reason for s in watcher.status)
+
+
+def test_a_camera_stamped_in_the_future_stops_and_is_counted_as_clock_skew(graph) -> None:
+    start, _procs, watcher = graph
+    start("policy", "fake_policy.py", env={"FAKE_CAMERA_AHEAD_S": "3.0"})
+    assert watcher.spin_until(lambda: _stopped_for(watcher, "clock_skew"), 20.0)
+    t_stop = time.monotonic()
+    watcher.spin_until(lambda: False, 2.0)
+    after = [x for when, x in watcher.cmds if when > t_stop]
+    assert after and all(x == 0.0 for x in after), "a camera 3 s ahead let commands pass"
+    last = watcher.status[-1]
+    assert last.counts[list(last.categories).index("clock_skew")] == 1  # one onset
+
+
+def test_parameters_apply_live_or_are_refused_with_a_reason(graph) -> None:
+    start, _procs, watcher = graph
+    start("policy", "fake_policy.py", env={"FAKE_LINEAR_X": "0.4"})
+    assert watcher.spin_until(lambda: any(x == 0.4 for _, x in watcher.cmds), 20.0), (
+        "0.4 m/s should pass unclamped under a 0.5 m/s limit"
+    )
+    (result,) = watcher.set_parameters(limits__max_linear_speed=0.2)
+    assert result.successful, result.reason
+    t_set = time.monotonic()
+    assert watcher.spin_until(lambda: any(0 < x < 0.4 for w, x in watcher.cmds if w > t_set), 10)
+    watcher.spin_until(lambda: False, 1.0)
+    moving = [x for when, x in watcher.cmds if when > t_set + 0.5 and x != 0.0]
+    assert moving and max(moving) == pytest.approx(0.2), "the new limit is not applied"
+    last = watcher.status[-1]
+    assert last.counts[list(last.categories).index("speed")] >= 1
+
+    refused = {
+        "limits__control_rate_hz": 0.0,
+        "limits__max_linear_speed": -0.1,
+        "limits__stop_categories": ["collision", "no_such_category"],
+        "cmd_out_topic": "elsewhere",
+        "report_dir": "/tmp/elsewhere",
+    }
+    for name, value in refused.items():
+        (result,) = watcher.set_parameters(**{name: value})
+        assert not result.successful, f"{name}={value!r} was accepted"
+        assert result.reason, f"{name}={value!r} refused without a reason"
+    assert (
+        "no_such_category"
+        in watcher.set_parameters(limits__stop_categories=["no_such_category"])[0].reason
+    )
+
+    (result,) = watcher.set_parameters(limits__control_rate_hz=2.0)  # the timer is recreated
+    assert result.successful, result.reason
+    watcher.spin_until(lambda: False, 1.0)
+    n0 = len(watcher.status)
+    watcher.spin_until(lambda: False, 3.0)
+    assert len(watcher.status) - n0 <= 3.0 * 2.0 + 2, "status still at the old 10 Hz"

@@ -1,10 +1,20 @@
 """`vla-ros up BRINGUP.yaml`: start a graph of our nodes as separate processes and supervise it.
 
 `ros2 launch` is not installable here, so this starts the same executables with the same
-parameter files the launch files use. Each node's output is prefixed with its name. If a node
-exits on its own, the whole graph is stopped (a robot must not run with half a safety chain);
-Ctrl-C or SIGTERM stops every node with SIGINT first, so each saves its state, then SIGKILL
-after a grace period.
+parameter files the launch files use. Each node's output is prefixed with its name.
+
+The gate is the last thing to stop. One rule marks it: a node's `role` is `safety` if the bringup
+says so (`role: safety`), and by default for the `safety_monitor` executable; every other node
+has role `node`. If a node exits on its own (a crash, `kill -9`), the supervisor reports which
+node and why (exit code or signal name), stops every other node with SIGINT, keeps the safety
+node running long enough to publish zero commands (its command timeout plus three control
+periods, read from its parameters: it sends zeros on `stale_command` / `policy_lost`), and only
+then stops it; it publishes one more zero as it exits. Ctrl-C, SIGTERM, the duration, or the
+clean end of an `ends_graph` node stop the graph the same way, safety node last, without the
+wait. Each stop is SIGINT first, so each node saves its state, then SIGKILL after a grace period.
+
+Exit codes: 0 a normal end (signal, duration, an `ends_graph` node finished), 1 a node died,
+2 a bringup file that cannot be started.
 
 A bringup file:
 
@@ -16,6 +26,11 @@ A bringup file:
         params: [config/policy_nav.yaml]
       - executable: sim_node
         ends_graph: true                     # its clean exit ends the run (code 0)
+      - script: scripts/my_driver.py         # a Python file run as a node (a robot's driver)
+        name: driver
+      - executable: safety_monitor
+        name: arm_gate
+        role: safety                         # default for safety_monitor; `node` otherwise
     duration_s: 0                           # 0: until Ctrl-C
 """
 
@@ -37,6 +52,8 @@ import yaml
 from vla_pruned_ros.ros.dds import use_localhost_profile
 
 GRACE_S = 8.0
+ROLES = ("node", "safety")
+SAFETY_EXECUTABLE = "safety_monitor"
 
 
 @dataclass
@@ -46,6 +63,12 @@ class NodeSpec:
     overrides: dict[str, object] = field(default_factory=dict)
     name: str = ""
     ends_graph: bool = False  # its clean exit (code 0) is the graph's normal end
+    role: str = "node"  # "safety": the gate, stopped last (see the module docstring)
+    script: Path | None = None  # a Python file run instead of a console script
+
+    @property
+    def is_safety(self) -> bool:
+        return self.role == "safety"
 
 
 class BringupError(ValueError):
@@ -68,8 +91,16 @@ def load_bringup(path: Path) -> tuple[list[NodeSpec], float]:
     modules = entry_modules()
     specs = []
     for i, entry in enumerate(data.get("nodes") or []):
-        exe = entry.get("executable")
-        if exe not in modules:
+        exe, script = entry.get("executable"), entry.get("script")
+        if script is not None:
+            script = Path(script) if Path(script).is_absolute() else base / script
+            if exe is not None or not script.is_file():
+                raise BringupError(
+                    f"{path}: node {i}: script {script} does not exist or is given with an "
+                    "executable (give one of them)"
+                )
+            exe = script.stem
+        elif exe not in modules:
             raise BringupError(
                 f"{path}: node {i}: unknown executable {exe!r}; known: {sorted(modules)}"
             )
@@ -81,20 +112,61 @@ def load_bringup(path: Path) -> tuple[list[NodeSpec], float]:
                 raise BringupError(f"{path}: node {i} ({exe}): parameter file {p} does not exist")
         overrides = dict(entry.get("overrides") or {})
         name, ends = entry.get("name", exe), bool(entry.get("ends_graph", False))
-        specs.append(NodeSpec(exe, params, overrides, name, ends))
+        role = entry.get("role", "safety" if exe == SAFETY_EXECUTABLE else "node")
+        if role not in ROLES:
+            raise BringupError(f"{path}: node {i} ({exe}): role {role!r} is not one of {ROLES}")
+        specs.append(NodeSpec(exe, params, overrides, name, ends, role, script))
     if not specs:
         raise BringupError(f"{path}: no nodes listed under 'nodes'")
     return specs, float(data.get("duration_s", 0) or 0)
 
 
 def command_for(spec: NodeSpec, modules: dict[str, str]) -> list[str]:
-    cmd = [sys.executable, "-u", "-m", modules[spec.executable], "--ros-args"]
+    if spec.script is not None:
+        cmd = [sys.executable, "-u", str(spec.script), "--ros-args"]
+    else:
+        cmd = [sys.executable, "-u", "-m", modules[spec.executable], "--ros-args"]
     for p in spec.params:
         cmd += ["--params-file", str(p)]
     for key, value in spec.overrides.items():
         text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
         cmd += ["-p", f"{key}:={text}"]
     return cmd
+
+
+def safety_hold_s(spec: NodeSpec) -> float:
+    """How long the safety node keeps running after another node died: until it has sent zero
+    commands for at least two control periods beyond its command (or policy) timeout. Read from
+    the same parameter files and overrides the node gets; SafetyLimits' defaults otherwise."""
+    from vla_pruned_ros.monitor.limits import SafetyLimits
+
+    limits: dict[str, object] = {}
+    for path in spec.params:
+        data = yaml.safe_load(path.read_text()) or {}
+        for key in ("/**", spec.name, f"/{spec.name}", "safety_monitor", "/safety_monitor"):
+            section = ((data.get(key) or {}).get("ros__parameters") or {}).get("limits") or {}
+            limits.update(section)
+    for key, value in spec.overrides.items():
+        if key.startswith("limits."):
+            limits[key.removeprefix("limits.")] = value
+    default = SafetyLimits()
+    rate = float(limits.get("control_rate_hz", default.control_rate_hz))
+    timeouts = [
+        float(limits.get(name, getattr(default, name)))
+        for name in ("command_timeout_s", "policy_timeout_s")
+    ]
+    enabled = [t for t in timeouts if t > 0]
+    return (min(enabled) if enabled else 0.0) + 3.0 / rate
+
+
+def describe_exit(returncode: int) -> str:
+    """An exit status in words: a signal by its name (`kill -9` is SIGKILL), else the code."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
 
 
 def _pump(name: str, stream, out) -> None:
@@ -115,6 +187,7 @@ def run_graph(specs: list[NodeSpec], duration_s: float = 0.0, out=sys.stdout) ->
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     procs: dict[str, subprocess.Popen] = {}
+    died: NodeSpec | None = None
     try:
         for spec in specs:
             proc = subprocess.Popen(
@@ -133,8 +206,13 @@ def run_graph(specs: list[NodeSpec], duration_s: float = 0.0, out=sys.stdout) ->
                 proc = procs[spec.name]
                 if proc.poll() is not None:
                     done = spec.ends_graph and proc.returncode == 0
-                    text = f"{spec.name} finished" if done else f"{spec.name} exited"
-                    reason.update(text=f"{text} with code {proc.returncode}", code=0 if done else 1)
+                    if done:
+                        text = f"{spec.name} finished with code 0"
+                    else:
+                        died = spec
+                        text = f"{spec.name} died: {describe_exit(proc.returncode)}"
+                        out.write(f"[vla-ros] {text}\n")
+                    reason.update(text=text, code=0 if done else 1)
                     stop.set()
                     break
             if deadline is not None and time.monotonic() >= deadline:
@@ -142,11 +220,27 @@ def run_graph(specs: list[NodeSpec], duration_s: float = 0.0, out=sys.stdout) ->
                 stop.set()
             stop.wait(0.2)
     finally:
-        _stop_all(procs, out)
+        _stop_graph(specs, procs, out, died)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     out.write(f"[vla-ros] stopped: {reason['text']}\n")
     return reason["code"]
+
+
+def _stop_graph(
+    specs: list[NodeSpec], procs: dict[str, subprocess.Popen], out, died: NodeSpec | None
+) -> None:
+    """Stop every node, the safety nodes last; after a death, first let them send zeros."""
+    t0 = time.monotonic()
+    started = [s for s in specs if s.name in procs]
+    _stop_all({s.name: procs[s.name] for s in started if not s.is_safety}, out)
+    gates = {s.name: procs[s.name] for s in started if s.is_safety}
+    if died is not None and not died.is_safety:
+        for spec in (s for s in started if s.is_safety and procs[s.name].poll() is None):
+            hold = safety_hold_s(spec)
+            out.write(f"[vla-ros] {spec.name} keeps the robot stopped for {hold:.2f} s\n")
+            time.sleep(max(0.0, t0 + hold - time.monotonic()))
+    _stop_all(gates, out)
 
 
 def _stop_all(procs: dict[str, subprocess.Popen], out) -> None:

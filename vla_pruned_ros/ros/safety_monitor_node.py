@@ -5,6 +5,15 @@ safe and sends a zero Twist every control period while it is not (a violation, a
 a stale camera, a lost policy). All judgement lives in `vla_pruned_ros.monitor.SafetyMonitor`;
 this node feeds it stamped inputs and publishes what it decides.
 
+It is the last node of a graph to stop: when the policy dies it keeps sending zero commands
+(`stale_command` / `policy_lost`) until it is told to stop, and on SIGINT/SIGTERM it publishes
+one more zero command (and waits for it to be acknowledged) before it exits.
+
+Parameters change safely at runtime: every `limits.*` value, `robot_bodies` and the joint limits
+apply live (the limits are rebuilt and swapped; a `control_rate_hz` change recreates the control
+timer); topics and `report_dir` are read-only. A value that would make invalid limits is refused
+with the reason (`ros2 param set` prints it), and `ros2 param describe` shows each range.
+
     ros2 run vla_pruned_ros safety_monitor --ros-args --params-file config/safety_monitor.yaml
 """
 
@@ -17,6 +26,8 @@ from pathlib import Path
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
+from rclpy.duration import Duration
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -27,6 +38,8 @@ from std_srvs.srv import Trigger
 from vla_pruned_ros_msgs.msg import Contacts, SafetyEvent, SafetyStatus, VLAAction
 
 from vla_pruned_ros.monitor import SafetyLimits, SafetyMonitor, write_reports
+from vla_pruned_ros.monitor.categories import CATEGORIES
+from vla_pruned_ros.monitor.limits import RANGES
 from vla_pruned_ros.ros import topics
 from vla_pruned_ros.ros.conversions import (
     event_to_msg,
@@ -43,6 +56,11 @@ EPISODE_QOS = QoSProfile(
     reliability=QoSReliabilityPolicy.RELIABLE,
     durability=QoSDurabilityPolicy.TRANSIENT_LOCAL,
 )
+
+
+LIVE_PARAMETERS = frozenset({"robot_bodies", "joint_names", "joint_lower", "joint_upper"})
+"""Parameters besides `limits.*` that apply at runtime; every other one is read-only."""
+JOINT_PARAMETERS = ("joint_names", "joint_lower", "joint_upper")
 
 
 class SafetyMonitorNode(Node):
@@ -84,18 +102,16 @@ class SafetyMonitorNode(Node):
         self.create_service(Trigger, "~/start_episode", self._srv_start)
         self.create_service(Trigger, "~/end_episode", self._srv_end)
 
-        joints = p["joint_names"] or []
-        if not len(joints) == len(p["joint_lower"] or []) == len(p["joint_upper"] or []):
-            raise ValueError("joint_names, joint_lower and joint_upper must have equal lengths")
-        self.joint_lower = dict(zip(joints, p["joint_lower"] or [], strict=True))
-        self.joint_upper = dict(zip(joints, p["joint_upper"] or [], strict=True))
-        self.create_timer(self.limits.control_period_s, self._tick)
+        self._read_joint_limits()
+        self._control_timer = self.create_timer(self.limits.control_period_s, self._tick)
         self.create_timer(1.0, self._publish_diagnostics)
         self._last_decision = self.monitor.decide(self._now())
         self.get_logger().info(
             f"gating {p['cmd_in_topic']} -> {p['cmd_out_topic']} at "
             f"{self.limits.control_rate_hz:g} Hz; reports in {self.report_dir}"
         )
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
 
     # -- parameters -------------------------------------------------------------------------
     def _declare_parameters(self) -> dict:
@@ -119,15 +135,70 @@ class SafetyMonitorNode(Node):
             "joint_upper": Parameter.Type.DOUBLE_ARRAY,
         }
         for name, value in defaults.items():
-            self.declare_parameter(name, value)
+            live = name in LIVE_PARAMETERS
+            why = "applied live" if live else "read-only: set it at startup"
+            self._declare(name, value, ParameterDescriptor(description=why, read_only=not live))
         for f in fields(SafetyLimits):
             default = f.default
+            descriptor = ParameterDescriptor(description="safety limit, applied live")
             if isinstance(default, tuple):
                 is_str = f.name == "stop_categories"
                 typed = Parameter.Type.STRING_ARRAY if is_str else Parameter.Type.DOUBLE_ARRAY
                 default = list(default) if default else typed
-            self.declare_parameter(f"limits.{f.name}", default)
+                if is_str:
+                    descriptor.additional_constraints = f"each one of {', '.join(CATEGORIES)}"
+            else:
+                lo, hi = RANGES[f.name]
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=lo, to_value=hi, step=0.0)
+                ]
+            self._declare(f"limits.{f.name}", default, descriptor)
         return {name: self._param(name) for name in defaults}
+
+    def _declare(self, name: str, default, descriptor: ParameterDescriptor) -> None:
+        """Declare one parameter; a start-up value it refuses (out of range, wrong type) is a
+        ValueError, so the node exits with one clear line instead of a traceback."""
+        try:
+            self.declare_parameter(name, default, descriptor)
+        except Exception as err:  # rclpy's parameter exceptions share no useful base class
+            raise ValueError(f"parameter {name}: {err}") from err
+
+    def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Refuse a runtime change that would leave the gate invalid (rclpy has already checked
+        ranges, types and read-only flags); the reason reaches `ros2 param set`."""
+        values = {p.name: p.value for p in params}
+        prefix = "limits."
+        limits = {k.removeprefix(prefix): v for k, v in values.items() if k.startswith(prefix)}
+        try:
+            self._read_limits(limits)
+        except ValueError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        joints = [values.get(k, self._param(k)) or [] for k in JOINT_PARAMETERS]
+        if not len(joints[0]) == len(joints[1]) == len(joints[2]):
+            reason = "joint_names, joint_lower and joint_upper must have equal lengths"
+            return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: list[Parameter]) -> None:
+        """Swap in what `_check_parameters` accepted: new limits, a new control timer for a rate
+        change, the robot's bodies and joint limits."""
+        names = {p.name for p in params}
+        old, new = self.limits, self._read_limits()
+        if new != old:
+            self.limits = self.monitor.limits = new
+            changed = [
+                f"{f.name} {getattr(old, f.name)} -> {getattr(new, f.name)}"
+                for f in fields(SafetyLimits)
+                if getattr(old, f.name) != getattr(new, f.name)
+            ]
+            self.get_logger().info(f"limits changed: {'; '.join(changed)}")
+        if new.control_rate_hz != old.control_rate_hz:
+            self.destroy_timer(self._control_timer)
+            self._control_timer = self.create_timer(new.control_period_s, self._tick)
+        if "robot_bodies" in names:
+            self.robot_bodies = tuple(self._param("robot_bodies") or ())
+        if names & set(JOINT_PARAMETERS):
+            self._read_joint_limits()
 
     def _param(self, name: str):
         """A parameter's value; None for a typed parameter the YAML did not set."""
@@ -136,13 +207,21 @@ class SafetyMonitorNode(Node):
         except ParameterUninitializedException:
             return None
 
-    def _read_limits(self) -> SafetyLimits:
+    def _read_limits(self, changes: dict | None = None) -> SafetyLimits:
+        """The limits the parameters describe, with `changes` (name -> value) applied."""
         values = {
             name: value
             for name in self.get_parameters_by_prefix("limits")
             if (value := self._param(f"limits.{name}")) is not None
         }
-        return SafetyLimits.from_mapping(values)
+        return SafetyLimits.from_mapping({**values, **(changes or {})})
+
+    def _read_joint_limits(self) -> None:
+        joints, lower, upper = (self._param(k) or [] for k in JOINT_PARAMETERS)
+        if not len(joints) == len(lower) == len(upper):
+            raise ValueError("joint_names, joint_lower and joint_upper must have equal lengths")
+        self.joint_lower = dict(zip(joints, lower, strict=True))
+        self.joint_upper = dict(zip(joints, upper, strict=True))
 
     # -- inputs -----------------------------------------------------------------------------
     def _now(self) -> float:
@@ -256,6 +335,13 @@ class SafetyMonitorNode(Node):
             status_to_msg(self.monitor.episode, self.monitor.episode_active, decision, now)
         )
 
+    def publish_final_stop(self, timeout_s: float = 1.0) -> bool:
+        """Send one zero command and wait (up to `timeout_s`) until every subscriber has it:
+        the last word of a stopping gate is "stop", whatever the policy said before."""
+        self.cmd_out.publish(Twist())
+        self.monitor.record_output(True, self._now())
+        return self.cmd_out.wait_for_all_acked(Duration(seconds=timeout_s))
+
     def _publish_events(self) -> None:
         for event in self.monitor.pop_events():
             self.events_pub.publish(event_to_msg(event))
@@ -276,12 +362,14 @@ class SafetyMonitorNode(Node):
         self.diag_pub.publish(msg)
 
 
-def _save_reports(node: SafetyMonitorNode) -> None:
+def _on_shutdown(node: SafetyMonitorNode) -> None:
+    acked = node.publish_final_stop()
+    print(f"final zero command sent{'' if acked else ' (not acknowledged)'}", flush=True)
     print(f"safety report: {node.write_reports()}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_node(SafetyMonitorNode, argv, on_shutdown=_save_reports)
+    return run_node(SafetyMonitorNode, argv, on_shutdown=_on_shutdown)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""The test side of a gated graph: a real rclpy node that records the gated commands (with their
+receipt times) and the monitor's status, and sets the monitor's parameters through its service."""
+
+from __future__ import annotations
+
+import time
+
+import rclpy
+from geometry_msgs.msg import Twist
+from rcl_interfaces.srv import SetParameters
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from vla_pruned_ros_msgs.msg import SafetyStatus
+
+from vla_pruned_ros.ros import topics
+
+
+class Watcher:
+    """Receives the gated commands and the monitor's status in the test process."""
+
+    def __init__(self) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = Node("watcher", context=self.context)
+        self.cmds: list[tuple[float, float]] = []  # (receipt time, linear.x)
+        self.status: list[SafetyStatus] = []
+        self.node.create_subscription(Twist, topics.CMD, self._cmd, 50)
+        self.node.create_subscription(SafetyStatus, topics.SAFETY_STATUS, self.status.append, 50)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def _cmd(self, msg: Twist) -> None:
+        self.cmds.append((time.monotonic(), msg.linear.x))
+
+    def set_parameters(self, **values) -> list:
+        """Set parameters of the running monitor through its real `set_parameters` service
+        (what `ros2 param set` calls); one SetParametersResult per parameter."""
+        client = self.node.create_client(SetParameters, "/safety_monitor/set_parameters")
+        assert client.wait_for_service(timeout_sec=20.0), "no /safety_monitor/set_parameters"
+        request = SetParameters.Request(
+            parameters=[
+                Parameter(name.replace("__", "."), value=v).to_parameter_msg()
+                for name, v in values.items()
+            ]
+        )
+        future = client.call_async(request)
+        assert self.spin_until(future.done, 20.0), "set_parameters did not answer"
+        self.node.destroy_client(client)
+        return list(future.result().results)
+
+    def spin_until(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            self.executor.spin_once(timeout_sec=0.02)
+        return predicate()
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
