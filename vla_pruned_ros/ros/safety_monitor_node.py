@@ -19,6 +19,7 @@ with the reason (`ros2 param set` prints it), and `ros2 param describe` shows ea
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -40,6 +41,7 @@ from vla_pruned_ros_msgs.msg import Contacts, SafetyEvent, SafetyStatus, VLAActi
 from vla_pruned_ros.monitor import SafetyLimits, SafetyMonitor, write_reports
 from vla_pruned_ros.monitor.categories import CATEGORIES
 from vla_pruned_ros.monitor.limits import RANGES
+from vla_pruned_ros.monitor.zones import ZoneConfig, scan_angles
 from vla_pruned_ros.ros import topics
 from vla_pruned_ros.ros.conversions import (
     event_to_msg,
@@ -70,7 +72,8 @@ class SafetyMonitorNode(Node):
         self.limits = self._read_limits()
         self.report_dir = Path(p["report_dir"]).expanduser()
         self.robot_bodies = tuple(p["robot_bodies"])
-        self.monitor = SafetyMonitor(self.limits, now=self._now(), episode_id="0")
+        self.zones = self._declare_zones()
+        self.monitor = SafetyMonitor(self.limits, now=self._now(), episode_id="0", zones=self.zones)
         self._episode_counter = 0
 
         self.cmd_out = self.create_publisher(Twist, p["cmd_out_topic"], 10)
@@ -154,6 +157,22 @@ class SafetyMonitorNode(Node):
                 ]
             self._declare(f"limits.{f.name}", default, descriptor)
         return {name: self._param(name) for name in defaults}
+
+    def _declare_zones(self) -> ZoneConfig:
+        """`zones.*`: the direction-aware collision zones (monitor/zones.py), read at start."""
+        ranges = {"slowdown_ratio": 1.0, "contact_memory_s": 3600.0}
+        for f in fields(ZoneConfig):
+            descriptor = ParameterDescriptor(
+                description="collision zone (monitor/zones.py), read at start", read_only=True
+            )
+            if not isinstance(f.default, bool):
+                top = ranges.get(f.name, 10.0)
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=0.0, to_value=top, step=0.0)
+                ]
+            self.declare_parameter(f"zones.{f.name}", f.default, descriptor)
+        names = self.get_parameters_by_prefix("zones")
+        return ZoneConfig.from_mapping({n: self._param(f"zones.{n}") for n in names})
 
     def _declare(self, name: str, default, descriptor: ParameterDescriptor) -> None:
         """Declare one parameter; a start-up value it refuses (out of range, wrong type) is a
@@ -259,13 +278,17 @@ class SafetyMonitorNode(Node):
         self.monitor.on_contacts(robot, self._now())
 
     def _on_scan(self, msg: LaserScan) -> None:
-        self.monitor.on_ranges(msg.ranges, self._now())
+        angles = scan_angles(msg.angle_min, msg.angle_increment, len(msg.ranges))
+        self.monitor.on_ranges(list(msg.ranges), self._now(), angles=angles)
 
     def _on_odom(self, msg: Odometry) -> None:
         now = self._now()
         pos = msg.pose.pose.position
         twist = msg.twist.twist
         self.monitor.on_position([pos.x, pos.y, pos.z], now)
+        q = msg.pose.pose.orientation
+        yaw = math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
+        self.monitor.on_pose(pos.x, pos.y, yaw)
         speed = (twist.linear.x**2 + twist.linear.y**2 + twist.linear.z**2) ** 0.5
         self.monitor.on_measured_speed(speed, abs(twist.angular.z), now)
 
