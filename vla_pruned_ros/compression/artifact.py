@@ -21,7 +21,9 @@ import datetime as dt
 import hashlib
 import inspect
 import json
+import math
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -35,7 +37,8 @@ from torch import nn
 
 from vla_pruned_ros.compression.gluestick import GluestickConv2d, GluestickLinear
 from vla_pruned_ros.compression.memory import unmap_large_allocations
-from vla_pruned_ros.compression.packing import pack, storage_kind, unpack
+from vla_pruned_ros.compression.packing import index_bits, pack, storage_kind, unpack, unpack_bits
+from vla_pruned_ros.compression.patterns import parse_pattern
 from vla_pruned_ros.compression.prune import compressed_layers, replace_module
 from vla_pruned_ros.compression.runtime import (
     check_mode,
@@ -55,6 +58,7 @@ PRUNED, FACTORS, WEIGHTS, SPECTRA = (
     "spectra.safetensors",
 )
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+FILE_MODE, FOLDER_MODE = 0o644, 0o755  # readable by the user a node runs as, writable by owner
 
 
 class ArtifactError(ValueError):
@@ -244,20 +248,35 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict[str, Any
     if verify:
         for name, expected in manifest["files"].items():
             f = folder / name
+            if Path(name).is_absolute() or ".." in Path(name).parts:
+                raise ArtifactError(f"{file} lists {name!r}, a path outside the artifact")
             if not f.is_file():
                 raise ArtifactError(f"{f} is missing (listed in {MANIFEST})")
             if sha256_file(f) != expected:
                 raise ArtifactError(f"{f} is corrupt: sha256 does not match {MANIFEST}")
+        unlisted = sorted(set(_listing(folder)) - set(manifest["files"]) - {MANIFEST})
+        if unlisted:
+            raise ArtifactError(
+                f"{folder} holds files its {MANIFEST} does not list, refused (no checksum covers "
+                f"them): {unlisted[:5]}{'...' if len(unlisted) > 5 else ''}; remove them or "
+                "rebuild the artifact"
+            )
     return manifest
 
 
-def _tensors(folder: Path, name: str) -> TensorFiles:
+def _listing(folder: Path) -> list[str]:
+    """Every file under `folder`, as the manifest names it (a relative POSIX path)."""
+    return sorted(f.relative_to(folder).as_posix() for f in folder.rglob("*") if not f.is_dir())
+
+
+def _tensors(folder: Path, name: str, manifest: dict[str, Any]) -> TensorFiles:
     """The tensors of one kind: `name` itself, or its shards (`pruned-00001.safetensors`, ...)
     as the streaming writer makes them, each read when needed (a 7B artifact never has a whole
-    file's tensors, or its memory-mapped pages, next to the model being filled)."""
+    file's tensors, or its memory-mapped pages, next to the model being filled). Only files the
+    manifest lists (and so checksums) are read; a key in two of them is refused."""
     stem = name.removesuffix(".safetensors")
-    files = [folder / name] if (folder / name).is_file() else []
-    files += sorted(folder.glob(f"{stem}-*.safetensors"))
+    shard = re.compile(rf"{re.escape(stem)}-\d{{5}}\.safetensors")
+    files = [folder / f for f in sorted(manifest["files"]) if f == name or shard.fullmatch(f)]
     try:
         return TensorFiles(files)
     except (OSError, ValueError, KeyError, struct.error) as err:
@@ -265,10 +284,14 @@ def _tensors(folder: Path, name: str) -> TensorFiles:
 
 
 def finalize(tmp: Path, out: Path, manifest: dict[str, Any]) -> Path:
-    """Checksum every file in `tmp`, write the signed manifest, and move `tmp` to `out`."""
-    manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+    """Checksum every file in `tmp` (sub-folders included), write the signed manifest, make it
+    all readable by other users (files 0644, folders 0755: a node may run as another user than
+    the one who compressed), and move `tmp` to `out`."""
+    manifest["files"] = {name: sha256_file(tmp / name) for name in _listing(tmp)}
     manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    for f in [tmp, *tmp.rglob("*")]:
+        os.chmod(f, FOLDER_MODE if f.is_dir() else FILE_MODE)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -279,6 +302,56 @@ def _take(tensors: dict, key: str, file: Path) -> torch.Tensor:
     if key not in tensors:
         raise ArtifactError(f"{file} has no tensor {key!r}")
     return tensors[key]
+
+
+_ENTRY_FIELDS = {"shape": list, "pattern": str, "storage": str, "bias": bool, "rank": int,
+                 "factor_dtype": str}  # fmt: skip
+
+
+def _check_layer_entry(file: Path, name: str, entry: Any) -> None:
+    """A manifest layer entry has the fields the loader reads, with their types."""
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"{file}: layer {name!r} has no entry object")
+    for key, kind in _ENTRY_FIELDS.items():
+        if not isinstance(entry.get(key), kind):
+            raise ArtifactError(f"{file}: layer {name!r} has no valid {key!r} field")
+    if entry["storage"] != storage_kind(entry["pattern"]):
+        raise ArtifactError(f"{file}: layer {name!r} storage {entry['storage']!r} does not fit "
+                            f"its pattern {entry['pattern']!r}")  # fmt: skip
+
+
+def _check_packed(file: Path, name: str, packed: dict, pattern: str, shape: tuple) -> None:
+    """The packed tensors of one layer are exactly what `pack` writes for `shape`: values of a
+    float dtype, index/bitmask bytes of the right length, and N:M indices that name N distinct
+    positions of each group in order (a duplicate would silently drop a weight)."""
+    values = packed["values"]
+    if not values.is_floating_point():
+        raise ArtifactError(f"{file}: tensor {name}.values is {values.dtype}, not a float")
+    p = parse_pattern(pattern)
+    d_out, d_in = shape[0], math.prod(shape[1:])
+    want = (d_out, d_in // p.m * p.n) if p.kind == "nm" else (values.numel(),)
+    if tuple(values.shape) != want:
+        raise ArtifactError(
+            f"{file}: tensor {name}.values has shape {tuple(values.shape)}, expected {want} "
+            f"for a {pattern} layer of shape {shape}"
+        )
+    key = "indices" if p.kind == "nm" else "bitmask"
+    bits = packed[key]
+    count = d_out * d_in // p.m * p.n if p.kind == "nm" else d_out * d_in
+    width = index_bits(p.m) if p.kind == "nm" else 1
+    need = math.ceil(count * width / 8)
+    if bits.dtype != torch.uint8 or bits.dim() != 1 or bits.numel() != need:
+        raise ArtifactError(
+            f"{file}: tensor {name}.{key} is {bits.dtype} {tuple(bits.shape)}, expected "
+            f"torch.uint8 ({need},) for a {pattern} layer of shape {shape}"
+        )
+    if p.kind == "nm" and count:
+        idx = unpack_bits(bits, width, count).reshape(-1, p.n)
+        if bool((idx >= p.m).any()) or bool((idx[:, 1:] <= idx[:, :-1]).any()):
+            raise ArtifactError(
+                f"{file}: tensor {name}.indices does not name {p.n} distinct positions in order "
+                f"in every group of {p.m}"
+            )
 
 
 def load_artifact(
@@ -301,15 +374,16 @@ def load_artifact(
     takes_manifest = len(inspect.signature(model_factory).parameters) >= 1
     model = model_factory(manifest) if takes_manifest else model_factory()
     device = torch.device(device)
-    pruned = _tensors(folder, PRUNED)
-    factors = _tensors(folder, FACTORS)
-    spectra = _tensors(folder, SPECTRA)
+    pruned = _tensors(folder, PRUNED, manifest)
+    factors = _tensors(folder, FACTORS, manifest)
+    spectra = _tensors(folder, SPECTRA, manifest)
     on_meta = any(t.is_meta for t in model.state_dict().values())
     compute = dtype or next(
         (p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32
     )
     layer_keys = set()
     for name, entry in manifest["layers"].items():
+        _check_layer_entry(folder / MANIFEST, name, entry)
         try:
             skeleton = model.get_submodule(name)
         except AttributeError:
@@ -317,6 +391,11 @@ def load_artifact(
                 f"{folder / MANIFEST}: layer {name!r} is not in the model that model_factory "
                 "built (wrong architecture or config?)"
             ) from None
+        if not isinstance(skeleton, (nn.Linear, nn.Conv2d)):
+            raise ArtifactError(
+                f"{folder / MANIFEST}: layer {name!r} is a {type(skeleton).__name__} in the model "
+                "that model_factory built, not a Linear or Conv2d"
+            )
         shape = tuple(skeleton.weight.shape)
         is_conv = "conv" in entry
         if is_conv != isinstance(skeleton, nn.Conv2d):
@@ -331,9 +410,10 @@ def load_artifact(
             )
         keys = ("values", "indices") if entry["storage"] == "nm" else ("values", "bitmask")
         packed = {k: _take(pruned, f"{name}.{k}", folder / PRUNED) for k in keys}
+        _check_packed(folder / PRUNED, name, packed, entry["pattern"], shape)
         try:
             weight = unpack(packed, entry["pattern"], shape)
-        except ValueError as err:
+        except (ValueError, RuntimeError, IndexError) as err:
             raise ArtifactError(f"{folder / PRUNED}: layer {name}: {err}") from None
         if is_conv:
             conv = entry["conv"]
@@ -346,14 +426,23 @@ def load_artifact(
             shell = nn.Linear(shape[1], shape[0], bias=entry["bias"], device="meta")
         shell.weight = nn.Parameter(weight.to(compute), requires_grad=False)
         if entry["bias"]:
-            shell.bias = nn.Parameter(
-                _take(pruned, f"{name}.bias", folder / PRUNED).to(compute), requires_grad=False
-            )
+            bias = _take(pruned, f"{name}.bias", folder / PRUNED)
+            if tuple(bias.shape) != (shape[0],) or not bias.is_floating_point():
+                raise ArtifactError(
+                    f"{folder / PRUNED}: tensor {name}.bias is {bias.dtype} {tuple(bias.shape)}, "
+                    f"expected a float ({shape[0]},)"
+                )
+            shell.bias = nn.Parameter(bias.to(compute), requires_grad=False)
         cls = GluestickConv2d if is_conv else GluestickLinear
         layer = cls(shell, None, entry["factor_dtype"], entry["pattern"], entry["method"])
         if entry["rank"]:
             for key in ("a", "b", "a_scale", "b_scale"):
                 t = _take(factors, f"{name}.{key}", folder / FACTORS)
+                if key.endswith("_scale") and t.numel() != 1:
+                    raise ArtifactError(
+                        f"{folder / FACTORS}: tensor {name}.{key} has shape {tuple(t.shape)}, "
+                        "expected one value"
+                    )
                 if key in ("a", "b") and entry["factor_dtype"] != "int8":
                     t = t.to(compute)
                 setattr(layer, key, t)
@@ -368,7 +457,7 @@ def load_artifact(
         layer.singular_values = spectra.get(name)
         replace_module(model, name, layer)
         layer_keys.update(f"{name}.{k}" for k in ("weight", "bias", "a", "b", "a_scale", "b_scale"))
-    rest = _tensors(folder, WEIGHTS)
+    rest = _tensors(folder, WEIGHTS, manifest)
     state = model.state_dict(keep_vars=True)
     state_keys = set(state)
     unexpected = sorted(rest.keys() - state_keys)
@@ -392,7 +481,8 @@ def load_artifact(
         try:
             model.load_state_dict({key: v}, strict=False, assign=on_meta)
         except RuntimeError as err:
-            raise ArtifactError(f"{folder / WEIGHTS}: {err}") from None
+            detail = " ".join(str(err).split())
+            raise ArtifactError(f"{folder / WEIGHTS}: tensor {key!r}: {detail}") from None
     if on_meta:
         _retie(model, aliases, rest.keys())
     if finish is not None:

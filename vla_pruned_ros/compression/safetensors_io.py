@@ -10,9 +10,12 @@ a JSON header of dtype, shape and data offsets, then the data.
 from __future__ import annotations
 
 import json
+import math
+import os
 import struct
 from collections.abc import Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,11 +24,56 @@ _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
            "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}  # fmt: skip
 
 
+class SafetensorsError(ValueError):
+    """A safetensors file whose header does not describe its data (wrong dtype, shape or
+    offsets, a key in two files); the message names the file and the tensor."""
+
+
 def _header(f) -> tuple[dict[str, dict], int]:
-    (n,) = struct.unpack("<Q", f.read(8))
-    header = json.loads(f.read(n))
+    """The header of an open file, each entry checked against the file's size so that a
+    tensor read later cannot come back with other bytes or another shape than declared."""
+    name = getattr(f, "name", "<file>")
+    raw = f.read(8)
+    if len(raw) != 8:
+        raise SafetensorsError(f"{name}: shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", raw)
+    size = os.fstat(f.fileno()).st_size
+    if n > size - 8:
+        raise SafetensorsError(f"{name}: header length {n} exceeds the file's {size} bytes")
+    try:
+        header = json.loads(f.read(n))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SafetensorsError(f"{name}: header is not valid JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise SafetensorsError(f"{name}: header is not a JSON object")
     header.pop("__metadata__", None)
+    data = size - 8 - n
+    for key, info in header.items():
+        _check_entry(name, key, info, data)
     return header, 8 + n
+
+
+def _check_entry(name: str, key: str, info: Any, data: int) -> None:
+    """One header entry: a known dtype, a shape of non-negative ints, offsets inside the data
+    block whose length is the shape's element count times the dtype's size."""
+    if not isinstance(info, dict) or info.get("dtype") not in _DTYPES:
+        raise SafetensorsError(f"{name}: tensor {key!r} has an unknown dtype")
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise SafetensorsError(f"{name}: tensor {key!r} has an invalid shape {shape!r}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1] <= data
+    ):
+        raise SafetensorsError(f"{name}: tensor {key!r} has offsets {offsets!r} outside the data")
+    itemsize = torch.empty(0, dtype=_DTYPES[info["dtype"]]).element_size()
+    if offsets[1] - offsets[0] != math.prod(shape) * itemsize:
+        raise SafetensorsError(
+            f"{name}: tensor {key!r} declares shape {shape} ({info['dtype']}) but holds "
+            f"{offsets[1] - offsets[0]} bytes"
+        )
 
 
 def safetensors_keys(path: Path) -> dict[str, dict]:
@@ -56,14 +104,21 @@ def iter_safetensors(
 
 
 class TensorFiles:
-    """The tensors of several files by key, each read when asked for."""
+    """The tensors of several files by key, each read when asked for. A key stored in two files
+    is an error, never "the later file wins": no file can override another's tensor."""
 
     def __init__(self, paths: list[Path]) -> None:
         self._where: dict[str, tuple[Path, int, dict]] = {}
         for path in paths:
             with open(path, "rb") as f:
                 header, base = _header(f)
-            self._where.update({k: (path, base, info) for k, info in header.items()})
+            for key, info in header.items():
+                if key in self._where:
+                    raise SafetensorsError(
+                        f"tensor {key!r} is stored in both {self._where[key][0].name} and "
+                        f"{path.name}"
+                    )
+                self._where[key] = (path, base, info)
 
     def __contains__(self, key: object) -> bool:
         return key in self._where
