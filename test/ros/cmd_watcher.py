@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import rclpy
-from geometry_msgs.msg import Twist
+from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -18,18 +18,22 @@ from vla_pruned_ros.ros import topics
 class Watcher:
     """Receives the gated commands and the monitor's status in the test process."""
 
-    def __init__(self) -> None:
+    def __init__(self, stamped: bool = False) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = Node("watcher", context=self.context)
         self.cmds: list[tuple[float, float]] = []  # (receipt time, linear.x)
+        self.frames: list[str] = []  # header.frame_id of each TwistStamped
         self.status: list[SafetyStatus] = []
-        self.node.create_subscription(Twist, topics.CMD, self._cmd, 50)
+        self.node.create_subscription(TwistStamped if stamped else Twist, topics.CMD, self._cmd, 50)
         self.node.create_subscription(SafetyStatus, topics.SAFETY_STATUS, self.status.append, 50)
         self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
 
-    def _cmd(self, msg: Twist) -> None:
+    def _cmd(self, msg: Twist | TwistStamped) -> None:
+        if isinstance(msg, TwistStamped):
+            self.frames.append(msg.header.frame_id)
+            msg = msg.twist
         self.cmds.append((time.monotonic(), msg.linear.x))
 
     def set_parameters(self, **values) -> list:

@@ -23,6 +23,19 @@ RATE_HZ, TIMEOUT_S = 10.0, 0.3
 PERIOD_S = 1.0 / RATE_HZ
 
 
+def _monitor_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "-m", "vla_pruned_ros.ros.safety_monitor_node", "--ros-args",
+        "--params-file", str(ROOT / "config" / "safety_monitor.yaml"),
+        "-p", f"report_dir:={tmp_path}",
+        "-p", f"limits.control_rate_hz:={RATE_HZ}",
+        "-p", f"limits.command_timeout_s:={TIMEOUT_S}",
+        "-p", f"limits.camera_timeout_s:={TIMEOUT_S}",
+        "-p", "limits.max_linear_speed:=0.5",
+        *extra,
+    ]  # fmt: skip
+
+
 @pytest.fixture
 def graph(tmp_path: Path):
     procs: dict[str, subprocess.Popen] = {}
@@ -32,16 +45,7 @@ def graph(tmp_path: Path):
         procs[name] = subprocess.Popen([sys.executable, *args], cwd=HERE, env=full_env)
         return procs[name]
 
-    monitor_args = [
-        "-m", "vla_pruned_ros.ros.safety_monitor_node", "--ros-args",
-        "--params-file", str(ROOT / "config" / "safety_monitor.yaml"),
-        "-p", f"report_dir:={tmp_path}",
-        "-p", f"limits.control_rate_hz:={RATE_HZ}",
-        "-p", f"limits.command_timeout_s:={TIMEOUT_S}",
-        "-p", f"limits.camera_timeout_s:={TIMEOUT_S}",
-        "-p", "limits.max_linear_speed:=0.5",
-    ]  # fmt: skip
-    start("monitor", *monitor_args)
+    start("monitor", *_monitor_args(tmp_path))
     watcher = Watcher()
     yield start, procs, watcher
     watcher.close()
@@ -166,3 +170,29 @@ def test_parameters_apply_live_or_are_refused_with_a_reason(graph) -> None:
     n0 = len(watcher.status)
     watcher.spin_until(lambda: False, 3.0)
     assert len(watcher.status) - n0 <= 3.0 * 2.0 + 2, "status still at the old 10 Hz"
+
+
+@pytest.mark.parametrize("ahead_s", [0.0, 3.0])
+def test_twist_stamped_in_and_out_and_future_stamps_refused(tmp_path: Path, ahead_s: float) -> None:
+    args = _monitor_args(tmp_path, "-p", "twist_stamped:=true")
+    env = {**os.environ, "FAKE_STAMPED": "1", "FAKE_CMD_AHEAD_S": str(ahead_s)}
+    procs = [
+        subprocess.Popen([sys.executable, *args], cwd=HERE),
+        subprocess.Popen([sys.executable, "fake_policy.py"], cwd=HERE, env=env),
+    ]
+    watcher = Watcher(stamped=True)
+    try:
+        if ahead_s == 0.0:
+            assert watcher.spin_until(lambda: any(x == 0.2 for _, x in watcher.cmds), 20.0)
+            assert set(watcher.frames) == {"base_link"}
+        else:
+            assert watcher.spin_until(lambda: _stopped_for(watcher, "clock_skew"), 20.0)
+            watcher.spin_until(lambda: False, 1.0)
+            assert watcher.cmds and all(x == 0.0 for _, x in watcher.cmds), (
+                "a command stamped 3 s ahead was forwarded"
+            )
+    finally:
+        watcher.close()
+        for proc in procs:
+            proc.kill()
+            proc.wait()

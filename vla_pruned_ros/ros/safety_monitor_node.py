@@ -25,7 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Twist
+from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
@@ -76,12 +76,14 @@ class SafetyMonitorNode(Node):
         self.monitor = SafetyMonitor(self.limits, now=self._now(), episode_id="0", zones=self.zones)
         self._episode_counter = 0
 
-        self.cmd_out = self.create_publisher(Twist, p["cmd_out_topic"], 10)
+        self.twist_stamped = bool(p["twist_stamped"])
+        cmd_type = TwistStamped if self.twist_stamped else Twist
+        self.cmd_out = self.create_publisher(cmd_type, p["cmd_out_topic"], 10)
         self.events_pub = self.create_publisher(SafetyEvent, p["events_topic"], 50)
         self.status_pub = self.create_publisher(SafetyStatus, p["status_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
 
-        self.create_subscription(Twist, p["cmd_in_topic"], self._on_cmd, 10)
+        self.create_subscription(cmd_type, p["cmd_in_topic"], self._on_cmd, 10)
         self.create_subscription(Image, p["camera_topic"], self._on_image, qos_profile_sensor_data)
         self.create_subscription(VLAAction, p["action_topic"], self._on_action, 10)
         self.create_subscription(
@@ -132,6 +134,9 @@ class SafetyMonitorNode(Node):
             "events_topic": topics.SAFETY_EVENTS,
             "status_topic": topics.SAFETY_STATUS,
             "report_dir": "reports/safety",
+            # geometry_msgs/TwistStamped in and out (frame base_link; Jazzy/Kilted Nav2's
+            # default) instead of Twist; a stamped command's age counts from its stamp
+            "twist_stamped": False,
             "robot_bodies": ["base"],
             "joint_names": Parameter.Type.STRING_ARRAY,
             "joint_lower": Parameter.Type.DOUBLE_ARRAY,
@@ -246,15 +251,27 @@ class SafetyMonitorNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _on_cmd(self, msg: Twist) -> None:
+    def _on_cmd(self, msg: Twist | TwistStamped) -> None:
         now = self._now()
-        linear, angular = twist_to_lists(msg)
-        self.monitor.on_command(linear, angular, now)
+        stamped = isinstance(msg, TwistStamped)
+        linear, angular = twist_to_lists(msg.twist if stamped else msg)
+        stamp = stamp_to_sec(msg.header.stamp) if stamped else None
+        accepted = self.monitor.on_command(linear, angular, now, stamp=stamp)
         decision = self.monitor.decide(now)
         self._publish_events()
-        if not decision.stop:  # forward at once; stops are sent by the timer
-            self.cmd_out.publish(lists_to_twist(*self.monitor.clamp(linear, angular)))
+        if accepted and not decision.stop:  # forward at once; stops are sent by the timer
+            self.cmd_out.publish(self._command(*self.monitor.clamp(linear, angular)))
             self.monitor.record_output(False, now)
+
+    def _command(self, linear: list[float], angular: list[float]) -> Twist | TwistStamped:
+        """The outgoing command in the configured type (stamped now, in the base frame)."""
+        twist = lists_to_twist(linear, angular)
+        if not self.twist_stamped:
+            return twist
+        msg = TwistStamped(twist=twist)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = topics.BASE_FRAME
+        return msg
 
     def _on_image(self, msg: Image) -> None:
         self.monitor.on_camera(stamp_to_sec(msg.header.stamp), self._now())
@@ -346,7 +363,7 @@ class SafetyMonitorNode(Node):
         now = self._now()
         decision = self.monitor.decide(now)
         if decision.stop:
-            self.cmd_out.publish(Twist())
+            self.cmd_out.publish(self._command([0.0] * 3, [0.0] * 3))
             self.monitor.record_output(True, now)
             if not self._last_decision.stop:
                 self.get_logger().warning(f"STOP: {decision.reason}")
@@ -361,7 +378,7 @@ class SafetyMonitorNode(Node):
     def publish_final_stop(self, timeout_s: float = 1.0) -> bool:
         """Send one zero command and wait (up to `timeout_s`) until every subscriber has it:
         the last word of a stopping gate is "stop", whatever the policy said before."""
-        self.cmd_out.publish(Twist())
+        self.cmd_out.publish(self._command([0.0] * 3, [0.0] * 3))
         self.monitor.record_output(True, self._now())
         return self.cmd_out.wait_for_all_acked(Duration(seconds=timeout_s))
 
