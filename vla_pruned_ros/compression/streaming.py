@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from vla_pruned_ros.compression.artifact import DTYPES, finalize, new_manifest
-from vla_pruned_ros.compression.gluestick import gap_factors
+from vla_pruned_ros.compression.gluestick import GapFactors, gap_factors
 from vla_pruned_ros.compression.memory import unmap_large_allocations
 from vla_pruned_ros.compression.packing import pack, storage_kind
 from vla_pruned_ros.compression.patterns import parse_pattern, prune_mask
@@ -159,9 +159,11 @@ def write_layer(
     target: torch.dtype | None,
     writers: dict[str, ShardWriter],
     method: str,
+    factors: GapFactors | None = None,
 ) -> dict[str, Any]:
     """Pack one pruned layer and its rank-`rank` gap factors into the writers; its manifest
-    entry. `weight` is the dense one (the gap is taken against it)."""
+    entry. `weight` is the dense one (the gap is taken against it); `factors`, when given,
+    are used instead of the plain SVD (the activation correction of the block-by-block path)."""
     if weight.dim() != 2:
         raise ValueError(f"layer {name}: weight of shape {tuple(weight.shape)} is not a matrix")
     if pattern.kind == "nm" and weight.shape[1] % pattern.m:
@@ -184,7 +186,7 @@ def write_layer(
         "method": method,
     }
     if rank:
-        factors = gap_factors(w, stored.float(), rank, svd=svd)
+        factors = factors or gap_factors(w, stored.float(), rank, svd=svd)
         entry["rank"] = factors.rank
         for key, tensor in (("a", factors.a), ("b", factors.b)):
             q, scale = quantize(tensor, factor_dtype)
@@ -192,7 +194,10 @@ def write_layer(
             writers["factors"].add(f"{name}.{key}_scale", scale)
         entry["spectrum"] = spectrum_stats(factors.singular_values, factors.rank)
         entry["spectrum"].update(svd=factors.svd, relative_error=round(factors.relative_error, 6),
-                                 energy_kept=round(factors.energy_kept(), 6))  # fmt: skip
+                                 energy_kept=round(factors.energy_kept(), 6),
+                                 correction=factors.correction)  # fmt: skip
+        if factors.correction == "activation":
+            entry["spectrum"]["damping"] = factors.damping
         writers["spectra"].add(name, factors.singular_values.float())
     del w, pruned
     return entry

@@ -18,9 +18,10 @@ from torch import nn
 
 from vla_pruned_ros.compression.artifact import DTYPES, finalize, new_manifest
 from vla_pruned_ros.compression.calibration import InputStats
+from vla_pruned_ros.compression.gluestick import corrected_weight, layer_factors
 from vla_pruned_ros.compression.memory import unmap_large_allocations
 from vla_pruned_ros.compression.patterns import parse_pattern
-from vla_pruned_ros.compression.prune import pruned_weight
+from vla_pruned_ros.compression.prune import correction_record, pruned_weight
 from vla_pruned_ros.compression.streaming import (
     iter_safetensors,
     open_writers,
@@ -84,10 +85,17 @@ def sequential_compress(
     overwrite: bool = False,
     trust_remote_code: bool = False,
     progress: bool = True,
+    correction: str = "svd",
+    damp: float = 0.01,
+    calib_source: str = "",
 ) -> Path:
     """Wanda / SparseGPT (or magnitude) block by block from a local checkpoint folder. Each
     `calib` sample is token ids (1 x T) or the keyword inputs of the model's forward (ids,
-    attention mask and pixel values from its processor, for a VLA)."""
+    attention mask and pixel values from its processor, for a VLA). With
+    `correction="activation"` each layer's factors minimise its output error on the inputs it
+    gets from the already-compressed blocks before it (pruned + corrected, factors as stored),
+    and those compressed outputs feed the next block; with "svd" the next block sees the
+    pruned outputs, as the pruning authors' code does."""
     from tqdm import tqdm
 
     if not calib:
@@ -149,7 +157,7 @@ def sequential_compress(
     out = Path(out)
     tmp, writers = open_writers(out, overwrite, shard_bytes)
     entries: dict[str, dict[str, Any]] = {}
-    kept = total = 0
+    kept = total = tokens = 0
     try:
         for i in tqdm(range(len(blocks)), desc=f"{method} {pattern} block", disable=not progress):
             block_prefix = f"{prefix}.{i}."
@@ -165,7 +173,8 @@ def sequential_compress(
             stats, hooks = {}, []
             for n in names:
                 layer = model.get_submodule(n)
-                stats[n] = InputStats(layer.in_features, method == "sparsegpt")
+                xtx = method == "sparsegpt" or correction == "activation"
+                stats[n] = InputStats(layer.in_features, xtx)
                 hooks.append(layer.register_forward_hook(
                     lambda _m, inp, _o, s=stats[n]: s.add(inp[0])))  # fmt: skip
             with torch.no_grad():
@@ -173,17 +182,25 @@ def sequential_compress(
                     block(*args, **kwargs)
             for h in hooks:
                 h.remove()
+            tokens = max((s.count for s in stats.values()), default=tokens)
             for n in sorted(names):
                 layer = model.get_submodule(n)
                 dense = layer.weight.detach().clone()
                 pruned = pruned_weight(dense, method, pattern, stats[n])
+                factors = None
+                if rank and correction != "svd":
+                    stored = (pruned.to(target) if target is not None else pruned).float()
+                    factors = layer_factors(dense.float(), stored, rank, correction,
+                                            stats[n].xtx, damp, svd=svd)  # fmt: skip
                 entry = write_layer(n, dense, pruned, pattern, rank, svd, factor_dtype, target,
-                                    writers, method)  # fmt: skip
+                                    writers, method, factors)  # fmt: skip
                 entry["bias"] = f"{n}.bias" in keys
                 entries[n] = entry
                 kept, total = kept + entry["nonzero"], total + dense.numel()
+                if factors is not None:  # the next block sees the compressed block's output
+                    pruned = corrected_weight(pruned, factors, factor_dtype)
                 with torch.no_grad():
-                    layer.weight.copy_(pruned)  # the next block sees the pruned block's output
+                    layer.weight.copy_(pruned)
             with torch.no_grad():
                 new = []
                 for args, kwargs in caught:
@@ -216,6 +233,7 @@ def sequential_compress(
             "source_model": str(Path(folder).resolve()),
             "model_config": json.loads((Path(folder) / "config.json").read_text()),
             "trust_remote_code": trust_remote_code,
+            "correction": correction_record(correction, damp, calib_source, tokens),
             "calibration": {"samples": len(calib), "order": "block by block, pruned inputs",
                         "inputs": sorted(dict(calib[0]) if isinstance(calib[0], Mapping)
                                          else ["input_ids"])},
