@@ -167,3 +167,83 @@ def test_output_error_from_xtx_matches_the_tokens() -> None:
     err, ref = output_error(w, p, s.xtx)
     assert err == pytest.approx(_out_err(w, p, x))
     assert ref == pytest.approx(float(torch.linalg.matrix_norm(w @ x.T)))
+
+
+def _llama(folder, layers: int = 2):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=32, tie_word_embeddings=True)  # fmt: skip
+    model = LlamaForCausalLM(cfg).eval()
+    model.save_pretrained(folder, max_shard_size="60KB")
+    return model
+
+
+def _ids(seed: int = 1) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 96, (1, 12), generator=g) for _ in range(4)]
+
+
+def test_block_by_block_activation_beats_svd_on_the_checkpoint_and_records_it(tmp_path) -> None:
+    """Each block's factors fit the inputs from the compressed blocks before it: the logits on
+    the calibration ids end closer to the dense model's than with the plain SVD."""
+    from vla_pruned_ros.models.hf_checkpoint import load_checkpoint_artifact
+    from vla_pruned_ros.models.hf_sequential import sequential_compress
+
+    dense = _llama(tmp_path / "m")
+    errors = {}
+    for correction in ("svd", "activation"):
+        out = sequential_compress(tmp_path / "m", tmp_path / correction, "magnitude", "2:4", 4,
+                                  _ids(), svd="exact", factor_dtype="float32",
+                                  weight_dtype=None, progress=False, correction=correction,
+                                  calib_source="four random id rows")  # fmt: skip
+        manifest = read_manifest(out)
+        assert manifest["extra"]["correction"]["correction"] == correction
+        loaded = load_checkpoint_artifact(out)
+        with torch.no_grad():
+            errors[correction] = sum(
+                float(torch.linalg.matrix_norm(loaded(i).logits[0] - dense(i).logits[0]))
+                for i in _ids()
+            )
+    record = manifest["extra"]["correction"]
+    assert record["calibration"] == "four random id rows" and record["calibration_tokens"] == 48
+    assert manifest["layers"]["model.layers.1.mlp.down_proj"]["spectrum"]["correction"] == (
+        "activation"
+    )
+    assert errors["activation"] < errors["svd"]
+
+
+def test_vla_prune_correction_activation_on_a_checkpoint(tmp_path, capsys) -> None:
+    """Magnitude + --correction activation on a checkpoint goes block by block on the texts
+    (through the checkpoint's own tokenizer) and says so in the manifest; without
+    calibration it is refused with a message naming what is missing."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    from vla_pruned_ros.cli.prune import main
+    from vla_pruned_ros.models.embedded import minilm_path
+
+    torch.manual_seed(2)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    BertModel(cfg).eval().save_pretrained(tmp_path / "bert")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"):  # fmt: skip
+        if (minilm_path() / name).is_file():
+            shutil.copy(minilm_path() / name, tmp_path / "bert" / name)
+    texts = tmp_path / "calib.txt"
+    texts.write_text("go to the red marker\npush the green block onto the target\n")
+    base = ["--model", str(tmp_path / "bert"), "--pattern", "2:4", "--rank", "4",
+            "--correction", "activation"]  # fmt: skip
+    assert main([*base, "-o", str(tmp_path / "x")]) == 2
+    assert "--correction activation on a checkpoint needs calibration" in capsys.readouterr().err
+    assert main([*base, "--calib-texts", str(texts), "--correction-damp", "0.05",
+                 "-o", str(tmp_path / "art")]) == 0  # fmt: skip
+    manifest = read_manifest(tmp_path / "art")
+    record = manifest["extra"]["correction"]
+    assert manifest["method"] == "magnitude" and record["correction"] == "activation"
+    assert record["damp"] == pytest.approx(0.05) and str(texts.resolve()) in record["calibration"]
+    assert all(e["spectrum"]["correction"] == "activation" for e in manifest["layers"].values())

@@ -52,7 +52,25 @@ def parser() -> argparse.ArgumentParser:
     rank.add_argument("--rank", type=int, default=None, help="one GLUESTICK rank for all layers")
     rank.add_argument("--energy", type=float, help="per layer, keep this fraction of gap energy")
     rank.add_argument("--budget-mb", type=float, help="total factor budget in MB")
+    rank.add_argument(
+        "--activation-budget-mb",
+        type=float,
+        help="total factor budget in MB, spent by output error removed (--correction activation)",
+    )
     p.add_argument("--svd", choices=["exact", "randomized"], default="exact")
+    p.add_argument(
+        "--correction",
+        choices=["svd", "activation"],
+        default="svd",
+        help="svd: the paper's (weight error); activation: the output error on the calibration "
+        "inputs (--calib-scenes, --calib-folder, --calib-bag; --calib-texts for checkpoints)",
+    )
+    p.add_argument(
+        "--correction-damp",
+        type=float,
+        default=0.01,
+        help="activation correction: damping added to X^T X, as a fraction of its mean diagonal",
+    )
     p.add_argument("--factor-dtype", choices=sorted(FACTOR_DTYPES), default="float16")
     p.add_argument("--include", nargs="*", default=None, help="module-name globs to prune")
     p.add_argument("--exclude", nargs="*", default=None, help="module-name globs to keep dense")
@@ -97,6 +115,8 @@ def rank_spec(args: argparse.Namespace) -> str:
         return f"energy:{args.energy}"
     if args.budget_mb is not None:
         return f"budget:{args.budget_mb}"
+    if args.activation_budget_mb is not None:
+        return f"activation-budget:{args.activation_budget_mb}"
     return str(args.rank or 0)
 
 
@@ -112,17 +132,18 @@ def is_hf_folder(folder: Path) -> bool:
 
 
 def _stream(args: argparse.Namespace, folder: Path) -> int:
-    """A checkpoint folder: magnitude streams tensor by tensor; Wanda/SparseGPT go block by
-    block on calibration through the model's own tokenizer or processor."""
+    """A checkpoint folder: magnitude streams tensor by tensor; Wanda/SparseGPT, and any method
+    with --correction activation, go block by block on calibration through the model's own
+    tokenizer or processor."""
     from vla_pruned_ros.models.hf_checkpoint import CheckpointError, compress_checkpoint
 
     try:
-        if args.energy is not None or args.budget_mb is not None:
+        if any(v is not None for v in (args.energy, args.budget_mb, args.activation_budget_mb)):
             raise ValueError("checkpoints stream with a fixed --rank (energy/budget policies need "
                              "every layer's spectrum first)")  # fmt: skip
         options = dict(svd=args.svd, factor_dtype=args.factor_dtype, overwrite=args.overwrite,
                        shard_bytes=int(args.shard_mb * 2**20))  # fmt: skip
-        if args.method == "magnitude":
+        if args.method == "magnitude" and args.correction == "svd":
             out = compress_checkpoint(
                 folder, args.output, args.pattern, args.rank or 0, args.include, args.exclude,
                 args.trust_remote_code, **options,
@@ -133,7 +154,9 @@ def _stream(args: argparse.Namespace, folder: Path) -> int:
             calib = checkpoint_calibration(args, folder)
             out = sequential_compress(
                 folder, args.output, args.method, args.pattern, args.rank or 0, calib,
-                args.include, args.exclude, trust_remote_code=args.trust_remote_code, **options,
+                args.include, args.exclude, trust_remote_code=args.trust_remote_code,
+                correction=args.correction, damp=args.correction_damp,
+                calib_source=calibration_source(args), **options,
             )  # fmt: skip
     except (OSError, ValueError, CheckpointError) as err:
         print(f"vla-prune: error: {err}", file=sys.stderr)
@@ -150,8 +173,9 @@ def checkpoint_calibration(args: argparse.Namespace, folder: Path) -> list:
     if args.calib_texts is not None:
         return hs.calibration_ids(folder, args.calib_texts, args.trust_remote_code)
     if args.calib_folder is None and args.calib_bag is None:
+        what = args.method if args.method != "magnitude" else "--correction activation"
         raise ValueError(
-            f"{args.method} on a checkpoint needs calibration: --calib-folder DIR "
+            f"{what} on a checkpoint needs calibration: --calib-folder DIR "
             "or --calib-bag BAG (images + instructions), or --calib-texts FILE"
         )
     from vla_pruned_ros.models.adapters import OPENVLA_PROMPT
@@ -165,6 +189,17 @@ def checkpoint_calibration(args: argparse.Namespace, folder: Path) -> list:
           "processor", file=sys.stderr)  # fmt: skip
     return hs.calibration_inputs(folder, images, texts, args.calib_prompt or OPENVLA_PROMPT,
                                  args.trust_remote_code)  # fmt: skip
+
+
+def calibration_source(args: argparse.Namespace) -> str:
+    """Where the calibration inputs came from, in words, for the manifest."""
+    if args.calib_folder is not None:
+        return f"folder {args.calib_folder.resolve()}"
+    if args.calib_bag is not None:
+        return f"bag {args.calib_bag.resolve()}"
+    if args.calib_texts is not None:
+        return f"texts {args.calib_texts.resolve()}"
+    return f"{args.calib_scenes} expert episodes per task (training scenes)"
 
 
 def calibration_frames(args: argparse.Namespace, dense) -> dict:
@@ -206,12 +241,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.output} exists and is not empty (use --overwrite)")
         dense = load_embedded(source)
         frames = None
-        if args.method in ("wanda", "sparsegpt"):
+        if args.method in ("wanda", "sparsegpt") or args.correction == "activation":
             frames = calibration_frames(args, dense)
         spec = rank_spec(args)
         model = compress(
             dense, args.method, args.pattern, [spec], frames, args.include, args.exclude,
-            args.svd, args.factor_dtype, conv=args.conv,
+            args.svd, args.factor_dtype, conv=args.conv, correction=args.correction,
+            damp=args.correction_damp, calib_source=calibration_source(args),
         )[spec]  # fmt: skip
         folder = save_embedded_artifact(model, args.output, source, overwrite=args.overwrite)
     except (OSError, ValueError) as err:

@@ -205,6 +205,18 @@ def layer_factors(
     raise ValueError(f"unknown correction {correction!r}; use one of {CORRECTIONS}")
 
 
+def corrected_weight(
+    pruned: torch.Tensor, factors: GapFactors, factor_dtype: str = "float32"
+) -> torch.Tensor:
+    """W_pruned + A B as the runtime computes it (factors stored in `factor_dtype`): what the
+    layer's next consumers see, for calibrating them on already-compressed outputs."""
+    if factors.rank == 0:
+        return pruned
+    a = dequantize(*quantize(factors.a, factor_dtype), torch.float32)
+    b = dequantize(*quantize(factors.b, factor_dtype), torch.float32)
+    return (pruned.float() + (a @ b).reshape(pruned.shape)).to(pruned.dtype)
+
+
 def output_error(
     dense: torch.Tensor, corrected: torch.Tensor, xtx: torch.Tensor
 ) -> tuple[float, float]:

@@ -244,25 +244,27 @@ def gluestick(
         )
         replace_module(corrected, name, type(layer)(layer, factors, factor_dtype))
     corrected.rank_policy = str(policy)
-    corrected.correction = correction_record(correction, damp, calib_source, stats)
+    counts = sorted({s.count for s in (stats or {}).values()})
+    corrected.correction = correction_record(
+        correction, damp, calib_source, counts[0] if len(counts) == 1 else counts
+    )
     return corrected
 
 
 def correction_record(
-    correction: str, damp: float, calib_source: str = "", stats: dict | None = None
+    correction: str, damp: float, calib_source: str = "", tokens: int | list | None = None
 ) -> dict:
     """What an artifact's manifest says about its correction (the one place its keys are
     named): the method, and for `activation` the damping rule and calibration source."""
     if correction == "svd":
         return {"correction": "svd"}
-    tokens = sorted({s.count for s in (stats or {}).values()})
     return {
         "correction": "activation",
         "damping": f"{damp:g} * mean(diag(X^T X)) added to the diagonal (1.0 if all inputs "
         "are zero)",
         "damp": damp,
         "calibration": calib_source or "calibration inputs given to gluestick()",
-        "calibration_tokens": tokens[0] if len(tokens) == 1 else tokens,
+        "calibration_tokens": tokens,
     }
 
 

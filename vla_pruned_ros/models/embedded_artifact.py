@@ -132,16 +132,29 @@ def compress(
     factor_dtype: str = "float16",
     progress: bool = True,
     conv: bool = False,
+    correction: str = "svd",
+    damp: float = 0.01,
+    calib_source: str = "",
 ) -> dict[str, EmbeddedVLA]:
     """Prune once, then one GLUESTICK model per rank policy ({'0': pruned, '64': ..., ...}).
-    `frames` ({task: (images, instructions)}) calibrate Wanda and SparseGPT."""
+    `frames` ({task: (images, instructions)}) calibrate Wanda and SparseGPT, and the
+    `correction="activation"` factors (input statistics gathered once, on the dense model)."""
     from vla_pruned_ros.compression import gluestick, prune
+    from vla_pruned_ros.compression.calibration import collect_input_stats
+    from vla_pruned_ros.compression.prune import compressed_layers
 
     calib = None
     if frames is not None:
         calib = list(calibration_batches(dense, frames))
     pruned = prune(dense, method, pattern, calib=calib, include=include, exclude=exclude,
                    progress=progress, conv=conv)  # fmt: skip
+    stats = None
+    if correction == "activation":
+        if calib is None:
+            raise ValueError("the activation correction needs calibration frames")
+        dense.eval()
+        stats = collect_input_stats(dense, list(compressed_layers(pruned)), calib,
+                                    with_hessian=True, progress=progress)  # fmt: skip
     out = {}
     for rank in ranks:
         key = str(rank)
@@ -149,8 +162,17 @@ def compress(
             pruned
             if key in ("0", "rank:0")
             else gluestick(
-                dense, pruned, rank, svd=svd, factor_dtype=factor_dtype, progress=progress
-            )
+                dense,
+                pruned,
+                rank,
+                svd=svd,
+                factor_dtype=factor_dtype,
+                progress=progress,
+                correction=correction,
+                stats=stats,
+                damp=damp,
+                calib_source=calib_source,
+            )  # fmt: skip
         )
     return out
 
