@@ -19,7 +19,7 @@ def generate_launch_description() -> LaunchDescription:
     robot_launch = PathJoinSubstitution([share, "launch", "robot.launch.py"])
     return LaunchDescription(
         [
-            DeclareLaunchArgument("artifact", default_value="embedded"),
+            DeclareLaunchArgument("artifact", default_value=""),
             DeclareLaunchArgument("instruction", default_value="go to the red marker"),
             DeclareLaunchArgument("headless", default_value="-s --headless-rendering"),
             IncludeLaunchDescription(
@@ -42,10 +42,9 @@ def generate_launch_description() -> LaunchDescription:
             ),
             IncludeLaunchDescription(
                 PythonLaunchDescriptionSource(robot_launch),
-                launch_arguments={
-                    "use_sim_time": "true",
+                launch_arguments={  # config/bringup_gazebo.yaml: both nodes on sim time
+                    "bringup": PathJoinSubstitution([share, "config", "bringup_gazebo.yaml"]),
                     "artifact": LaunchConfiguration("artifact"),
-                    "safety_params": PathJoinSubstitution([share, "config", "safety_gazebo.yaml"]),
                 }.items(),
             ),
             ExecuteProcess(  # the instruction is latched (transient local), so once is enough

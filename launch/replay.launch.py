@@ -1,54 +1,37 @@
 """Rosbag replay evaluation: `ros2 bag play --clock` drives the policy and the monitor on sim time.
 
-    ros2 launch vla_pruned_ros replay.launch.py bag:=/path/to/bag rate:=1.0
+    ros2 launch vla_pruned_ros replay.launch.py bag:=/path/to/bag task:=nav rate:=1.0
 
-Without a full ROS install, `vla-bag play` publishes a bag the same way (see README).
+The graph is `config/bringup_replay_<task>.yaml`, the one `vla-ros replay BAG --task <task>`
+runs; its `bag_player` node becomes `ros2 bag play` with `--topics` from the same list in
+`config/bag_player.yaml`, so only the robot's inputs are played: the recorded `/cmd_vel_raw` and
+`/vla/action` never reach the live gate beside the live policy's.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription
-from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.substitutions import FindPackageShare
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+
+from vla_pruned_ros.bringup import bag_play_command, launch_nodes, typed_overrides
+from vla_pruned_ros.launch_graph import node_actions
+from vla_pruned_ros.paths import package_file
+
+
+def _graph(context) -> list:
+    arg = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    bringup = package_file(f"config/bringup_replay_{arg('task')}.yaml")
+    extra = {"policy_node": typed_overrides({"artifact": arg("artifact")})}
+    play = ExecuteProcess(cmd=bag_play_command(bringup, arg("bag"), arg("rate")), output="screen")
+    return [play, *node_actions(launch_nodes(bringup, extra))]
 
 
 def generate_launch_description() -> LaunchDescription:
-    launch_dir = PathJoinSubstitution([FindPackageShare("vla_pruned_ros"), "launch"])
-    config = PathJoinSubstitution([FindPackageShare("vla_pruned_ros"), "config"])
     return LaunchDescription(
         [
             DeclareLaunchArgument("bag", description="rosbag2 folder to replay"),
+            DeclareLaunchArgument("task", default_value="nav", choices=["nav", "manip"]),
             DeclareLaunchArgument("rate", default_value="1.0"),
-            DeclareLaunchArgument("artifact", default_value="embedded"),
-            DeclareLaunchArgument(
-                "policy_params", default_value=PathJoinSubstitution([config, "policy_nav.yaml"])
-            ),
-            DeclareLaunchArgument(
-                "safety_params",
-                default_value=PathJoinSubstitution([config, "safety_monitor.yaml"]),
-            ),
-            ExecuteProcess(
-                cmd=[
-                    "ros2",
-                    "bag",
-                    "play",
-                    LaunchConfiguration("bag"),
-                    "--clock",
-                    "--rate",
-                    LaunchConfiguration("rate"),
-                ],
-                output="screen",
-            ),  # fmt: skip
-            IncludeLaunchDescription(
-                PythonLaunchDescriptionSource(
-                    PathJoinSubstitution([launch_dir, "robot.launch.py"])
-                ),
-                launch_arguments={
-                    "use_sim_time": "true",
-                    "artifact": LaunchConfiguration("artifact"),
-                    "policy_params": LaunchConfiguration("policy_params"),
-                    "safety_params": LaunchConfiguration("safety_params"),
-                }.items(),
-            ),
+            DeclareLaunchArgument("artifact", default_value=""),
+            OpaqueFunction(function=_graph),
         ]
     )

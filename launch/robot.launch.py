@@ -1,48 +1,41 @@
-"""On a robot: the VLA policy node and the safety monitor (command gate) from parameter files.
+"""On a robot: the VLA policy node and the safety monitor (command gate).
 
-    ros2 launch vla_pruned_ros robot.launch.py artifact:=/path/to/artifact \
-        policy_params:=/path/policy.yaml safety_params:=/path/safety.yaml
+    ros2 launch vla_pruned_ros robot.launch.py artifact:=/path/to/artifact
 
-The policy publishes cmd_vel_raw; only the safety monitor publishes cmd_vel to the robot.
+The graph is a bringup file (`bringup:=`, default `config/bringup_robot.yaml`), the same one
+`vla-ros up` runs; `artifact` and `use_sim_time` add overrides (empty: as the file says). The
+policy publishes cmd_vel_raw; only the safety monitor publishes cmd_vel to the robot. The policy
+node is a `LifecycleNode` driven configure -> activate, each result checked (`launch_graph.py`).
 """
 
+from pathlib import Path
+
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
-from launch_ros.substitutions import FindPackageShare
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+
+from vla_pruned_ros.bringup import launch_nodes, typed_overrides
+from vla_pruned_ros.launch_graph import node_actions
+from vla_pruned_ros.paths import package_file
+
+
+def _graph(context) -> list:
+    arg = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    bringup = Path(arg("bringup")) if arg("bringup") else package_file("config/bringup_robot.yaml")
+    time = typed_overrides({"use_sim_time": arg("use_sim_time")})
+    extra = {
+        "policy_node": {**typed_overrides({"artifact": arg("artifact")}), **time},
+        "safety_monitor": time,
+    }
+    return node_actions(launch_nodes(bringup, extra))
 
 
 def generate_launch_description() -> LaunchDescription:
-    config = PathJoinSubstitution([FindPackageShare("vla_pruned_ros"), "config"])
-    use_sim_time = LaunchConfiguration("use_sim_time")
     return LaunchDescription(
         [
-            DeclareLaunchArgument(
-                "policy_params", default_value=PathJoinSubstitution([config, "policy_nav.yaml"])
-            ),
-            DeclareLaunchArgument(
-                "safety_params",
-                default_value=PathJoinSubstitution([config, "safety_monitor.yaml"]),
-            ),
-            DeclareLaunchArgument("artifact", default_value="embedded"),
-            DeclareLaunchArgument("use_sim_time", default_value="false"),
-            Node(
-                package="vla_pruned_ros",
-                executable="policy_node",
-                name="vla_policy",
-                output="screen",
-                parameters=[
-                    LaunchConfiguration("policy_params"),
-                    {"artifact": LaunchConfiguration("artifact"), "use_sim_time": use_sim_time},
-                ],
-            ),
-            Node(
-                package="vla_pruned_ros",
-                executable="safety_monitor",
-                name="safety_monitor",
-                output="screen",
-                parameters=[LaunchConfiguration("safety_params"), {"use_sim_time": use_sim_time}],
-            ),
+            DeclareLaunchArgument("bringup", default_value=""),
+            DeclareLaunchArgument("artifact", default_value=""),
+            DeclareLaunchArgument("use_sim_time", default_value=""),
+            OpaqueFunction(function=_graph),
         ]
     )

@@ -2,49 +2,37 @@
 
     ros2 launch vla_pruned_ros sim.launch.py task:=nav episodes:=10 artifact:=embedded
 
-The same graph runs without ros2 launch as `vla-ros up config/bringup_nav.yaml`.
+The graph is `config/bringup_<task>.yaml`, the file `vla-ros up config/bringup_<task>.yaml`
+runs: nodes, parameter files and overrides come from there (`vla_pruned_ros/bringup.py`), and
+the arguments below only add overrides (empty: as the file says). The policy node is a
+`LifecycleNode` driven configure -> activate, each result checked (`launch_graph.py`).
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
-from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
-from launch_ros.actions import Node
-from launch_ros.substitutions import FindPackageShare
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+
+from vla_pruned_ros.bringup import launch_nodes, typed_overrides
+from vla_pruned_ros.launch_graph import node_actions
+from vla_pruned_ros.paths import package_file
+
+
+def _graph(context) -> list:
+    arg = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    bringup = package_file(f"config/bringup_{arg('task')}.yaml")
+    extra = {
+        "sim_node": typed_overrides({"episodes": arg("episodes")}),
+        "policy_node": typed_overrides({"artifact": arg("artifact")}),
+    }
+    return node_actions(launch_nodes(bringup, extra))
 
 
 def generate_launch_description() -> LaunchDescription:
-    share = FindPackageShare("vla_pruned_ros")
-    config = PathJoinSubstitution([share, "config"])
-    task = LaunchConfiguration("task")
-    safety = PythonExpression(
-        ["'safety_monitor.yaml' if '", task, "' == 'nav' else 'safety_manip.yaml'"]
-    )
     return LaunchDescription(
         [
             DeclareLaunchArgument("task", default_value="nav", choices=["nav", "manip"]),
-            DeclareLaunchArgument("episodes", default_value="0"),
-            DeclareLaunchArgument("artifact", default_value="embedded"),
-            Node(
-                package="vla_pruned_ros",
-                executable="sim_node",
-                name="vla_sim",
-                output="screen",
-                parameters=[
-                    PathJoinSubstitution([config, ["sim_", task, ".yaml"]]),
-                    {"episodes": LaunchConfiguration("episodes")},
-                ],
-            ),
-            IncludeLaunchDescription(
-                PythonLaunchDescriptionSource(
-                    PathJoinSubstitution([share, "launch", "robot.launch.py"])
-                ),
-                launch_arguments={
-                    "use_sim_time": "true",
-                    "artifact": LaunchConfiguration("artifact"),
-                    "policy_params": PathJoinSubstitution([config, ["policy_", task, ".yaml"]]),
-                    "safety_params": PathJoinSubstitution([config, safety]),
-                }.items(),
-            ),
+            DeclareLaunchArgument("episodes", default_value=""),
+            DeclareLaunchArgument("artifact", default_value=""),
+            OpaqueFunction(function=_graph),
         ]
     )

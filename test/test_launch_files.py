@@ -104,7 +104,7 @@ def test_launch_file_names_only_what_exists(path: Path, declared) -> None:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             value = node.value
             if value.endswith(".yaml") and not value.startswith("."):  # not a suffix piece
-                assert (ROOT / "config" / value).is_file(), value
+                assert (ROOT / "config" / value.removeprefix("config/")).is_file(), value
             if value.endswith(".launch.py") and value != "gz_sim.launch.py":  # ros_gz_sim's
                 assert (ROOT / "launch" / value).is_file(), value
             if value.endswith(".sdf"):
@@ -157,6 +157,137 @@ def test_bringup_files_name_installed_executables_and_existing_parameter_files(p
     from vla_pruned_ros.cli.ros_up import load_bringup
 
     specs, _ = load_bringup(path)  # raises on unknown executables or missing files
-    source = "bag_player" if path.name.startswith("bringup_replay") else "sim_node"
-    assert {s.executable for s in specs} == {"safety_monitor", "policy_node", source}
-    assert [s.name for s in specs if s.ends_graph] == [source]
+    source = {"bringup_replay": "bag_player", "bringup_robot": None, "bringup_gazebo": None}.get(
+        path.stem.rsplit("_", 1)[0] if "replay" in path.stem else path.stem, "sim_node"
+    )
+    assert {s.executable for s in specs} == {"safety_monitor", "policy_node"} | (
+        {source} if source else set()
+    )
+    assert [s.name for s in specs if s.ends_graph] == ([source] if source else [])
+
+
+# -- one description of each graph: what `ros2 launch` starts is what `vla-ros up` starts ------
+
+BRINGUPS = sorted((ROOT / "config").glob("bringup_*.yaml"))
+# Which bringup files each launch file reads (by the names it passes to package_file).
+LAUNCH_GRAPHS = {
+    "sim.launch.py": ["bringup_nav.yaml", "bringup_manip.yaml"],
+    "replay.launch.py": ["bringup_replay_nav.yaml", "bringup_replay_manip.yaml"],
+    "robot.launch.py": ["bringup_robot.yaml"],
+    "gazebo.launch.py": ["bringup_gazebo.yaml"],
+}
+
+
+def _as_ros_args(desc) -> list[str]:
+    """A launch node's parameters as the command line `vla-ros up` builds for the same node."""
+    import yaml as _yaml
+
+    args = ["--ros-args"]
+    for item in desc.parameters:
+        if isinstance(item, str):
+            args += ["--params-file", item]
+        else:
+            for key, value in item.items():
+                text = _yaml.safe_dump(value, default_flow_style=True)
+                args += ["-p", f"{key}:={text.strip().removesuffix('...').strip()}"]
+    return args
+
+
+@pytest.mark.parametrize("path", BRINGUPS, ids=lambda p: p.name)
+def test_launch_nodes_start_what_vla_ros_up_starts(path: Path) -> None:
+    from vla_pruned_ros.bringup import launch_nodes
+    from vla_pruned_ros.cli.ros_up import command_for, entry_modules, load_bringup
+
+    specs, _ = load_bringup(path)
+    modules = entry_modules()
+    launched = {d.name: d for d in launch_nodes(path)}
+    for spec in specs:
+        if spec.executable == "bag_player":  # `ros2 bag play` there, see the replay test
+            assert spec.name not in launched
+            continue
+        desc = launched.pop(spec.name)
+        assert (desc.package, desc.executable) == ("vla_pruned_ros", spec.executable)
+        up = command_for(spec, modules)
+        up = up[up.index("--ros-args") :]
+        expected = up + (["-p", "autostart:=false"] if spec.executable == "policy_node" else [])
+        assert _as_ros_args(desc) == expected
+        assert desc.lifecycle == (spec.executable == "policy_node")
+        assert desc.ends_graph == spec.ends_graph
+    assert not launched, f"launched but not in {path.name}: {sorted(launched)}"
+
+
+def test_launch_arguments_override_the_bringup_file_like_a_later_p() -> None:
+    from vla_pruned_ros.bringup import launch_nodes, typed_overrides
+
+    extra = {"sim_node": typed_overrides({"episodes": "10"}), "policy_node": {"artifact": "A"}}
+    nodes = {d.executable: d for d in launch_nodes(ROOT / "config/bringup_nav.yaml", extra)}
+    assert nodes["sim_node"].parameters[-1]["episodes"] == 10  # typed, over the file's 3
+    assert nodes["policy_node"].parameters[-1]["artifact"] == "A"
+    assert typed_overrides({"episodes": ""}) == {}  # empty: as the file says
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCH_GRAPHS), ids=str)
+def test_launch_file_is_a_thin_shell_over_its_bringup_file(name: str) -> None:
+    tree = ast.parse((ROOT / "launch" / name).read_text())
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vla_pruned_ros")
+        for alias in node.names
+    }
+    if name == "gazebo.launch.py":  # includes robot.launch.py with its own bringup file
+        assert "robot.launch.py" in (ROOT / "launch" / name).read_text()
+    else:
+        assert {"launch_nodes", "node_actions"} <= imported, imported
+    ours = [c for c in _node_calls(ROOT / "launch" / name) if c.get("package") == "vla_pruned_ros"]
+    assert not ours, f"{name} describes nodes itself instead of reading the bringup file: {ours}"
+    text = (ROOT / "launch" / name).read_text()
+    for bringup in LAUNCH_GRAPHS[name]:
+        stem = bringup.removesuffix(".yaml")
+        named = bringup in text or f"{stem.rsplit('_', 1)[0]}_{{" in text
+        assert named, f"{name} does not read {bringup}"
+        assert (ROOT / "config" / bringup).is_file()
+
+
+def test_replay_plays_only_the_robots_inputs_from_bag_player_yaml() -> None:
+    from vla_pruned_ros.bringup import bag_play_command
+    from vla_pruned_ros.ros import topics
+
+    listed = yaml.safe_load((ROOT / "config/bag_player.yaml").read_text())["vla_bag_player"][
+        "ros__parameters"
+    ]["topics"]
+    for task in ("nav", "manip"):
+        cmd = bag_play_command(ROOT / f"config/bringup_replay_{task}.yaml", "BAG", "0.5")
+        assert cmd[:7] == ["ros2", "bag", "play", "BAG", "--clock", "--rate", "0.5"]
+        played = cmd[cmd.index("--topics") + 1 :]
+        assert played == [f"/{t}" for t in listed]
+        for recorded_output in (topics.CMD_RAW, topics.CMD, topics.ACTION):
+            assert f"/{recorded_output}" not in played
+
+
+def test_replay_without_a_topic_list_is_refused(tmp_path: Path) -> None:
+    from vla_pruned_ros.bringup import BringupError, bag_play_command
+
+    (tmp_path / "config").mkdir()
+    player = tmp_path / "config/player.yaml"
+    player.write_text("vla_bag_player:\n  ros__parameters:\n    topics: ['']\n")
+    bringup = tmp_path / "config/bringup.yaml"
+    bringup.write_text("nodes:\n  - executable: bag_player\n    params: [config/player.yaml]\n")
+    with pytest.raises(BringupError, match="only the robot's inputs"):
+        bag_play_command(bringup, "BAG", "1.0")
+
+
+def test_launch_graph_checks_each_lifecycle_transition() -> None:
+    """launch_graph.py cannot run here (no `launch`); check that it emits configure, activates
+    only on configure's success, and shuts the launch down on either transition failing."""
+    text = (ROOT / "vla_pruned_ros/launch_graph.py").read_text()
+    compile(text, "launch_graph.py", "exec")
+    for piece in (
+        "TRANSITION_CONFIGURE",
+        '_on(node, "configuring", "inactive", [_change(node, Transition.TRANSITION_ACTIVATE)])',
+        '_on(node, "configuring", "unconfigured", failed("configure"))',
+        '_on(node, "activating", "inactive", failed("activate"))',
+        "LifecycleNode(",
+        "Shutdown(reason=",
+    ):
+        assert piece in text, piece

@@ -37,88 +37,30 @@ A bringup file:
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from vla_pruned_ros.bringup import (  # noqa: F401 (re-exports)
+    ROLES,
+    SAFETY_EXECUTABLE,
+    BringupError,
+    NodeSpec,
+    entry_modules,
+    load_bringup,
+)
 from vla_pruned_ros.ros.dds import use_localhost_profile
 
 GRACE_S = 8.0
-ROLES = ("node", "safety")
-SAFETY_EXECUTABLE = "safety_monitor"
-
-
-@dataclass
-class NodeSpec:
-    executable: str
-    params: list[Path] = field(default_factory=list)
-    overrides: dict[str, object] = field(default_factory=dict)
-    name: str = ""
-    ends_graph: bool = False  # its clean exit (code 0) is the graph's normal end
-    role: str = "node"  # "safety": the gate, stopped last (see the module docstring)
-    script: Path | None = None  # a Python file run instead of a console script
-
-    @property
-    def is_safety(self) -> bool:
-        return self.role == "safety"
-
-
-class BringupError(ValueError):
-    """A bringup file that cannot be started; the message says what to fix."""
-
-
-def entry_modules() -> dict[str, str]:
-    """Console script name -> module, from this package's installed entry points."""
-    dist = importlib.metadata.distribution("vla_pruned_ros")
-    return {
-        ep.name: ep.value.split(":")[0] for ep in dist.entry_points if ep.group == "console_scripts"
-    }
-
-
-def load_bringup(path: Path) -> tuple[list[NodeSpec], float]:
-    if not path.is_file():
-        raise BringupError(f"bringup file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
-    base = path.resolve().parent.parent  # files name paths relative to the package root
-    modules = entry_modules()
-    specs = []
-    for i, entry in enumerate(data.get("nodes") or []):
-        exe, script = entry.get("executable"), entry.get("script")
-        if script is not None:
-            script = Path(script) if Path(script).is_absolute() else base / script
-            if exe is not None or not script.is_file():
-                raise BringupError(
-                    f"{path}: node {i}: script {script} does not exist or is given with an "
-                    "executable (give one of them)"
-                )
-            exe = script.stem
-        elif exe not in modules:
-            raise BringupError(
-                f"{path}: node {i}: unknown executable {exe!r}; known: {sorted(modules)}"
-            )
-        params = [
-            (base / p) if not Path(p).is_absolute() else Path(p) for p in entry.get("params", [])
-        ]
-        for p in params:
-            if not p.is_file():
-                raise BringupError(f"{path}: node {i} ({exe}): parameter file {p} does not exist")
-        overrides = dict(entry.get("overrides") or {})
-        name, ends = entry.get("name", exe), bool(entry.get("ends_graph", False))
-        role = entry.get("role", "safety" if exe == SAFETY_EXECUTABLE else "node")
-        if role not in ROLES:
-            raise BringupError(f"{path}: node {i} ({exe}): role {role!r} is not one of {ROLES}")
-        specs.append(NodeSpec(exe, params, overrides, name, ends, role, script))
-    if not specs:
-        raise BringupError(f"{path}: no nodes listed under 'nodes'")
-    return specs, float(data.get("duration_s", 0) or 0)
+# The bringup file's reader lives in vla_pruned_ros/bringup.py, shared with the launch files;
+# re-exported here for callers of `vla_pruned_ros.cli.ros_up`.
+__all__ = ["BringupError", "NodeSpec", "entry_modules", "load_bringup", "run_graph"]
 
 
 def command_for(spec: NodeSpec, modules: dict[str, str]) -> list[str]:

@@ -1,0 +1,211 @@
+"""One description of each graph: the bringup YAML (`config/bringup_*.yaml`) read into plain node
+descriptions, for `vla-ros up` (which starts them as processes) and for the launch files (which
+turn them into `launch_ros` actions). Nothing here imports `launch`, so a test can check that
+`ros2 launch` would start exactly the nodes, parameter files and overrides `vla-ros up` starts.
+
+A bringup file:
+
+    nodes:
+      - executable: safety_monitor          # a console script of this package
+        params: [config/safety_monitor.yaml] # relative to the bringup file's folder's parent
+        overrides: {report_dir: reports/safety}
+      - executable: policy_node
+        params: [config/policy_nav.yaml]
+      - executable: sim_node
+        ends_graph: true                     # its clean exit ends the run (code 0)
+      - script: scripts/my_driver.py         # a Python file run as a node (a robot's driver)
+        name: driver
+      - executable: safety_monitor
+        name: arm_gate
+        role: safety                         # default for safety_monitor; `node` otherwise
+    duration_s: 0                           # 0: until Ctrl-C
+
+Replay graphs name the `bag_player` executable; a launch file plays the same bag with
+`ros2 bag play`, and `bag_play_command` builds that command from the same `config/bag_player.yaml`,
+so both play only the robot's inputs listed there (never the recorded commands and actions,
+which would reach the live gate beside the live policy's).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+PACKAGE = "vla_pruned_ros"
+ROLES = ("node", "safety")
+SAFETY_EXECUTABLE = "safety_monitor"
+BAG_PLAYER_EXECUTABLE = "bag_player"
+BAG_PLAYER_NODE = "vla_bag_player"
+# Executables that are lifecycle nodes: a launch file starts them as `LifecycleNode`s and drives
+# configure -> activate, checking each transition's result.
+LIFECYCLE_EXECUTABLES = frozenset({"policy_node"})
+
+
+@dataclass
+class NodeSpec:
+    executable: str
+    params: list[Path] = field(default_factory=list)
+    overrides: dict[str, object] = field(default_factory=dict)
+    name: str = ""
+    ends_graph: bool = False  # its clean exit (code 0) is the graph's normal end
+    role: str = "node"  # "safety": the gate, stopped last (see cli/ros_up.py)
+    script: Path | None = None  # a Python file run instead of a console script
+
+    @property
+    def is_safety(self) -> bool:
+        return self.role == "safety"
+
+    @property
+    def is_lifecycle(self) -> bool:
+        return self.script is None and self.executable in LIFECYCLE_EXECUTABLES
+
+
+class BringupError(ValueError):
+    """A bringup file that cannot be started; the message says what to fix."""
+
+
+def entry_modules() -> dict[str, str]:
+    """Console script name -> module, from this package's installed entry points."""
+    dist = importlib.metadata.distribution(PACKAGE)
+    return {
+        ep.name: ep.value.split(":")[0] for ep in dist.entry_points if ep.group == "console_scripts"
+    }
+
+
+def load_bringup(path: Path) -> tuple[list[NodeSpec], float]:
+    """The nodes of a bringup file and its duration (0: until stopped); BringupError names what
+    is wrong (an unknown executable, a missing parameter file, a bad role)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BringupError(f"bringup file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    base = path.resolve().parent.parent  # files name paths relative to the package root
+    modules = entry_modules()
+    specs = []
+    for i, entry in enumerate(data.get("nodes") or []):
+        exe, script = entry.get("executable"), entry.get("script")
+        if script is not None:
+            script = Path(script) if Path(script).is_absolute() else base / script
+            if exe is not None or not script.is_file():
+                raise BringupError(
+                    f"{path}: node {i}: script {script} does not exist or is given with an "
+                    "executable (give one of them)"
+                )
+            exe = script.stem
+        elif exe not in modules:
+            raise BringupError(
+                f"{path}: node {i}: unknown executable {exe!r}; known: {sorted(modules)}"
+            )
+        params = [
+            (base / p) if not Path(p).is_absolute() else Path(p) for p in entry.get("params", [])
+        ]
+        for p in params:
+            if not p.is_file():
+                raise BringupError(f"{path}: node {i} ({exe}): parameter file {p} does not exist")
+        overrides = dict(entry.get("overrides") or {})
+        name, ends = entry.get("name", exe), bool(entry.get("ends_graph", False))
+        role = entry.get("role", "safety" if exe == SAFETY_EXECUTABLE else "node")
+        if role not in ROLES:
+            raise BringupError(f"{path}: node {i} ({exe}): role {role!r} is not one of {ROLES}")
+        specs.append(NodeSpec(exe, params, overrides, name, ends, role, script))
+    if not specs:
+        raise BringupError(f"{path}: no nodes listed under 'nodes'")
+    return specs, float(data.get("duration_s", 0) or 0)
+
+
+def apply_overrides(specs: list[NodeSpec], by_executable: dict[str, dict[str, object]]) -> None:
+    """Add per-executable parameter overrides (a launch argument, a CLI flag) on top of the
+    file's; they win over it, as a later `-p` wins on the command line."""
+    for spec in specs:
+        spec.overrides.update(by_executable.get(spec.executable, {}))
+
+
+@dataclass(frozen=True)
+class LaunchNode:
+    """What a launch file needs to start one node: `launch_ros.actions.Node(**fields)`, or a
+    `LifecycleNode` when `lifecycle` is set. Parameters are files then one override dict, in
+    the order `vla-ros up` passes them (`--params-file ...` then `-p ...`)."""
+
+    executable: str
+    name: str
+    parameters: tuple[str | dict[str, object], ...]
+    lifecycle: bool
+    ends_graph: bool
+    package: str = PACKAGE
+
+
+def launch_nodes(
+    path: Path, by_executable: dict[str, dict[str, object]] | None = None
+) -> list[LaunchNode]:
+    """The launch-file form of a bringup file: one LaunchNode per node, `bag_player` left out
+    (a launch file plays the bag with `ros2 bag play`, see `bag_play_command`). Script nodes
+    cannot be launched by package and executable, so they are refused with a reason."""
+    specs, _ = load_bringup(path)
+    apply_overrides(specs, by_executable or {})
+    nodes = []
+    for spec in specs:
+        if spec.script is not None:
+            raise BringupError(
+                f"{path}: node {spec.name} is a script ({spec.script}); a launch file starts "
+                "installed executables only: make it a console script of a package"
+            )
+        if spec.executable == BAG_PLAYER_EXECUTABLE:
+            continue
+        overrides = dict(spec.overrides)
+        if spec.is_lifecycle:
+            overrides["autostart"] = False  # the launch file drives its transitions
+        params: list[str | dict[str, object]] = [str(p) for p in spec.params]
+        if overrides:
+            params.append(overrides)
+        nodes.append(
+            LaunchNode(
+                spec.executable, spec.name, tuple(params), spec.is_lifecycle, spec.ends_graph
+            )
+        )
+    return nodes
+
+
+def typed_overrides(values: dict[str, str]) -> dict[str, object]:
+    """Launch arguments are strings; as parameter overrides they take their YAML type (`3` an
+    int, `true` a bool), as `-p key:=3` would. Empty means "as the bringup file says"."""
+    return {key: yaml.safe_load(value) for key, value in values.items() if value != ""}
+
+
+def bag_player_spec(path: Path) -> NodeSpec:
+    """The `bag_player` node of a replay bringup file; BringupError when it has none."""
+    specs, _ = load_bringup(path)
+    for spec in specs:
+        if spec.executable == BAG_PLAYER_EXECUTABLE:
+            return spec
+    raise BringupError(f"{path}: no {BAG_PLAYER_EXECUTABLE} node: it is not a replay graph")
+
+
+def bag_topics(spec: NodeSpec) -> list[str]:
+    """The topics the bag player plays, absolute, from its parameter files and overrides (the
+    last file that sets them wins, then an override). Empty means every recorded topic, which a
+    replay graph must never do, so that is refused."""
+    topics: list[str] = []
+    for p in spec.params:
+        data = yaml.safe_load(p.read_text()) or {}
+        for key in ("/**", spec.name, f"/{spec.name}", BAG_PLAYER_NODE, f"/{BAG_PLAYER_NODE}"):
+            section = (data.get(key) or {}).get("ros__parameters") or {}
+            if "topics" in section:
+                topics = list(section["topics"])
+    topics = list(spec.overrides.get("topics", topics))
+    topics = [t if t.startswith("/") else f"/{t}" for t in topics if t]
+    if not topics:
+        raise BringupError(
+            f"{spec.name}: no 'topics' listed: a replay must play only the robot's inputs, "
+            "never the recorded commands (list them in config/bag_player.yaml)"
+        )
+    return topics
+
+
+def bag_play_command(path: Path, bag: str, rate: str) -> list[str]:
+    """`ros2 bag play` with the same topics, clock and rate the replay graph's `bag_player` uses.
+    `bag` and `rate` are strings so a launch file can pass its substitutions' values."""
+    spec = bag_player_spec(path)
+    return ["ros2", "bag", "play", bag, "--clock", "--rate", rate, "--topics", *bag_topics(spec)]
