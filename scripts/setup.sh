@@ -53,6 +53,19 @@ if [[ ! -x "$VENV/bin/python" && "${free_mb:-0}" -lt "$MIN_FREE_MB" ]]; then
   die "only ${free_mb} MB free under $(dirname "$VENV"); the environment needs about ${MIN_FREE_MB} MB (torch, ROS wheels, MuJoCo)."
 fi
 
+# --- the SDFormat parser, for the Gazebo world test (test/test_worlds.py) ---------------------
+# `ign sdf -k` is the real parser; installed where apt is (root or sudo), else a note only.
+SDF_PACKAGES="ignition-tools libsdformat12-12 libsdformat-dev"
+if ! command -v ign >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+    step "installing the SDFormat parser ($SDF_PACKAGES)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $SDF_PACKAGES; } \
+      >/dev/null 2>&1 || step "note: apt-get install $SDF_PACKAGES failed; the world test will say so"
+  else
+    step "note: no apt as root here; install $SDF_PACKAGES for the Gazebo world test"
+  fi
+fi
+
 # --- the venv -------------------------------------------------------------------------------
 if [[ ! -x "$VENV/bin/python" ]]; then
   step "creating $VENV with $("$PY" --version 2>&1)"
