@@ -7,6 +7,8 @@ import time
 
 import rclpy
 from geometry_msgs.msg import Twist, TwistStamped
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -51,6 +53,16 @@ class Watcher:
         assert self.spin_until(future.done, 20.0), "set_parameters did not answer"
         self.node.destroy_client(client)
         return list(future.result().results)
+
+    def change_state(self, transition_id: int) -> bool:
+        """One lifecycle transition of the monitor through its real `change_state` service
+        (what `ros2 lifecycle set` calls); whether it succeeded."""
+        client = self.node.create_client(ChangeState, "/safety_monitor/change_state")
+        assert client.wait_for_service(timeout_sec=20.0), "no /safety_monitor/change_state"
+        future = client.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+        assert self.spin_until(future.done, 20.0), "change_state did not answer"
+        self.node.destroy_client(client)
+        return future.result().success
 
     def spin_until(self, predicate, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

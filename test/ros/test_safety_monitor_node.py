@@ -196,3 +196,33 @@ def test_twist_stamped_in_and_out_and_future_stamps_refused(tmp_path: Path, ahea
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def test_lifecycle_inactive_forwards_nothing_and_deactivate_sends_one_zero(tmp_path: Path) -> None:
+    from lifecycle_msgs.msg import Transition
+
+    procs = [
+        subprocess.Popen([sys.executable, *_monitor_args(tmp_path, "-p", "autostart:=false")]),
+        subprocess.Popen([sys.executable, "fake_policy.py"], cwd=HERE),
+    ]
+    watcher = Watcher()
+    try:
+        assert watcher.spin_until(lambda: len(watcher.status) > 5, 30.0), "monitor not running"
+        watcher.spin_until(lambda: False, 1.0)
+        assert not watcher.cmds, "an unconfigured monitor published commands"
+        assert watcher.change_state(Transition.TRANSITION_CONFIGURE)
+        watcher.spin_until(lambda: False, 1.0)
+        assert not watcher.cmds, "an inactive monitor published commands"
+        assert watcher.change_state(Transition.TRANSITION_ACTIVATE)
+        assert watcher.spin_until(lambda: any(x == 0.2 for _, x in watcher.cmds), 20.0)
+        assert watcher.change_state(Transition.TRANSITION_DEACTIVATE)
+        t_off = time.monotonic()
+        watcher.spin_until(lambda: False, 1.5)
+        assert watcher.cmds[-1][1] == 0.0, "deactivate did not end on a zero command"
+        late = [w for w, _ in watcher.cmds if w > t_off + 0.5]
+        assert not late, f"{len(late)} commands after deactivate"
+    finally:
+        watcher.close()
+        for proc in procs:
+            proc.kill()
+            proc.wait()

@@ -14,6 +14,13 @@ apply live (the limits are rebuilt and swapped; a `control_rate_hz` change recre
 timer); topics and `report_dir` are read-only. A value that would make invalid limits is refused
 with the reason (`ros2 param set` prints it), and `ros2 param describe` shows each range.
 
+A lifecycle node, like Nav2's collision monitor: only while active does it forward commands and
+send stop commands; deactivating sends one zero command first. With `autostart` (default true)
+it configures and activates itself, so it runs without a lifecycle manager; with
+`autostart:=false` it waits for `ros2 lifecycle set /safety_monitor configure` / `activate`.
+Its publishers and subscriptions exist from construction; `configure` (re)builds the limits and
+the monitor from the parameters, `cleanup` drops the monitor's state.
+
     ros2 run vla_pruned_ros safety_monitor --ros-args --params-file config/safety_monitor.yaml
 """
 
@@ -30,7 +37,7 @@ from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState, LaserScan
@@ -65,9 +72,10 @@ LIVE_PARAMETERS = frozenset({"robot_bodies", "joint_names", "joint_lower", "join
 JOINT_PARAMETERS = ("joint_names", "joint_lower", "joint_upper")
 
 
-class SafetyMonitorNode(Node):
+class SafetyMonitorNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("safety_monitor", **kwargs)
+        self.active = False  # lifecycle state "active": forward commands and send stops
         p = self._declare_parameters()
         self.limits = self._read_limits()
         self.report_dir = Path(p["report_dir"]).expanduser()
@@ -117,6 +125,41 @@ class SafetyMonitorNode(Node):
         )
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+        if p["autostart"]:
+            self.trigger_configure()
+            self.trigger_activate()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.limits = self._read_limits()
+        except ValueError as err:
+            self.get_logger().error(f"configure failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        if self.monitor.limits != self.limits:
+            self.monitor.limits = self.limits
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = True
+        self.get_logger().info("active: gating commands")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.publish_final_stop()
+        self.active = False
+        self.get_logger().info("inactive: sent a zero command; no longer forwarding")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.monitor = SafetyMonitor(self.limits, now=self._now(), episode_id="0", zones=self.zones)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.active:
+            self.publish_final_stop()
+        self.active = False
+        return TransitionCallbackReturn.SUCCESS
 
     # -- parameters -------------------------------------------------------------------------
     def _declare_parameters(self) -> dict:
@@ -137,6 +180,8 @@ class SafetyMonitorNode(Node):
             # geometry_msgs/TwistStamped in and out (frame base_link; Jazzy/Kilted Nav2's
             # default) instead of Twist; a stamped command's age counts from its stamp
             "twist_stamped": False,
+            # configure and activate at start (no lifecycle manager needed)
+            "autostart": True,
             "robot_bodies": ["base"],
             "joint_names": Parameter.Type.STRING_ARRAY,
             "joint_lower": Parameter.Type.DOUBLE_ARRAY,
@@ -259,7 +304,7 @@ class SafetyMonitorNode(Node):
         accepted = self.monitor.on_command(linear, angular, now, stamp=stamp)
         decision = self.monitor.decide(now)
         self._publish_events()
-        if accepted and not decision.stop:  # forward at once; stops are sent by the timer
+        if self.active and accepted and not decision.stop:  # at once; the timer sends stops
             self.cmd_out.publish(self._command(*self.monitor.clamp(linear, angular)))
             self.monitor.record_output(False, now)
 
@@ -362,7 +407,7 @@ class SafetyMonitorNode(Node):
     def _tick(self) -> None:
         now = self._now()
         decision = self.monitor.decide(now)
-        if decision.stop:
+        if decision.stop and self.active:  # inactive: the gate sends nothing (Nav2)
             self.cmd_out.publish(self._command([0.0] * 3, [0.0] * 3))
             self.monitor.record_output(True, now)
             if not self._last_decision.stop:
