@@ -200,12 +200,12 @@ def test_launch_nodes_start_what_vla_ros_up_starts(path: Path) -> None:
 
     specs, _ = load_bringup(path)
     modules = entry_modules()
-    launched = {d.name: d for d in launch_nodes(path)}
+    launched = {d.executable: d for d in launch_nodes(path)}
     for spec in specs:
         if spec.executable == "bag_player":  # `ros2 bag play` there, see the replay test
-            assert spec.name not in launched
+            assert spec.executable not in launched
             continue
-        desc = launched.pop(spec.name)
+        desc = launched.pop(spec.executable)
         assert (desc.package, desc.executable) == ("vla_pruned_ros", spec.executable)
         up = command_for(spec, modules)
         up = up[up.index("--ros-args") :]
@@ -214,6 +214,21 @@ def test_launch_nodes_start_what_vla_ros_up_starts(path: Path) -> None:
         assert desc.lifecycle == (spec.executable == "policy_node")
         assert desc.ends_graph == spec.ends_graph
     assert not launched, f"launched but not in {path.name}: {sorted(launched)}"
+
+
+def test_launch_node_names_are_the_nodes_own(declared) -> None:
+    """The names a launch file gives are those the nodes run under in `vla-ros up` (their
+    classes' names), so the parameter files' sections apply in both."""
+    from vla_pruned_ros.bringup import NODE_NAMES
+
+    assert set(NODE_NAMES.values()) <= set(declared)
+    for path in BRINGUPS:
+        data = yaml.safe_load(path.read_text())
+        for entry in data["nodes"]:
+            name = NODE_NAMES[entry["executable"]]
+            for params in entry.get("params", []):
+                sections = yaml.safe_load((ROOT / params).read_text())
+                assert name in sections, f"{params} has no section for {name}"
 
 
 def test_launch_arguments_override_the_bringup_file_like_a_later_p() -> None:

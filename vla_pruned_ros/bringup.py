@@ -42,6 +42,15 @@ BAG_PLAYER_NODE = "vla_bag_player"
 # Executables that are lifecycle nodes: a launch file starts them as `LifecycleNode`s and drives
 # configure -> activate, checking each transition's result.
 LIFECYCLE_EXECUTABLES = frozenset({"policy_node"})
+# The ROS node name each executable gives its node. `vla-ros up` renames none, so a launch file
+# must give these same names (a parameter file's sections are keyed by them); a test checks them
+# against the node classes.
+NODE_NAMES = {
+    "policy_node": "vla_policy",
+    "safety_monitor": "safety_monitor",
+    "sim_node": "vla_sim",
+    "bag_player": BAG_PLAYER_NODE,
+}
 
 
 @dataclass
@@ -130,7 +139,7 @@ class LaunchNode:
     the order `vla-ros up` passes them (`--params-file ...` then `-p ...`)."""
 
     executable: str
-    name: str
+    name: str  # the ROS node name (NODE_NAMES), the one `vla-ros up` runs it under
     parameters: tuple[str | dict[str, object], ...]
     lifecycle: bool
     ends_graph: bool
@@ -154,6 +163,13 @@ def launch_nodes(
             )
         if spec.executable == BAG_PLAYER_EXECUTABLE:
             continue
+        if spec.executable not in NODE_NAMES:
+            raise BringupError(f"{path}: {spec.executable} has no known node name (NODE_NAMES)")
+        if spec.name not in (spec.executable, NODE_NAMES[spec.executable]):
+            raise BringupError(
+                f"{path}: node {spec.name!r}: `vla-ros up` does not rename nodes, so a launch "
+                f"file cannot either; drop `name:` or use {NODE_NAMES[spec.executable]!r}"
+            )
         overrides = dict(spec.overrides)
         if spec.is_lifecycle:
             overrides["autostart"] = False  # the launch file drives its transitions
@@ -162,7 +178,11 @@ def launch_nodes(
             params.append(overrides)
         nodes.append(
             LaunchNode(
-                spec.executable, spec.name, tuple(params), spec.is_lifecycle, spec.ends_graph
+                spec.executable,
+                NODE_NAMES[spec.executable],
+                tuple(params),
+                spec.is_lifecycle,
+                spec.ends_graph,
             )
         )
     return nodes

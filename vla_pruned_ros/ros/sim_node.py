@@ -10,6 +10,19 @@ odometry + a range scan (navigation) or joint states (manipulation). Episodes st
 
 For manipulation the node leaves out contacts with the object the instruction names: touching
 that block is the task, not a violation.
+
+ROS conventions: REP-105 frames (odometry in `odom_frame` for `base_frame`, the scan in the base
+frame, the camera in an optical frame), odometry twist in the body frame (negative
+`linear.x` when reversing), `/diagnostics` once per wall second (episode, sim time, what the node
+waits for), and `twist_stamped: true` takes `geometry_msgs/TwistStamped` commands (Nav2's
+default on Jazzy and later) instead of `Twist`.
+
+Episodes start only when the policy can act: with `wait_for_node` set (the bringup files set the
+policy's name), the node asks that lifecycle node's `get_state` service until it is `active`
+before the first episode, logging what it waits for; after `wait_timeout_s` it logs an error and
+starts anyway (a sim run by hand with no policy still runs). Without this an episode ran half its
+length while the policy was still loading, and the gate counted that as `stale_command` and
+`policy_lost`.
 """
 
 from __future__ import annotations
@@ -17,10 +30,14 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
-from geometry_msgs.msg import Twist
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Twist, TwistStamped
+from lifecycle_msgs.msg import State
+from lifecycle_msgs.srv import GetState
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
@@ -64,6 +81,12 @@ class SimNode(Node):
             "joint_states_topic": topics.JOINT_STATES,
             "report_dir": "reports/sim",
             "settle_s": 1.0,  # wall seconds before the first episode, for discovery
+            "wait_for_node": "",  # a lifecycle node that must be active before episodes start
+            "wait_timeout_s": 120.0,  # wall seconds; then start anyway, with an error logged
+            "twist_stamped": False,  # commands are geometry_msgs/TwistStamped (Nav2, Jazzy+)
+            "base_frame": topics.BASE_FRAME,
+            "odom_frame": "odom",
+            "camera_frame": "camera_optical_frame",
         }.items():
             self.declare_parameter(name, default)
         from vla_pruned_ros.sim import make_task
@@ -92,11 +115,25 @@ class SimNode(Node):
         self.scan_pub = self.create_publisher(LaserScan, p["scan_topic"], qos_profile_sensor_data)
         self.odom_pub = self.create_publisher(Odometry, p["odom_topic"], 10)
         self.joints_pub = self.create_publisher(JointState, p["joint_states_topic"], 10)
-        self.create_subscription(Twist, p["cmd_topic"], self._on_cmd, 10)
+        if bool(p["twist_stamped"]):
+            self.create_subscription(TwistStamped, p["cmd_topic"], self._on_cmd_stamped, 10)
+        else:
+            self.create_subscription(Twist, p["cmd_topic"], self._on_cmd, 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.waiting_for = str(p["wait_for_node"]).strip("/")
+        self._state_client = (
+            self.create_client(GetState, f"/{self.waiting_for}/get_state")
+            if self.waiting_for
+            else None
+        )
+        self._state_future = None
+        self._wait_started: float | None = None
         self.create_service(Trigger, "~/start_episode", self._srv_start)
         period = CONTROL_DT / float(p["real_time_factor"])
         self.create_timer(period, self._tick)  # wall time: this node is the source of /clock
         self._settle_ticks = math.ceil(float(p["settle_s"]) / period)
+        self._diag_every = max(1, round(1.0 / period))  # ticks per wall second
+        self._ticks = 0
         self._publish_clock()
 
     # -- episodes ---------------------------------------------------------------------------
@@ -149,9 +186,49 @@ class SimNode(Node):
     def _on_cmd(self, msg: Twist) -> None:
         self.command = msg
 
+    def _on_cmd_stamped(self, msg: TwistStamped) -> None:
+        self.command = msg.twist
+
+    def _policy_ready(self) -> bool:
+        """True once `wait_for_node` reports `active` (or no node is awaited, or the wait timed
+        out). Asks its `get_state` service without blocking the loop: one request in flight."""
+        if self._state_client is None:
+            return True
+        now = time.monotonic()
+        if self._wait_started is None:
+            self._wait_started = now
+            self.get_logger().info(f"waiting for {self.waiting_for} to be active before episodes")
+        future = self._state_future
+        if future is not None and future.done():
+            self._state_future = None
+            result = future.result()
+            if result is not None and result.current_state.id == State.PRIMARY_STATE_ACTIVE:
+                self.get_logger().info(
+                    f"{self.waiting_for} is active after {now - self._wait_started:.1f} s; "
+                    "starting episodes"
+                )
+                self._state_client = None
+                return True
+        if now - self._wait_started > float(self.p["wait_timeout_s"]):
+            self.get_logger().error(
+                f"{self.waiting_for} not active after {self.p['wait_timeout_s']} s; "
+                "starting episodes anyway (the gate will report stale commands)"
+            )
+            self._state_client = None
+            return True
+        if self._state_future is None and self._state_client.service_is_ready():
+            self._state_future = self._state_client.call_async(GetState.Request())
+        return False
+
     def _tick(self) -> None:
+        self._ticks += 1
+        if self._ticks % self._diag_every == 0:
+            self._publish_diagnostics()
         if self._settle_ticks > 0:
             self._settle_ticks -= 1
+            self._publish_clock()
+            return
+        if not self.active and self.results == [] and not self._policy_ready():
             self._publish_clock()
             return
         if not self.active:
@@ -173,6 +250,25 @@ class SimNode(Node):
         if result.done:
             self.end_episode()
 
+    def _publish_diagnostics(self) -> None:
+        """One status: what the node is doing, so `ros2 topic echo /diagnostics` shows it."""
+        status = DiagnosticStatus(name=self.get_name(), hardware_id=f"mujoco:{self.task.name}")
+        if self._state_client is not None:
+            status.level, status.message = DiagnosticStatus.WARN, f"waiting for {self.waiting_for}"
+        elif self.active:
+            status.level, status.message = DiagnosticStatus.OK, "episode running"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "idle"
+        values = {
+            "episodes_done": len(self.results),
+            "episodes_left": self.remaining,
+            "sim_time_s": f"{self.now:.3f}",
+        }
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = sec_to_stamp(self.now)
+        self.diag_pub.publish(msg)
+
     @property
     def now(self) -> float:
         return self.sim_offset + self.task.sim_time
@@ -183,7 +279,8 @@ class SimNode(Node):
     def _publish_sensors(self, image: np.ndarray | None = None) -> None:
         self._publish_clock()
         stamp = sec_to_stamp(self.now)
-        self.image_pub.publish(rgb_to_image(self.task.render() if image is None else image, stamp))
+        frame = self.task.render() if image is None else image
+        self.image_pub.publish(rgb_to_image(frame, stamp, self.p["camera_frame"]))
         contacts = Contacts()
         contacts.header.stamp = stamp
         allowed = f"block_{self.task.target}" if self.task.name == "manip" else None
@@ -204,18 +301,21 @@ class SimNode(Node):
     def _publish_nav(self, stamp) -> None:
         q, v = self.task.data.qpos, self.task.data.qvel
         odom = Odometry()
-        odom.header.stamp, odom.header.frame_id, odom.child_frame_id = stamp, "odom", "base"
+        odom.header.stamp, odom.header.frame_id = stamp, self.p["odom_frame"]
+        odom.child_frame_id = self.p["base_frame"]
         odom.pose.pose.position.x, odom.pose.pose.position.y = float(q[0]), float(q[1])
         odom.pose.pose.orientation.z = math.sin(q[2] / 2)
         odom.pose.pose.orientation.w = math.cos(q[2] / 2)
-        odom.twist.twist.linear.x = float(math.hypot(v[0], v[1]))
+        # REP-105: the twist is in the child (body) frame, so reversing reads negative.
+        odom.twist.twist.linear.x = float(v[0] * math.cos(q[2]) + v[1] * math.sin(q[2]))
+        odom.twist.twist.linear.y = float(-v[0] * math.sin(q[2]) + v[1] * math.cos(q[2]))
         odom.twist.twist.angular.z = float(v[2])
         self.odom_pub.publish(odom)
         ranges = self.task.ranges(n=36)
         step = 2 * math.pi / len(ranges)
         scan = LaserScan(angle_min=0.0, angle_max=step * (len(ranges) - 1), angle_increment=step)
         scan.range_min, scan.range_max = 0.0, 6.0
-        scan.header.stamp, scan.header.frame_id = stamp, "base"
+        scan.header.stamp, scan.header.frame_id = stamp, self.p["base_frame"]
         scan.ranges = [float(r) for r in ranges]
         self.scan_pub.publish(scan)
 
