@@ -1,11 +1,13 @@
-"""Policy adapters beyond the embedded VLA: the OpenVLA-style `predict_action` contract, and a
-user's own class named as `module:Class`, all behind the one PolicyAdapter interface (prepare
-inputs from image + instruction, return a named action vector)."""
+"""Policy adapters beyond the embedded VLA: the OpenVLA-style `predict_action` contract around a
+model already in memory, a user's own class named as `module:Class`, and the adapter options a
+deployment passes (the node's `adapter_options`, `unnorm_key`, `trust_remote_code`), all behind
+the one PolicyAdapter interface (prepare inputs from image + instruction, return a named action
+vector). The presets a user names in one word are in `registry.py`."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,3 +79,31 @@ def load_user_adapter(spec: str, artifact: str, task: str, **options: Any) -> Po
     ):
         raise ValueError(f"{spec} does not implement PolicyAdapter (info: PolicyInfo, predict())")
     return adapter
+
+
+def adapter_options(
+    options: str | Mapping[str, Any] | None = None,
+    unnorm_key: str = "",
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """The keyword options `load_policy` passes to an adapter: a YAML/JSON mapping (a ROS string
+    parameter, a CLI argument or a mapping read from a file) plus the two options every
+    deployment may set on its own. `trust_remote_code` is only ever what the caller says."""
+    if isinstance(options, str):
+        import yaml
+
+        try:
+            parsed = yaml.safe_load(options) if options.strip() else {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"adapter_options is not YAML/JSON: {err}") from None
+    else:
+        parsed = dict(options or {})
+    if not isinstance(parsed, dict):
+        raise ValueError(f"adapter_options must be a mapping, not {type(parsed).__name__}")
+    if "trust_remote_code" in parsed:
+        raise ValueError("trust_remote_code is its own parameter, not an adapter option")
+    out = {str(k): v for k, v in parsed.items()}
+    if unnorm_key:
+        out["unnorm_key"] = unnorm_key
+    out["trust_remote_code"] = bool(trust_remote_code)
+    return out

@@ -1,13 +1,62 @@
-"""Turning a deployment's `artifact` parameter into a policy adapter."""
+"""Turning a deployment's `artifact` and `adapter` parameters into a policy adapter.
+
+Adapters a user names in one word: `embedded` (the shipped VLA and its artifacts), `openvla`
+(a checkpoint exposing OpenVLA's predict_action), `lerobot` (a LeRobot policy folder), `text` (a
+VLM that answers in words, parsed into an action); anything else is a user's own class as
+`module:Class`, which receives every option. With the default adapter, an artifact whose
+manifest names a preset (`extra.adapter`) uses it. `action_map` (any adapter) connects the
+model's action space to the one the deployment wants.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from vla_pruned_ros.models.base import PolicyAdapter
 from vla_pruned_ros.models.embedded import EmbeddedPolicy, load_embedded
 
 EMBEDDED = "embedded"
+PRESETS = ("embedded", "openvla", "lerobot", "text")
+
+
+def manifest_adapter(folder: Path) -> tuple[str, dict[str, Any]]:
+    """The adapter preset and options an artifact's manifest records ('' when none)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return "", {}
+    entry = (manifest.get("extra") or {}).get("adapter") or manifest.get("adapter") or ""
+    if isinstance(entry, dict):
+        return str(entry.get("name", "")), dict(entry.get("options") or {})
+    return str(entry), {}
+
+
+def not_embedded_hint(folder: Path) -> str:
+    """What to set when a folder that is not the embedded VLA reaches the embedded loader."""
+    config: dict[str, Any] = {}
+    try:
+        if (folder / "manifest.json").is_file():
+            manifest = json.loads((folder / "manifest.json").read_text())
+            config = (manifest.get("extra") or {}).get("model_config") or {}
+        elif (folder / "config.json").is_file():
+            config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        pass
+    if not config or "action_names" in config:  # the embedded VLA's own config names actions
+        return ""
+    if "norm_stats" in config:
+        guess = "adapter:=openvla (its config has OpenVLA's norm_stats)"
+    elif (folder / "policy_preprocessor.json").is_file() or config.get("type") in (
+        "smolvla", "pi0", "pi05"
+    ):  # fmt: skip
+        guess = "adapter:=lerobot"
+    else:
+        guess = "adapter:=openvla, lerobot, text (a VLM that answers in words) or module:Class"
+    remote = "; add trust_remote_code:=true if you trust its code" if config.get("auto_map") else ""
+    return (f"{folder} is a checkpoint (or an artifact of one), not the embedded VLA: set "
+            f"{guess}{remote}")  # fmt: skip
 
 
 def load_policy(
@@ -16,19 +65,55 @@ def load_policy(
     mode: str = "materialize",
     device: str = "cpu",
     adapter: str = EMBEDDED,
+    **options: Any,
 ) -> PolicyAdapter:
-    """`embedded` (the shipped dense default), the folder of a compressed artifact (it holds a
-    manifest.json; loaded in runtime `mode`), or the folder of a saved dense embedded VLA.
-    `adapter` other than 'embedded' names a user's PolicyAdapter class as `module:Class`."""
+    """`artifact` ('embedded', an artifact folder or a saved model's folder) through `adapter`.
+    `options` are the adapter's (unnorm_key, trust_remote_code, action_map, ...)."""
+    options = dict(options)
+    action_map = options.pop("action_map", None)
+    folder = Path(artifact).expanduser() if artifact not in ("", EMBEDDED) else None
+    if adapter in ("", EMBEDDED) and folder is not None:
+        preset, recorded = manifest_adapter(folder)
+        if preset and preset != EMBEDDED:
+            recorded.pop("trust_remote_code", None)  # only ever the deployment's own opt-in
+            adapter, options = preset, {**recorded, **options}
+            action_map = action_map or options.pop("action_map", None)
+    policy = _load(artifact, folder, task, mode, device, adapter, options)
+    if action_map:
+        from vla_pruned_ros.models.action_map import apply_action_map
+
+        policy = apply_action_map(policy, action_map)
+    return policy
+
+
+def _load(artifact: str, folder: Path | None, task: str, mode: str, device: str, adapter: str,
+          options: dict[str, Any]) -> PolicyAdapter:  # fmt: skip
+    if folder is not None and not folder.exists():
+        raise FileNotFoundError(f"artifact {folder} does not exist")
+    if adapter == "openvla":
+        from vla_pruned_ros.models.openvla_adapter import load_openvla_policy
+
+        return load_openvla_policy(artifact, task, mode=mode, device=device, **options)
+    if adapter == "lerobot":
+        from vla_pruned_ros.models.lerobot_adapter import load_lerobot_policy
+
+        return load_lerobot_policy(artifact, task, device=device, **options)
+    if adapter == "text":
+        from vla_pruned_ros.models.text_action import load_text_policy
+
+        return load_text_policy(artifact, task, mode=mode, device=device, **options)
     if adapter not in ("", EMBEDDED):
+        if ":" not in adapter:
+            raise ValueError(f"adapter {adapter!r} is neither a preset {list(PRESETS)} nor a "
+                             "user's class as 'module:Class'")  # fmt: skip
         from vla_pruned_ros.models.adapters import load_user_adapter
 
-        return load_user_adapter(adapter, artifact, task, mode=mode, device=device)
-    if artifact in ("", EMBEDDED):
+        return load_user_adapter(adapter, artifact, task, mode=mode, device=device, **options)
+    if folder is None:
         return EmbeddedPolicy(load_embedded(), task)
-    folder = Path(artifact).expanduser()
-    if not folder.exists():
-        raise FileNotFoundError(f"artifact {folder} does not exist")
+    hint = not_embedded_hint(folder)
+    if hint:
+        raise ValueError(hint)
     if (folder / "manifest.json").is_file():
         from vla_pruned_ros.models.embedded_artifact import artifact_info, load_embedded_artifact
 

@@ -1,0 +1,202 @@
+"""The `openvla` adapter: a checkpoint folder (or an artifact of one) exposing OpenVLA's
+`predict_action(input_ids, unnorm_key=..., **inputs)`, with its own processor, OpenVLA's prompt
+template and the action statistics (`norm_stats`) its config carries.
+
+Remote code (OpenVLA ships `modeling_prismatic.py`) runs only when the deployment opts in with
+`trust_remote_code`; a manifest never switches it on. OpenVLA's processor is an image processor
+and a tokenizer side by side (`processing_prismatic.py`), so the tokenised prompt is computed
+once per instruction and only the image is processed per frame.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vla_pruned_ros.models.base import PolicyInfo
+
+OPENVLA_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
+OPENVLA_ACTIONS = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer.json",
+                   "tokenizer_config.json", "tokenizer.model")  # fmt: skip
+
+
+def resolve_unnorm_key(norm_stats: dict[str, Any], unnorm_key: str = "") -> str:
+    """The dataset whose statistics un-normalise actions: the one given, or the only one."""
+    keys = sorted(norm_stats)
+    if not keys:
+        raise ValueError("the checkpoint's config has no norm_stats: it cannot un-normalise "
+                         "actions (is it an OpenVLA checkpoint?)")  # fmt: skip
+    if not unnorm_key:
+        if len(keys) == 1:
+            return keys[0]
+        raise ValueError(f"the checkpoint has action statistics for {len(keys)} datasets; set "
+                         f"unnorm_key to one of {keys}")  # fmt: skip
+    if unnorm_key not in norm_stats:
+        raise ValueError(f"unnorm_key {unnorm_key!r} is not in the checkpoint's norm_stats; "
+                         f"choose one of {keys}")  # fmt: skip
+    return unnorm_key
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    """The model config: the folder's config.json, or the one an artifact's manifest records."""
+    if (folder / "manifest.json").is_file():
+        from vla_pruned_ros.compression.artifact import read_manifest
+
+        return dict(read_manifest(folder, verify=False).get("extra", {}).get("model_config") or {})
+    if (folder / "config.json").is_file():
+        return json.loads((folder / "config.json").read_text())
+    raise FileNotFoundError(f"{folder} holds neither a manifest.json (an artifact) nor a "
+                            "config.json (a checkpoint folder)")  # fmt: skip
+
+
+def _check_remote_code(folder: Path, config: dict[str, Any], trust_remote_code: bool) -> None:
+    if config.get("auto_map") and not trust_remote_code:
+        raise ValueError(
+            f"{folder} runs the model's own code ({sorted(config['auto_map'].values())[0]}); "
+            "it loads only when the deployment opts in: set trust_remote_code:=true "
+            "(--trust-remote-code) if you trust its source"
+        )
+
+
+def load_model(folder: Path, trust_remote_code: bool, mode: str = "materialize",
+               device: str = "cpu") -> torch.nn.Module:  # fmt: skip
+    """The model of a checkpoint folder (dense) or of an artifact made from one."""
+    if (folder / "manifest.json").is_file():
+        from vla_pruned_ros.models.hf_checkpoint import load_checkpoint_artifact
+
+        model = load_checkpoint_artifact(folder, mode=mode, trust_remote_code=trust_remote_code)
+    else:
+        from safetensors.torch import load_file
+
+        from vla_pruned_ros.models.hf_checkpoint import checkpoint_files, skeleton
+
+        try:
+            model = skeleton(folder, trust_remote_code)
+        except ValueError:  # no AutoModel entry (OpenVLA's auto_map names only Vision2Seq)
+            model = _auto_map_model(folder, trust_remote_code)
+        state: dict[str, torch.Tensor] = {}
+        for f in checkpoint_files(folder):
+            state.update(load_file(str(f)))
+        model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def _auto_map_model(folder: Path, trust_remote_code: bool) -> torch.nn.Module:
+    """The model class an `auto_map` entry names, for a checkpoint with no AutoModel entry."""
+    from transformers import AutoConfig
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code,
+                                        local_files_only=True)  # fmt: skip
+    entries = {k: v for k, v in (getattr(config, "auto_map", None) or {}).items()
+               if k.startswith("AutoModel")}  # fmt: skip
+    if not entries or not trust_remote_code:
+        raise ValueError(f"{folder}: no model class found for its config")
+    return get_class_from_dynamic_module(next(iter(entries.values())), folder)(config)
+
+
+def load_processor(folder: Path, trust_remote_code: bool) -> Any:
+    """The checkpoint's processor from its own files (never a hub)."""
+    if not any((folder / f).is_file() for f in PROCESSOR_FILES):
+        raise FileNotFoundError(
+            f"{folder} holds no processor or tokenizer files ({', '.join(PROCESSOR_FILES[:3])}"
+            "...): "
+            "compress the checkpoint folder that has them, or point artifact at that folder"
+        )
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code,
+                                             local_files_only=True)  # fmt: skip
+    except ImportError as err:
+        raise ValueError(f"the processor of {folder} needs a package that is not installed: "
+                         f"{err}") from None  # fmt: skip
+
+
+class OpenVLAPolicy:
+    """PolicyAdapter over a loaded OpenVLA-contract model and its processor."""
+
+    def __init__(self, model: Any, processor: Any, norm_stats: dict[str, Any], unnorm_key: str = "",
+                 model_id: str = "openvla", variant: str = "dense",
+                 action_names: tuple[str, ...] | None = None, prompt: str = OPENVLA_PROMPT,
+                 cache_prompt: bool = True) -> None:  # fmt: skip
+        if not callable(getattr(model, "predict_action", None)):
+            raise TypeError(f"{type(model).__name__} has no predict_action(): not an OpenVLA "
+                            "checkpoint; use adapter 'text' or 'module:Class'")  # fmt: skip
+        self.model, self.processor, self.prompt = model, processor, prompt
+        self.unnorm_key = resolve_unnorm_key(norm_stats, unnorm_key)
+        stats = norm_stats[self.unnorm_key]["action"]
+        low, high = np.asarray(stats["q01"], np.float32), np.asarray(stats["q99"], np.float32)
+        mask = np.asarray(stats.get("mask", [True] * len(low)), bool)
+        low, high = np.where(mask, low, -1.0), np.where(mask, high, 1.0)  # unmasked: normalised
+        names = tuple(action_names or (OPENVLA_ACTIONS if len(low) == 7 else
+                                       [f"a{i}" for i in range(len(low))]))  # fmt: skip
+        if len(names) != len(low):
+            raise ValueError(f"{len(names)} action names for {len(low)} actions in "
+                             f"norm_stats[{self.unnorm_key!r}]")  # fmt: skip
+        memory = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        self.info = PolicyInfo(model_id, variant, -1, "ee_delta", names, tuple(low.tolist()),
+                               tuple(high.tolist()), memory)  # fmt: skip
+        split = hasattr(processor, "tokenizer") and hasattr(processor, "image_processor")
+        self._split = cache_prompt and split
+        self._text: dict[str, dict[str, torch.Tensor]] = {}
+        self._device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self._dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
+                           torch.float32)  # fmt: skip
+
+    def inputs(self, image: np.ndarray, instruction: str) -> dict[str, torch.Tensor]:
+        """What the processor makes of (prompt, image); the text part cached per instruction."""
+        from PIL import Image
+
+        prompt = self.prompt.format(instruction=instruction.strip().lower())
+        pil = Image.fromarray(image)
+        if not self._split:
+            out = dict(self.processor(prompt, pil))
+        else:
+            text = self._text.get(prompt)
+            if text is None:
+                text = dict(self.processor.tokenizer(prompt, return_tensors="pt"))
+                self._text = {prompt: text}  # one instruction at a time: keep only the latest
+            pixels = self.processor.image_processor(pil, return_tensors="pt")["pixel_values"]
+            out = {**text, "pixel_values": pixels}
+        dev, dtype = self._device, self._dtype
+        return {k: v.to(dev, dtype) if v.is_floating_point() else v.to(dev) for k, v in out.items()}
+
+    def predict(self, image: np.ndarray, instruction: str) -> np.ndarray:
+        inputs = self.inputs(image, instruction)
+        with torch.inference_mode():
+            action = self.model.predict_action(**inputs, unnorm_key=self.unnorm_key,
+                                               do_sample=False)  # fmt: skip
+        action = np.asarray(action, dtype=np.float32).reshape(-1)
+        if action.shape[0] != len(self.info.action_names):
+            raise ValueError(f"predict_action returned {action.shape[0]} values for "
+                             f"{len(self.info.action_names)} action names")  # fmt: skip
+        return action
+
+
+def load_openvla_policy(artifact: str, task: str = "", *, unnorm_key: str = "",
+                        trust_remote_code: bool = False, mode: str = "materialize",
+                        device: str = "cpu", action_names: list[str] | None = None,
+                        prompt: str = OPENVLA_PROMPT, cache_prompt: bool = True,
+                        **_: Any) -> OpenVLAPolicy:  # fmt: skip
+    """`adapter: openvla` for a checkpoint folder or an artifact of one."""
+    folder = Path(artifact).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"artifact {folder} is not a folder")
+    config = _config(folder)
+    _check_remote_code(folder, config, trust_remote_code)
+    processor = load_processor(folder, trust_remote_code)
+    model = load_model(folder, trust_remote_code, mode, device)
+    stats = getattr(model, "norm_stats", None) or config.get("norm_stats") or {}
+    variant = "dense"
+    if (folder / "manifest.json").is_file():
+        variant = "gluestick" if any(getattr(m, "rank", 0) for m in model.modules()) else "pruned"
+    names = tuple(action_names) if action_names else None
+    return OpenVLAPolicy(model, processor, stats, unnorm_key, model_id=folder.name,
+                         variant=variant, action_names=names, prompt=prompt,
+                         cache_prompt=cache_prompt)  # fmt: skip
