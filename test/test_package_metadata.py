@@ -71,3 +71,60 @@ def test_interfaces_package_generates_every_msg_file() -> None:
     cmake = (ROOT / "interfaces/vla_pruned_ros_msgs/CMakeLists.txt").read_text()
     for msg in (ROOT / "msg").glob("*.msg"):
         assert f":msg/{msg.name}" in cmake, f"{msg.name} is not generated"
+
+
+# Imports that are not ROS packages of a `ros-*` wheel here, by the package.xml key they need.
+ROS_WITHOUT_WHEELS = {
+    "launch": "launch",
+    "launch_ros": "launch_ros",
+    "ament_index_python": "ament_index_python",
+    "cv_bridge": "cv_bridge",  # PyPI's is the ROS 1 port; the real one comes with ROS
+    "vla_pruned_ros_msgs": "vla_pruned_ros_msgs",
+    "ros_gz_interfaces": "ros_gz_interfaces",
+}
+PYTHON_KEYS = {
+    "numpy": "python3-numpy",
+    "yaml": "python3-yaml",
+    "cv2": "python3-opencv",
+    "tqdm": "python3-tqdm",
+    "matplotlib": "python3-matplotlib",
+}
+# Commands the launch files run, by the package that provides them.
+COMMANDS = {("ros2", "bag"): "ros2bag", ("ros2", "topic"): "ros2topic"}
+
+
+def _imports() -> set[str]:
+    import ast
+
+    names = set()
+    for path in [*(ROOT / "vla_pruned_ros").rglob("*.py"), *(ROOT / "launch").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_package_xml_lists_every_run_dependency() -> None:
+    """Every imported ROS package (a module a `ros-*` wheel provides, or one only a ROS install
+    has), every Python library with a rosdep key, and every `ros2` verb a launch file runs."""
+    listed = {e.text for e in MANIFEST.findall("exec_depend")}
+    dists = importlib.metadata.packages_distributions()
+    needed = set()
+    for name in _imports():
+        if name in ROS_WITHOUT_WHEELS:
+            needed.add(ROS_WITHOUT_WHEELS[name])
+        elif name in PYTHON_KEYS:
+            needed.add(PYTHON_KEYS[name])
+        elif any(d.lower().startswith("ros-") for d in dists.get(name, [])):
+            needed.add(name)
+    launch_text = "".join(p.read_text() for p in (ROOT / "launch").glob("*.py"))
+    launch_text += (ROOT / "vla_pruned_ros/bringup.py").read_text()
+    for (cmd, verb), package in COMMANDS.items():
+        if f'"{cmd}",\n' in launch_text or f'"{cmd}", "{verb}"' in launch_text:
+            needed.add(package)
+    assert {"rclpy", "sensor_msgs", "diagnostic_msgs", "lifecycle_msgs", "launch_ros"} <= needed
+    assert "ros2bag" in needed, "replay runs `ros2 bag play`"
+    missing = needed - listed
+    assert not missing, f"package.xml lacks exec_depend on {sorted(missing)}"
