@@ -74,3 +74,148 @@ def test_user_adapter_errors_are_clear() -> None:
         load_user_adapter("no_such_module:Thing", "x", "nav")
     with pytest.raises(ValueError, match="does not implement PolicyAdapter"):
         load_user_adapter("collections:OrderedDict", "x", "nav")
+
+
+# -- adapters named in one word (issue 19) --------------------------------------------------
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from checkpoint_fixtures import (  # noqa: E402
+    OPENVLA_FIXTURE_ACTIONS,
+    openvla_contract_dense_action,
+    write_openvla_contract_fixture,
+)
+
+from vla_pruned_ros.models.action_map import check_action_space  # noqa: E402
+from vla_pruned_ros.models.adapters import adapter_options  # noqa: E402
+from vla_pruned_ros.models.registry import load_policy  # noqa: E402
+
+FRAME = np.random.default_rng(3).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def two_datasets(tmp_path_factory) -> Path:
+    return write_openvla_contract_fixture(tmp_path_factory.mktemp("ovla") / "two",
+                                          norm_keys=("bridge_orig", "fractal"))  # fmt: skip
+
+
+def test_openvla_preset_matches_the_dense_predict_action_per_unnorm_key(two_datasets) -> None:
+    for key in ("bridge_orig", "fractal"):
+        policy = load_policy(str(two_datasets), "nav", adapter="openvla", unnorm_key=key,
+                             trust_remote_code=True)  # fmt: skip
+        assert policy.info.action_names == OPENVLA_FIXTURE_ACTIONS
+        got = policy.predict(FRAME, "Pick up the red block")
+        want = openvla_contract_dense_action(two_datasets, FRAME, "pick up the red block", key)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        # the cached prompt path gives what the processor itself gives
+        uncached = load_policy(str(two_datasets), "nav", adapter="openvla", unnorm_key=key,
+                               trust_remote_code=True, cache_prompt=False)  # fmt: skip
+        np.testing.assert_array_equal(uncached.predict(FRAME, "Pick up the red block"), got)
+
+
+def test_unnorm_key_must_be_chosen_among_several_and_remote_code_opted_in(two_datasets) -> None:
+    with pytest.raises(ValueError, match=r"set unnorm_key to one of \['bridge_orig', 'fractal'\]"):
+        load_policy(str(two_datasets), "nav", adapter="openvla", trust_remote_code=True)
+    with pytest.raises(ValueError, match="choose one of"):
+        load_policy(str(two_datasets), "nav", adapter="openvla", unnorm_key="libero",
+                    trust_remote_code=True)  # fmt: skip
+    with pytest.raises(ValueError, match="trust_remote_code:=true"):
+        load_policy(str(two_datasets), "nav", adapter="openvla", unnorm_key="fractal")
+
+
+def test_the_embedded_loader_names_the_adapter_to_set(two_datasets) -> None:
+    with pytest.raises(ValueError, match="not the embedded VLA: set adapter:=openvla"):
+        load_policy(str(two_datasets), "nav")
+    with pytest.raises(ValueError, match="neither a preset"):
+        load_policy(str(two_datasets), "nav", adapter="openvla7b")
+
+
+def test_action_map_connects_ee_deltas_to_a_twist_and_a_mismatch_names_both(two_datasets):
+    policy = load_policy(str(two_datasets), "nav", adapter="openvla", unnorm_key="fractal",
+                         trust_remote_code=True)  # fmt: skip
+    with pytest.raises(ValueError, match=r"acts in ee_delta \['x', 'y'.*expects base_velocity "
+                                         r"\['linear_x', 'angular_z'\].*action_map"):  # fmt: skip
+        check_action_space(policy.info, ["linear_x", "angular_z"], "base_velocity", "task nav")
+    amap = {"names": ["linear_x", "angular_z"], "order": ["x", 5], "scale": [2.0, -1.0]}
+    mapped = load_policy(str(two_datasets), "nav", adapter="openvla", unnorm_key="fractal",
+                         trust_remote_code=True, action_map=amap)  # fmt: skip
+    check_action_space(mapped.info, ["linear_x", "angular_z"], "mapped", "task nav")
+    raw = policy.predict(FRAME, "go")
+    np.testing.assert_allclose(mapped.predict(FRAME, "go"), [2.0 * raw[0], -raw[5]], atol=1e-7)
+    assert mapped.info.action_low[1] == pytest.approx(-policy.info.action_high[5])
+    with pytest.raises(ValueError, match="'wrist' is not one of the model's actions"):
+        bad = {"names": ["a"], "order": ["wrist"]}
+        load_policy(str(two_datasets), "nav", adapter="openvla", unnorm_key="fractal",
+                    trust_remote_code=True, action_map=bad)  # fmt: skip
+
+
+def test_adapter_options_parse_yaml_and_keep_the_opt_in_separate() -> None:
+    opts = adapter_options("{action_map: {names: [a], order: [x]}, prompt: 'Q: {instruction}'}",
+                           "bridge_orig", True)  # fmt: skip
+    assert opts == {"action_map": {"names": ["a"], "order": ["x"]}, "prompt": "Q: {instruction}",
+                    "unnorm_key": "bridge_orig", "trust_remote_code": True}  # fmt: skip
+    assert adapter_options("") == {"trust_remote_code": False}
+    with pytest.raises(ValueError, match="its own parameter"):
+        adapter_options("trust_remote_code: true")
+    with pytest.raises(ValueError, match="must be a mapping"):
+        adapter_options("[1, 2]")
+
+
+def test_text_rules_parse_navila_answers_and_say_why_not() -> None:
+    from vla_pruned_ros.models.text_action import NAVILA_RULES, TextActionParser
+
+    parser = TextActionParser(NAVILA_RULES, 2)
+    np.testing.assert_allclose(parser.parse("The next action is turn left 30 degrees."),
+                               [0.0, 30 * 0.0174533], rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(parser.parse("move forward 75 cm"), [0.75, 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(parser.parse("Stop."), [0.0, 0.0])
+    with pytest.raises(ValueError, match=r"answered 'fly up'.*matches none of the text rules"):
+        parser.parse("fly up")
+    with pytest.raises(ValueError, match="needs a group"):
+        TextActionParser([{"pattern": "left", "per_unit": [0.0, 1.0]}], 2)
+
+
+def _lerobot_0_4_4_folder(folder: Path) -> Path:
+    """A policy folder laid out as LeRobot 0.4.4 saves one (contract: file names and the
+    config's features, as in lerobot/utils/constants.py and configs/policies.py of 0.4.4)."""
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({
+        "type": "smolvla",
+        "input_features": {
+            "observation.images.camera1": {"type": "VISUAL", "shape": [3, 24, 32]},
+            "observation.images.wrist": {"type": "VISUAL", "shape": [3, 24, 32]},
+            "observation.state": {"type": "STATE", "shape": [6]},
+        },
+        "output_features": {"action": {"type": "ACTION", "shape": [6]}},
+    }))  # fmt: skip
+    for name in ("policy_preprocessor.json", "policy_postprocessor.json"):
+        (folder / name).write_text("{}")
+    return folder
+
+
+def test_lerobot_contract_observation_keys_and_install_hint(tmp_path: Path) -> None:
+    from vla_pruned_ros.models.lerobot_adapter import lerobot_observation, read_policy_config
+
+    folder = _lerobot_0_4_4_folder(tmp_path / "smolvla")
+    config = read_policy_config(folder)
+    obs = lerobot_observation(config, FRAME, "pick up the cube", camera_key="")
+    assert set(obs) == {"observation.images.camera1", "observation.images.wrist",
+                        "observation.state", "task"}  # fmt: skip
+    assert obs["task"] == ["pick up the cube"]
+    assert tuple(obs["observation.images.camera1"].shape) == (1, 3, 30, 40)
+    assert float(obs["observation.images.camera1"].max()) <= 1.0
+    assert tuple(obs["observation.state"].shape) == (1, 6)
+    only = lerobot_observation(config, FRAME, "x", camera_key="observation.images.wrist")
+    assert "observation.images.camera1" not in only
+    with pytest.raises(ValueError, match="camera_key 'front' is not one of"):
+        lerobot_observation(config, FRAME, "x", camera_key="front")
+    try:
+        import lerobot  # noqa: F401
+    except ImportError:  # this package's own environment: the adapter says what to install
+        with pytest.raises(ValueError, match=r"pip install 'lerobot\[smolvla\]==0.4.4'"):
+            load_policy(str(folder), "manip", adapter="lerobot")
+    with pytest.raises(FileNotFoundError, match="not a LeRobot policy folder"):
+        load_policy(str(tmp_path), "manip", adapter="lerobot")
