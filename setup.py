@@ -8,6 +8,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from setuptools import find_packages, setup
+from setuptools.command.install_scripts import install_scripts
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = ElementTree.parse(HERE / "package.xml").getroot()
@@ -29,6 +30,26 @@ ENTRY_POINTS = {
         "bag_player = vla_pruned_ros.ros.bag_player_node:main",
     ],
 }
+
+
+TOOL_PREFIX = "vla-"  # the user-facing tools; the ROS executables stay in lib/<pkg> only
+
+
+class InstallScriptsAndTools(install_scripts):
+    """ament_python installs console scripts to lib/<pkg> (setup.cfg), where `ros2 run` finds
+    them but PATH does not. The `vla-*` tools are meant to be typed, so they are also installed
+    to <prefix>/bin, which a sourced colcon workspace (or a venv) puts on PATH."""
+
+    def run(self) -> None:
+        super().run()
+        bindir = Path(self.get_finalized_command("install").install_base) / "bin"
+        for script in list(self.get_outputs()):
+            source = Path(script)
+            if source.name.startswith(TOOL_PREFIX) and source.parent != bindir:
+                self.mkpath(str(bindir))
+                target = bindir / source.name
+                self.copy_file(str(source), str(target))
+                self.outfiles.append(str(target))
 
 
 def _files(folder: str, pattern: str) -> list[str]:
@@ -57,4 +78,5 @@ setup(
     install_requires=["setuptools"],
     zip_safe=True,
     entry_points=ENTRY_POINTS,
+    cmdclass={"install_scripts": InstallScriptsAndTools},
 )

@@ -128,3 +128,39 @@ def test_package_xml_lists_every_run_dependency() -> None:
     assert "ros2bag" in needed, "replay runs `ros2 bag play`"
     missing = needed - listed
     assert not missing, f"package.xml lacks exec_depend on {sorted(missing)}"
+
+
+def test_install_puts_tools_on_path_and_ros_executables_in_lib(tmp_path: Path) -> None:
+    """What colcon's ament_python build runs (`setup.py install --prefix P
+    --single-version-externally-managed`), on a copy of the sources: every console script in
+    P/lib/vla_pruned_ros for `ros2 run`, and the `vla-*` tools also in P/bin, where PATH is."""
+    import shutil
+    import subprocess
+    import sys
+
+    src, prefix = tmp_path / "src", tmp_path / "install"
+    src.mkdir()
+    for name in ("setup.py", "setup.cfg", "package.xml"):
+        shutil.copy(ROOT / name, src / name)
+    for folder in ("resource", "launch", "config", "worlds", "vla_pruned_ros"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    result = subprocess.run(
+        [sys.executable, "setup.py", "-q", "install", "--prefix", str(prefix),
+         "--single-version-externally-managed", "--record", str(tmp_path / "record.txt")],
+        cwd=src, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    scripts = {line.split("=")[0].strip() for line in run_setup(
+        str(ROOT / "setup.py"), stop_after="init").entry_points["console_scripts"]}  # fmt: skip
+    tools = {s for s in scripts if s.startswith("vla-")}
+    assert tools >= {"vla-ros", "vla-prune", "vla-eval", "vla-bag", "vla-inspect"}
+    assert {p.name for p in (prefix / "lib" / "vla_pruned_ros").iterdir()} == scripts
+    assert {p.name for p in (prefix / "bin").iterdir()} == tools
+    recorded = (tmp_path / "record.txt").read_text()
+    assert all(str(prefix / "bin" / t) in recorded for t in tools), "uninstall would miss them"
+    site = next(prefix.glob("lib/python3*/site-packages"))
+    run = subprocess.run(
+        [str(prefix / "bin" / "vla-ros"), "--help"], capture_output=True, text=True, timeout=120,
+        env={"PATH": str(prefix / "bin"), "PYTHONPATH": str(site)},
+    )  # fmt: skip
+    assert run.returncode == 0 and "usage: vla-ros" in run.stdout, run.stderr[-2000:]
