@@ -300,7 +300,8 @@ class SafetyMonitorNode(LifecycleNode):
         now = self._now()
         stamped = isinstance(msg, TwistStamped)
         linear, angular = twist_to_lists(msg.twist if stamped else msg)
-        stamp = stamp_to_sec(msg.header.stamp) if stamped else None
+        # judged by its stamp once there is a clock (sim time starts at the first /clock)
+        stamp = stamp_to_sec(msg.header.stamp) if stamped and now > 0.0 else None
         accepted = self.monitor.on_command(linear, angular, now, stamp=stamp)
         decision = self.monitor.decide(now)
         self._publish_events()
@@ -319,7 +320,10 @@ class SafetyMonitorNode(LifecycleNode):
         return msg
 
     def _on_image(self, msg: Image) -> None:
-        self.monitor.on_camera(stamp_to_sec(msg.header.stamp), self._now())
+        now = self._now()
+        if now == 0.0:  # sim time before the first /clock: no clock to judge the stamp against
+            return
+        self.monitor.on_camera(stamp_to_sec(msg.header.stamp), now)
         self._publish_events()
 
     def _on_action(self, _msg: VLAAction) -> None:
