@@ -26,7 +26,8 @@ fingerprint() {
     cd "$ROOT"
     cat requirements.txt constraints.txt setup.py setup.cfg package.xml scripts/setup.sh \
       msg/*.msg interfaces/vla_pruned_ros_msgs/CMakeLists.txt \
-      interfaces/vla_pruned_ros_msgs/package.xml 2>/dev/null
+      interfaces/vla_pruned_ros_msgs/package.xml interfaces/tf2_msgs/CMakeLists.txt \
+      interfaces/tf2_msgs/package.xml interfaces/tf2_msgs/msg/*.msg 2>/dev/null
     "$PY" --version 2>&1
   ) | sha256sum | cut -d' ' -f1
 }
@@ -120,6 +121,23 @@ if ! {
   die "building the interfaces failed; full log: $VENV/.build/msgs.log"
 fi
 
+# tf2_msgs (TFMessage, for the sim node's /tf) has no PyPI wheel: build its one message from
+# interfaces/tf2_msgs, the same type as ROS's, unless a ROS install already provides it.
+if ! "$VPY" -c 'import tf2_msgs.msg' >/dev/null 2>&1 ||
+  [[ -f "$VENV/share/tf2_msgs/package.xml" ]]; then
+  step "building tf2_msgs (TFMessage) into $VENV"
+  BUILD="$VENV/.build/tf2_msgs"
+  rm -rf "$BUILD"
+  if ! {
+    cmake -S "$ROOT/interfaces/tf2_msgs" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$VENV" \
+      -DPython3_EXECUTABLE="$VPY" -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release &&
+      cmake --build "$BUILD" -j"$(nproc)" && cmake --install "$BUILD"
+  } >"$VENV/.build/tf2_msgs.log" 2>&1; then
+    tail -n 30 "$VENV/.build/tf2_msgs.log" >&2
+    die "building tf2_msgs failed; full log: $VENV/.build/tf2_msgs.log"
+  fi
+fi
+
 # --- this package, editable, so tests and tools run the working tree -------------------------
 step "installing vla_pruned_ros (editable)"
 pip_q install -q --no-deps --no-build-isolation -e "$ROOT" || die "pip install -e . failed."
@@ -127,6 +145,7 @@ pip_q install -q --no-deps --no-build-isolation -e "$ROOT" || die "pip install -
 "$VPY" - <<'PYCHECK' || die "the environment does not import cleanly (see above)."
 import rclpy, torch, transformers, safetensors, mujoco, rosbags, cv_bridge  # noqa: F401
 from vla_pruned_ros_msgs.msg import SafetyEvent, SafetyStatus, VLAAction  # noqa: F401
+from tf2_msgs.msg import TFMessage  # noqa: F401
 import vla_pruned_ros
 print(f"[setup] ok: vla_pruned_ros {vla_pruned_ros.__version__}, torch {torch.__version__}, "
       f"rclpy + vla_pruned_ros_msgs importable")

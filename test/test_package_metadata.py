@@ -81,6 +81,7 @@ ROS_WITHOUT_WHEELS = {
     "cv_bridge": "cv_bridge",  # PyPI's is the ROS 1 port; the real one comes with ROS
     "vla_pruned_ros_msgs": "vla_pruned_ros_msgs",
     "ros_gz_interfaces": "ros_gz_interfaces",
+    "tf2_msgs": "tf2_msgs",  # no wheel: scripts/setup.sh builds TFMessage (interfaces/tf2_msgs)
 }
 PYTHON_KEYS = {
     "numpy": "python3-numpy",

@@ -52,5 +52,9 @@ def test_first_episode_starts_with_the_policy_acting(tmp_path: Path) -> None:
         and e["time"] - episode["start_time"] <= START_WINDOW_S
     ]
     assert not early, f"the episode started before the policy acted: {early}\n{out[-3000:]}"
+    # Without the wait (wait_for_node:=""), on a loaded machine the policy was still loading for
+    # the whole 15 s episode: 0 commands passed, 142 stops, the robot never moved.
+    assert episode["passed_commands"] > 0, f"the policy never acted in the episode: {episode}"
     sim = json.loads((tmp_path / "reports" / "sim_nav.json").read_text())
     assert sim["summary"]["episodes"] == 1
+    assert sim["episodes"][0]["path_length"] > 0.05, "the policy's commands never moved the robot"

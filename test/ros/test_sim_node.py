@@ -95,7 +95,11 @@ def test_sim_waits_for_the_policy_then_obeys_twist_stamped_reverse_in_rep105_fra
     rclpy.init(context=context)
     node = Node("sim_watcher", context=context)
     policy = LifecycleNode("stand_in_policy", context=context)
-    seen: dict[str, list] = {"episode": [], "odom": [], "diag": [], "image": []}
+    from tf2_msgs.msg import TFMessage
+
+    seen: dict[str, list] = {"episode": [], "odom": [], "diag": [], "image": [], "tf": [], "st": []}
+    node.create_subscription(TFMessage, "/tf", seen["tf"].append, 100)
+    node.create_subscription(TFMessage, "/tf_static", seen["st"].append, LATCHED)
     node.create_subscription(
         String, topics.EPISODE, lambda m: seen["episode"].append(m.data), LATCHED
     )
@@ -143,5 +147,13 @@ def test_sim_waits_for_the_policy_then_obeys_twist_stamped_reverse_in_rep105_fra
     assert min(speeds) < -0.2, f"reversing must read negative: {min(speeds)}..{max(speeds)}"
     assert {(m.header.frame_id, m.child_frame_id) for m in seen["odom"]} == {("odom", "base_link")}
     assert {m.header.frame_id for m in seen["image"]} == {"camera_optical_frame"}
+    moves = [t for m in seen["tf"] for t in m.transforms]
+    assert {(t.header.frame_id, t.child_frame_id) for t in moves} == {("odom", "base_link")}
+    assert abs(moves[-1].transform.translation.x - seen["odom"][-1].pose.pose.position.x) < 0.5
+    (static,) = [t for m in seen["st"] for t in m.transforms]
+    assert (static.header.frame_id, static.child_frame_id) == ("base_link", "camera_optical_frame")
+    q = static.transform.rotation  # the optical z axis (the view direction) points forward
+    forward_x = 2 * (q.x * q.z + q.w * q.y)
+    assert forward_x > 0.8, f"the camera must look along base_link +x: {q}"
     results = json.loads((tmp_path / "sim_nav.json").read_text())
     assert results["episodes"][0]["path_length"] > 1.0, "TwistStamped commands must move it"

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Twist, TwistStamped
+from geometry_msgs.msg import TransformStamped, Twist, TwistStamped
 from lifecycle_msgs.msg import State
 from lifecycle_msgs.srv import GetState
 from nav_msgs.msg import Odometry
@@ -45,6 +45,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState, LaserScan
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
 from vla_pruned_ros_msgs.msg import Contacts
 
 from vla_pruned_ros.ros import topics
@@ -120,6 +121,8 @@ class SimNode(Node):
         else:
             self.create_subscription(Twist, p["cmd_topic"], self._on_cmd, 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.tf_pub = self.create_publisher(TFMessage, "/tf", 100)
+        self.tf_static_pub = self.create_publisher(TFMessage, "/tf_static", LATCHED)
         self.waiting_for = str(p["wait_for_node"]).strip("/")
         self._state_client = (
             self.create_client(GetState, f"/{self.waiting_for}/get_state")
@@ -133,6 +136,8 @@ class SimNode(Node):
         self.create_timer(period, self._tick)  # wall time: this node is the source of /clock
         self._settle_ticks = math.ceil(float(p["settle_s"]) / period)
         self._diag_every = max(1, round(1.0 / period))  # ticks per wall second
+        if self.task.name == "nav":
+            self.tf_static_pub.publish(TFMessage(transforms=[self._camera_transform()]))
         self._ticks = 0
         self._publish_clock()
 
@@ -298,6 +303,25 @@ class SimNode(Node):
             joints.header.stamp = stamp
             self.joints_pub.publish(joints)
 
+    def _camera_transform(self) -> TransformStamped:
+        """base_link -> camera_optical_frame from the MuJoCo model's camera (REP-103 optical
+        axes: z forward, x right, y down). MuJoCo's camera looks along its -z with y up, so the
+        optical frame is it turned half a turn about its x axis."""
+        import mujoco
+
+        cam = mujoco.mj_name2id(self.task.model, mujoco.mjtObj.mjOBJ_CAMERA, self.task.camera)
+        w, x, y, z = (float(v) for v in self.task.model.cam_quat[cam])
+        tf = TransformStamped()
+        tf.header.stamp = sec_to_stamp(self.now)
+        tf.header.frame_id, tf.child_frame_id = self.p["base_frame"], self.p["camera_frame"]
+        pos = self.task.model.cam_pos[cam]
+        tf.transform.translation.x, tf.transform.translation.y = float(pos[0]), float(pos[1])
+        tf.transform.translation.z = float(pos[2])
+        # q * (0, 1, 0, 0): a half turn about the camera's own x axis.
+        r = tf.transform.rotation
+        r.w, r.x, r.y, r.z = -x, w, z, -y
+        return tf
+
     def _publish_nav(self, stamp) -> None:
         q, v = self.task.data.qpos, self.task.data.qvel
         odom = Odometry()
@@ -311,6 +335,13 @@ class SimNode(Node):
         odom.twist.twist.linear.y = float(-v[0] * math.sin(q[2]) + v[1] * math.cos(q[2]))
         odom.twist.twist.angular.z = float(v[2])
         self.odom_pub.publish(odom)
+        tf = TransformStamped()
+        tf.header = odom.header
+        tf.child_frame_id = odom.child_frame_id
+        tf.transform.translation.x = odom.pose.pose.position.x
+        tf.transform.translation.y = odom.pose.pose.position.y
+        tf.transform.rotation = odom.pose.pose.orientation
+        self.tf_pub.publish(TFMessage(transforms=[tf]))
         ranges = self.task.ranges(n=36)
         step = 2 * math.pi / len(ranges)
         scan = LaserScan(angle_min=0.0, angle_max=step * (len(ranges) - 1), angle_increment=step)
