@@ -71,3 +71,35 @@ def test_a_remote_code_checkpoint_does_not_load_without_the_opt_in(
                 _stop(proc)
     text = log.read_text()
     assert proc.returncode != 0 and "trust_remote_code:=true" in text, text[-2000:]
+
+
+def compress_fixture(folder: Path, out: Path) -> Path:
+    """`vla-prune` as a user runs it on their folder: 2:4 magnitude + GLUESTICK at full rank
+    (32: the fixture's hidden size), float32 factors."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "vla_pruned_ros.cli.prune", "--model", str(folder),
+         "--trust-remote-code", "--rank", "32", "--factor-dtype", "float32",
+         "--output", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_a_compressed_artifact_runs_with_artifact_and_the_opt_in_alone(
+    camera: Camera, tmp_path: Path
+) -> None:
+    folder = write_openvla_contract_fixture(tmp_path / "openvla_contract")
+    art = compress_fixture(folder, tmp_path / "art")
+    # no adapter, no unnorm_key: the artifact's manifest names them
+    proc = _start_policy(art, "trust_remote_code:=true")
+    try:
+        msg = _actions_for(camera, proc)[-1]
+    finally:
+        _stop(proc)
+    assert tuple(msg.names) == OPENVLA_FIXTURE_ACTIONS
+    assert msg.variant == "gluestick"
+    want = openvla_contract_dense_action(folder, FRAME, INSTRUCTION)
+    np.testing.assert_allclose(np.asarray(msg.action), want, rtol=0, atol=1e-6)

@@ -2,6 +2,8 @@
 
 vla-eval sim --task nav --model embedded --episodes 200 --seed 0 --json results/nav.json
 vla-eval bag BAG --model embedded --model ARTIFACT --json out/replay.json
+vla-eval bag BAG --model ART --adapter openvla --trust-remote-code \
+    --adapter-options '{action_map: {names: [linear_x, angular_z], order: [x, yaw]}}' --json o.json
 vla-eval gain --task manip --write vla_pruned_ros/models/weights/embedded_vla
                                      # calibrate the action gain on calibration scenes
 vla-eval sweep                       # the pruning table of config/sweep.yaml
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from vla_pruned_ros.cli.adapter_args import adapter_kwargs, add_adapter_arguments
 from vla_pruned_ros.evaluation.closed_loop import (
     EvalJob,
     calibration_seeds,
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     bag.add_argument(
         "--task", choices=["nav", "manip"], help="default: from the recorded actions' action_space"
     )
+    add_adapter_arguments(bag)
     bag.add_argument("--json", type=Path, required=True)
     bag.add_argument("--markdown", type=Path, help="default: next to --json")
     bag.add_argument("--plot", type=Path, help="default: next to --json")
@@ -232,7 +236,11 @@ def _bag(args: argparse.Namespace) -> int:
     from vla_pruned_ros.evaluation.bag_report import markdown, plot
 
     try:
-        result = evaluate_bag(args.bag, args.model, args.task, args.reference)
+        from vla_pruned_ros.models.registry import load_policy
+
+        kwargs = adapter_kwargs(args)
+        result = evaluate_bag(args.bag, args.model, args.task, args.reference,
+                              loader=lambda name, t: load_policy(name, t, **kwargs))  # fmt: skip
     except (BagError, OSError, ValueError) as err:
         print(f"vla-eval: {err}", file=sys.stderr)
         return 2

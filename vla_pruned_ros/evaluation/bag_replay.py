@@ -259,6 +259,8 @@ def evaluate_bag(
         raise ValueError("give at least one model")
     if loader is None:
         from vla_pruned_ros.models.registry import load_policy as loader
+    from vla_pruned_ros.models.action_map import check_action_space
+
     reference = reference or models[0]
     names = list(dict.fromkeys([*models, reference]))
     stats = ReadStats()
@@ -277,6 +279,8 @@ def evaluate_bag(
                                      f"{step.action_space!r}; pass --task")  # fmt: skip
                 for name in names:
                     policy = loader(name, task)
+                    check_action_space(policy.info, step.names, step.action_space,
+                                       f"bag {bag.name}")  # fmt: skip
                     runs[name] = ModelRun(name, policy.predict, {
                         "variant": policy.info.variant, "rank": policy.info.rank,
                         "memory_bytes": policy.info.memory_bytes,

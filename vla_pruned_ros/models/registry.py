@@ -4,8 +4,8 @@ Adapters a user names in one word: `embedded` (the shipped VLA and its artifacts
 (a checkpoint exposing OpenVLA's predict_action), `lerobot` (a LeRobot policy folder), `text` (a
 VLM that answers in words, parsed into an action); anything else is a user's own class as
 `module:Class`, which receives every option. With the default adapter, an artifact whose
-manifest names a preset (`extra.adapter`) uses it. `action_map` (any adapter) connects the
-model's action space to the one the deployment wants.
+manifest names a preset (`extra.deploy.adapter`, written by vla-prune) uses it. `action_map`
+(any adapter) connects the model's action space to the one the deployment wants.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def manifest_adapter(folder: Path) -> tuple[str, dict[str, Any]]:
         manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):
         return "", {}
-    entry = (manifest.get("extra") or {}).get("adapter") or manifest.get("adapter") or ""
+    entry = ((manifest.get("extra") or {}).get("deploy") or {}).get("adapter") or ""
     if isinstance(entry, dict):
         return str(entry.get("name", "")), dict(entry.get("options") or {})
     return str(entry), {}
