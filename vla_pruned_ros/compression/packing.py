@@ -25,11 +25,43 @@ def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
     return (stream.reshape(-1, 8) * weights).sum(1).to(torch.uint8)
 
 
+_TABLES: dict[int, torch.Tensor] = {}
+
+
+def _byte_table(bits: int) -> torch.Tensor:
+    """(256, 8 // bits) uint8: the fields of every possible byte, lowest bits first."""
+    if bits not in _TABLES:
+        byte = torch.arange(256, dtype=torch.int32).unsqueeze(1)
+        shifts = torch.arange(0, 8, bits, dtype=torch.int32)
+        _TABLES[bits] = ((byte >> shifts) & ((1 << bits) - 1)).to(torch.uint8)
+    return _TABLES[bits]
+
+
 def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
-    byte_bits = torch.arange(8, dtype=torch.int32, device=packed.device)
-    stream = (packed.to(torch.int32).unsqueeze(1) >> byte_bits) & 1
-    stream = stream.reshape(-1)[: count * bits].reshape(count, bits)
-    return (stream << torch.arange(bits, dtype=torch.int32, device=packed.device)).sum(1)
+    """The first `count` fields of `bits` bits each (uint8, bits <= 8), by table lookup on
+    whole bytes (1, 2, 4, 8 bits) or on the few bytes that hold a whole number of fields (3
+    bits: 3 bytes -> 8 fields), never bit by bit: at most one byte per field is allocated."""
+    if not 1 <= bits <= 8:
+        raise ValueError(f"fields of {bits} bits are not supported (1..8)")
+    if math.ceil(count * bits / 8) > packed.numel():
+        raise ValueError(f"{packed.numel()} bytes cannot hold {count} fields of {bits} bits")
+    flat = packed.reshape(-1)
+    if 8 % bits == 0:
+        table = _byte_table(bits).to(packed.device)
+        per = 8 // bits
+        need = math.ceil(count / per)
+        return table.index_select(0, flat[:need].to(torch.int32)).reshape(-1)[:count]
+    chunk = math.lcm(bits, 8) // 8  # bytes holding a whole number of fields (3 bits: 3 bytes)
+    per = chunk * 8 // bits
+    need = math.ceil(count / per)
+    raw = torch.nn.functional.pad(flat, (0, need * chunk - flat.numel())) if (
+        need * chunk > flat.numel()) else flat[: need * chunk]  # fmt: skip
+    wide = torch.int32 if chunk <= 3 else torch.int64
+    raw = raw.reshape(need, chunk).to(wide)
+    word = sum(raw[:, i] << (8 * i) for i in range(chunk))
+    shifts = torch.arange(0, per * bits, bits, dtype=wide, device=packed.device)
+    fields = (word.unsqueeze(1) >> shifts) & ((1 << bits) - 1)
+    return fields.to(torch.uint8).reshape(-1)[:count]
 
 
 def index_bits(m: int) -> int:
