@@ -312,3 +312,88 @@ def openvla_contract_dense_action(folder: Path, image: np.ndarray, instruction: 
     prompt = f"In: What action should the robot take to {instruction.strip().lower()}?\nOut:"
     inputs = processor(prompt, Image.fromarray(image))
     return np.asarray(model.predict_action(**inputs, unnorm_key=unnorm_key, do_sample=False))
+
+
+# --- tiny random checkpoints of the transformers families users bring (compression helper) ---
+
+
+def _tiny_text(cls: type, **overrides: Any) -> Any:
+    """A two-layer language model config small enough to compress in a second."""
+    base = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2,
+                max_position_embeddings=64)  # fmt: skip
+    return cls(**{**base, **overrides})
+
+
+def tiny_llama() -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(_tiny_text(LlamaConfig))
+
+
+def tiny_llava() -> Any:
+    """LLaVA (and Prismatic-style) layout: CLIP vision tower, multi-modal projector, Llama."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from transformers import LlavaForConditionalGeneration as Llava
+
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                              num_attention_heads=4, image_size=16, patch_size=8,
+                              projection_dim=32)  # fmt: skip
+    return Llava(LlavaConfig(
+        vision_config=vision, text_config=_tiny_text(LlamaConfig), image_token_index=127,
+        image_seq_length=4))  # fmt: skip
+
+
+def tiny_paligemma() -> Any:
+    """PaliGemma (pi0's backbone): SigLIP, projector, Gemma with its scaled word embeddings."""
+    from transformers import GemmaConfig, PaliGemmaConfig, SiglipVisionConfig
+    from transformers import PaliGemmaForConditionalGeneration as PaliGemma
+
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                num_attention_heads=4, image_size=16, patch_size=8)  # fmt: skip
+    return PaliGemma(PaliGemmaConfig(
+        vision_config=vision, text_config=_tiny_text(GemmaConfig, head_dim=8),
+        image_token_index=127, projection_dim=32))  # fmt: skip
+
+
+def tiny_idefics3() -> Any:
+    """Idefics3 / SmolVLM (SmolVLA's backbone): vision model, connector, Llama text model."""
+    from transformers import Idefics3Config, Idefics3VisionConfig, LlamaConfig
+    from transformers import Idefics3ForConditionalGeneration as Idefics3
+
+    vision = Idefics3VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                  num_attention_heads=4, image_size=16, patch_size=8)  # fmt: skip
+    return Idefics3(Idefics3Config(
+        vision_config=vision, text_config=_tiny_text(LlamaConfig), image_token_id=127,
+        scale_factor=1))  # fmt: skip
+
+
+def tiny_qwen2_5_vl() -> Any:
+    """Qwen2.5-VL: its `visual` tower with the patch merger, and the Qwen2 language model."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
+                  patch_size=2, spatial_merge_size=1, temporal_patch_size=1,
+                  fullatt_block_indexes=[0])  # fmt: skip
+    text = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
+                bos_token_id=1, eos_token_id=2)  # fmt: skip
+    return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(
+        vision_config=vision, text_config=text, image_token_id=127, video_token_id=126,
+        vision_start_token_id=125))  # fmt: skip
+
+
+TINY_FAMILIES = {"LLaVA": tiny_llava, "PaliGemma": tiny_paligemma, "Idefics3": tiny_idefics3,
+                 "Qwen2.5-VL": tiny_qwen2_5_vl, "Llama": tiny_llama}  # fmt: skip
+
+
+def write_tiny_family(family: str, folder: Path, seed: int = 0) -> Any:
+    """Save a tiny random checkpoint of `family` (a key of TINY_FAMILIES) to `folder` with
+    `save_pretrained` (safetensors); returns the dense model in eval mode."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = TINY_FAMILIES[family]().eval()
+    model.save_pretrained(folder)
+    return model

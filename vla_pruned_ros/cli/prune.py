@@ -73,7 +73,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--factor-dtype", choices=sorted(FACTOR_DTYPES), default="float16")
     p.add_argument("--include", nargs="*", default=None, help="module-name globs to prune")
-    p.add_argument("--exclude", nargs="*", default=None, help="module-name globs to keep dense")
+    p.add_argument("--exclude", nargs="*", default=None,
+                   help="module-name globs to keep dense, added to the defaults (checkpoints: "
+                   "heads, embeddings, vision towers, connectors/projectors)")  # fmt: skip
+    p.add_argument("--no-default-exclude", action="store_true",
+                   help="checkpoints: drop the default excludes (only --exclude stays "
+                   "dense)")  # fmt: skip
     p.add_argument(
         "--calib-scenes",
         type=int,
@@ -135,8 +140,14 @@ def _stream(args: argparse.Namespace, folder: Path) -> int:
     """A checkpoint folder: magnitude streams tensor by tensor; Wanda/SparseGPT, and any method
     with --correction activation, go block by block on calibration through the model's own
     tokenizer or processor."""
-    from vla_pruned_ros.models.hf_checkpoint import CheckpointError, compress_checkpoint
+    from vla_pruned_ros.models.hf_checkpoint import (
+        CheckpointError,
+        OnlyExclude,
+        compress_checkpoint,
+    )
 
+    if args.no_default_exclude:
+        args.exclude = OnlyExclude(args.exclude or ())
     try:
         if any(v is not None for v in (args.energy, args.budget_mb, args.activation_budget_mb)):
             raise ValueError("checkpoints stream with a fixed --rank (energy/budget policies need "

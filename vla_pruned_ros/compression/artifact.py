@@ -298,6 +298,39 @@ def finalize(tmp: Path, out: Path, manifest: dict[str, Any]) -> Path:
     return out
 
 
+def attach_files(
+    path: str | os.PathLike,
+    files: dict[str, Path],
+    source: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Copy `files` ({name in the artifact: source file}) into a finished artifact, checksum
+    them like every tensor, merge `source`/`extra` into its manifest and sign it again: what
+    deployment needs beside the tensors (a checkpoint's processor, tokenizer and code). The
+    manifest is replaced last, so an interrupted copy leaves unlisted files, which loading
+    refuses."""
+    folder = Path(path)
+    manifest = read_manifest(folder, verify=True)
+    for name, src in sorted(files.items()):
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts or name == MANIFEST:
+            raise ArtifactError(f"cannot attach {name!r}: not a plain path inside the artifact")
+        dest = folder / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        for d in [dest, *dest.relative_to(folder).parents]:
+            os.chmod(folder / d, FOLDER_MODE if (folder / d).is_dir() else FILE_MODE)
+        manifest["files"][rel.as_posix()] = sha256_file(dest)
+    manifest["source"] = {**manifest.get("source", {}), **(source or {})}
+    manifest["extra"] = {**manifest.get("extra", {}), **(extra or {})}
+    manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
+    tmp = folder / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.chmod(tmp, FILE_MODE)
+    tmp.replace(folder / MANIFEST)
+    return folder
+
+
 def _take(tensors: dict, key: str, file: Path) -> torch.Tensor:
     if key not in tensors:
         raise ArtifactError(f"{file} has no tensor {key!r}")

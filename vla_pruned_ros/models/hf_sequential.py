@@ -31,6 +31,7 @@ from vla_pruned_ros.compression.streaming import (
 from vla_pruned_ros.models.hf_checkpoint import (
     CheckpointError,
     architecture,
+    attach_deployment,
     checkpoint_files,
     model_keys,
     rebuild_meta_buffers,
@@ -230,7 +231,6 @@ def sequential_compress(
 
         manifest = new_manifest(entries, kept, total, weight_dtype, [], f"rank:{rank}", {
             "method": method,
-            "source_model": str(Path(folder).resolve()),
             "model_config": json.loads((Path(folder) / "config.json").read_text()),
             "trust_remote_code": trust_remote_code,
             "correction": correction_record(correction, damp, calib_source, tokens),
@@ -242,7 +242,7 @@ def sequential_compress(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
+    return attach_deployment(out, folder)  # processor, tokenizer, code, source name and sha256
 
 
 def _tie_missing(model: nn.Module) -> None:

@@ -1,0 +1,106 @@
+"""An artifact of a user's checkpoint carries what deployment needs: the OpenVLA-contract fixture
+(remote code, `auto_map` naming only AutoModelForVision2Seq, `norm_stats`) goes through
+`vla-prune --model DIR --trust-remote-code`, and its artifact holds the config, processor,
+tokenizer and code files (checksummed), the adapter and its options, the action statistics, the
+source's name and weight sha256 (no absolute path), readable by other users; it loads only with
+the caller's own `trust_remote_code=True`."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vla_pruned_ros.compression import ArtifactError, read_manifest
+from vla_pruned_ros.compression.artifact import sha256_file
+from vla_pruned_ros.models.hf_checkpoint import (
+    CheckpointError,
+    deployment_folder,
+    load_checkpoint_artifact,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # test/checkpoint_fixtures.py
+from checkpoint_fixtures import (  # noqa: E402
+    load_openvla_contract_dense,
+    openvla_norm_stats,
+    write_openvla_contract_fixture,
+)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("openvla")
+    folder = write_openvla_contract_fixture(root / "tiny-openvla")
+    out = root / "art"
+    done = subprocess.run(
+        [sys.executable, "-m", "vla_pruned_ros.cli.prune", "--model", str(folder),
+         "--trust-remote-code", "--pattern", "2:4", "--rank", "64", "--svd", "exact",
+         "--factor-dtype", "float32", "-o", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder, out
+
+
+def test_the_artifact_carries_processor_code_adapter_and_actions(built) -> None:
+    folder, out = built
+    manifest = read_manifest(out)  # every file checksummed, none unlisted
+    files = set(manifest["files"])
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json",
+                 "preprocessor_config.json", "processor_config.json",
+                 "configuration_tiny_openvla.py", "modeling_tiny_openvla.py",
+                 "processing_tiny_openvla.py"):  # fmt: skip
+        assert name in files, name
+    assert "model.safetensors" not in files
+    deploy = manifest["extra"]["deploy"]
+    assert deploy["adapter"] == {"name": "openvla", "options": {"unnorm_key": "bridge_orig"}}
+    assert deploy["actions"]["norm_stats"] == openvla_norm_stats()
+    assert deploy["actions"]["bounds"]["bridge_orig"]["high"][-1] == 1.0
+    assert "modeling_tiny_openvla.py" in deploy["remote_code"]
+    source = manifest["source"]
+    assert source["model_id"] == "tiny-openvla"
+    assert source["sha256"] == sha256_file(folder / "model.safetensors")
+    assert str(folder) not in (out / "manifest.json").read_text()  # no absolute source path
+    assert deployment_folder(out) == out
+    for path in [out, *out.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+
+
+def test_it_loads_only_on_the_callers_opt_in_and_matches_the_dense_model(built) -> None:
+    folder, out = built
+    with pytest.raises(CheckpointError, match="pass trust_remote_code=True"):
+        load_checkpoint_artifact(out)
+    model = load_checkpoint_artifact(out, trust_remote_code=True)
+    dense, processor = load_openvla_contract_dense(folder)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), np.uint8))
+    inputs = processor("In: What action should the robot take to pick up the cup?\nOut:", image)
+    with torch.no_grad():
+        got, want = model(**inputs).logits, dense(**inputs).logits
+    # full rank: the dense model up to fp16 storage of its weights
+    assert (got - want).abs().max() < 2e-2 * want.abs().max()
+    assert model.predict_action(**inputs, do_sample=False).shape == (7,)
+
+
+def test_a_changed_or_added_checkpoint_file_is_refused(built, tmp_path) -> None:
+    import shutil
+
+    _, out = built
+    copy = Path(shutil.copytree(out, tmp_path / "copy"))
+    code = copy / "modeling_tiny_openvla.py"
+    code.chmod(0o644)
+    code.write_text(code.read_text() + "\nimport os  # injected\n")
+    with pytest.raises(ArtifactError, match="modeling_tiny_openvla.py is corrupt"):
+        read_manifest(copy)
+    shutil.rmtree(copy)
+    copy = Path(shutil.copytree(out, tmp_path / "copy"))
+    (copy / "helpers").mkdir()
+    (copy / "helpers" / "extra_module.py").write_text("print('hi')\n")
+    with pytest.raises(ArtifactError, match=r"helpers/extra_module\.py"):
+        load_checkpoint_artifact(copy, trust_remote_code=True)
