@@ -79,7 +79,8 @@ class EmbeddedVLAConfig:
     # bound. Regression onto demonstrations averages the labels of states the image cannot
     # tell apart, so the head's speeds come out shorter than the expert's (v4: 0.137 vs 0.235
     # m/s where they disagree) and episodes time out; the gain is calibrated in closed loop on
-    # calibration scenes (`vla-eval gain`, evaluation/action_gain.py), never on held-out ones. 1 if absent.
+    # calibration scenes (`vla-eval gain`, evaluation/action_gain.py), never on held-out
+    # ones. 1 if absent.
     action_gain: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
