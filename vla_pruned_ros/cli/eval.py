@@ -32,7 +32,8 @@ from vla_pruned_ros.evaluation.stats import summarize
 
 def evaluate(task: str, model: str, episodes: int, seed: int, workers: int,
              heldout_phrasing: int, supersample: int | None = None,
-             scenes: str = "heldout", action_gain: float | None = None) -> dict:  # fmt: skip
+             scenes: str = "heldout", action_gain: float | None = None,
+             gate: str = "none") -> dict:  # fmt: skip
     """`episodes` held-out scenes (or calibration scenes, for tuning) with training phrasings,
     plus `heldout_phrasing` of the same scenes with held-out phrasings (their own split)."""
     if supersample is None:
@@ -40,8 +41,8 @@ def evaluate(task: str, model: str, episodes: int, seed: int, workers: int,
     if scenes not in ("heldout", "calibration"):
         raise ValueError(f"scenes must be 'heldout' or 'calibration', not {scenes!r}")
     seeds = (heldout_seeds if scenes == "heldout" else calibration_seeds)(seed, episodes)
-    jobs = [EvalJob(task, model, s, "train", supersample, action_gain) for s in seeds]
-    jobs += [EvalJob(task, model, s, "heldout", supersample, action_gain)
+    jobs = [EvalJob(task, model, s, "train", supersample, action_gain, gate) for s in seeds]
+    jobs += [EvalJob(task, model, s, "heldout", supersample, action_gain, gate)
              for s in seeds[:heldout_phrasing]]  # fmt: skip
     records = list(
         tqdm(
@@ -60,7 +61,7 @@ def evaluate(task: str, model: str, episodes: int, seed: int, workers: int,
     if held:
         summary["heldout_phrasing"] = summarize(held)
     return {"task": task, "model": model, "seed": seed, "supersample": supersample,
-            "scenes": scenes, "action_gain": action_gain,
+            "scenes": scenes, "action_gain": action_gain, "gate": gate,
             "summary": summary, "episodes": records}  # fmt: skip
 
 
@@ -120,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="override the model's calibrated action gain (default: the model's own)",
     )
+    sim.add_argument(
+        "--gate",
+        choices=["none", "stop", "direction"],
+        default="none",
+        help="run the safety monitor's gate in the loop (evaluation/gated_loop.py): none, stop "
+        "(stop-and-hold) or direction (direction-aware zones); limits from config/safety*.yaml",
+    )
     sim.add_argument("--json", type=Path)
     gain = sub.add_parser("gain", help="calibrate the action gain on calibration scenes")
     gain.add_argument("--task", choices=["nav", "manip"], required=True)
@@ -171,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     held = args.episodes // 2 if args.heldout_phrasing is None else args.heldout_phrasing
     try:
         result = evaluate(args.task, args.model, args.episodes, args.seed, args.workers, held,
-                          args.supersample, args.scenes, args.action_gain)  # fmt: skip
+                          args.supersample, args.scenes, args.action_gain,
+                          args.gate)  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         print(f"vla-eval: {err}", file=sys.stderr)
         return 2

@@ -107,7 +107,11 @@ class SimGate:
         self.monitor.on_contacts(contacts, now, points=points)
 
     def stats(self) -> dict[str, int]:
-        return {"gate_changed": self.blocked, "gate_stopped": self.stopped}
+        """Actions the gate changed or stopped, and the collisions it saw (the task counts
+        contacts at every physics substep, the gate those present at the end of a step, as the
+        simulation node publishes them)."""
+        seen = self.monitor.episode.counts["collision"]
+        return {"gate_changed": self.blocked, "gate_stopped": self.stopped, "gate_collisions": seen}
 
 
 def robot_contact_points(task) -> tuple[list[tuple[str, str, float]], list[Point]]:
