@@ -33,6 +33,16 @@ from vla_pruned_ros.evaluation.gated_loop import GATE_MODES  # noqa: E402
 from vla_pruned_ros.evaluation.stats import wilson_interval  # noqa: E402
 
 SECTION = "## Collisions with the gate in the loop: direction-aware zones on and off"
+READING = (
+    "Collisions are counted by the task at every physics substep (one per contact onset, the "
+    "named block excluded for manipulation); an episode is unsafe on any violation (for "
+    "manipulation also joint-limit and object-speed ones, which the gate does not act on). "
+    "'none' is the policy alone; 'stop' is the stop-and-hold gate (each touch stops, the hold "
+    "ends, the policy drives in again); 'direction' keeps motion toward a touched or scanned "
+    "obstacle blocked (nav: stop and slowdown zones from the 36-beam scan and contacts; manip: "
+    "remembered contact points, the pusher slides past them). Episodes are chaotic: the same "
+    "seed can differ between runs with different thread counts, so read totals, not seeds."
+)
 
 
 def summarize_gate(records: list[dict]) -> dict:
@@ -125,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{seeds[0]}..{seeds[-1]} ({args.episodes} per task, the same scenes for every gate), "
             f"gate limits and zones from config/safety_monitor.yaml (nav) and "
             f"config/safety_manip.yaml (manip), stream checks off (synchronous loop).\n\n"
-            f"    {command}\n\n{text}\n",
+            f"    {command}\n\n{text}\n\n{READING}\n",
         )
     return 0
 
