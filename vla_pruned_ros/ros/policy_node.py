@@ -5,7 +5,15 @@ deactivate stops publishing, cleanup frees the model. Frames go through a one-it
 single worker thread, so inference never runs in a subscription callback, at most one inference
 is in flight, and only the newest frame is ever used. A frame older than `max_image_age_s`
 (judged from its header stamp against the node clock, so it is right under sim time and bag
-replay) is skipped and counted.
+replay) is skipped and counted; one stamped ahead of the clock beyond `clock_skew_tolerance_s`
+is rejected and counted as clock skew (`monitor/stamps.check_stamp`), never taken as fresh.
+
+Failures do not go quiet: a model step that raises is logged once per kind, counted and reported
+as ERROR, and the worker tries again on the next frame; after `max_consecutive_failures` steps in
+a row without an action the node halts (publishes nothing, says so in /diagnostics) until it is
+deactivated and activated again, a deliberate operator action rather than a silent auto-retry on
+a model that has shown it fails. A refused or empty instruction stops the policy until a valid
+one arrives. Parameters are applied live or refused with a reason (`ros/policy_params.py`).
 
     ros2 run vla_pruned_ros policy_node --ros-args --params-file config/policy_nav.yaml
 """
@@ -16,24 +24,32 @@ import math
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Twist
+from geometry_msgs.msg import Twist, TwistStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterException
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from vla_pruned_ros_msgs.msg import VLAAction
 
 from vla_pruned_ros.models.base import PolicyAdapter
+from vla_pruned_ros.models.instruction import check_instruction
+from vla_pruned_ros.monitor.categories import CLOCK_SKEW
+from vla_pruned_ros.monitor.stamps import check_stamp
 from vla_pruned_ros.ros import topics
 from vla_pruned_ros.ros.conversions import action_to_twist, stamp_to_sec
 from vla_pruned_ros.ros.frame_slot import NewestSlot
 from vla_pruned_ros.ros.image_io import ImageRejected, image_to_rgb
+from vla_pruned_ros.ros.policy_params import CONFIGURE, PARAMS, check_value
 from vla_pruned_ros.ros.runner import run_node
 
 INSTRUCTION_QOS = QoSProfile(
@@ -41,58 +57,66 @@ INSTRUCTION_QOS = QoSProfile(
     reliability=QoSReliabilityPolicy.RELIABLE,
     durability=QoSDurabilityPolicy.TRANSIENT_LOCAL,
 )
-MAX_INSTRUCTION_CHARS = 512
-
-
-def check_instruction(text: str) -> str | None:
-    """Why an instruction is unusable, or None if it is fine."""
-    if not text.strip():
-        return "empty instruction"
-    if len(text) > MAX_INSTRUCTION_CHARS:
-        return f"instruction longer than {MAX_INSTRUCTION_CHARS} characters ({len(text)})"
-    if any(ord(c) < 32 and c not in "\t\n" for c in text) or "\ufffd" in text:
-        return "instruction contains control or undecodable characters"
-    return None
+DIAGNOSTICS_PERIOD_S = 1.0
+MAX_LOGGED_ERROR_KINDS = 100  # a model raising a new message every step must not grow memory
 
 
 class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("vla_policy", **kwargs)
-        for name, default in {
-            "artifact": "embedded",
-            "adapter": "embedded",  # or a user's PolicyAdapter class as "module:Class"
-            "task": "nav",
-            "runtime_mode": "materialize",
-            "device": "cpu",
-            "control_rate_hz": 10.0,
-            "image_topic": topics.CAMERA,
-            "instruction_topic": topics.INSTRUCTION,
-            "action_topic": topics.ACTION,
-            "cmd_topic": topics.CMD_RAW,
-            "publish_twist": True,
-            "max_image_age_s": 0.5,
-            "action_limit_scale": 1.0,
-            "dry_run": False,
-            "autostart": True,  # configure + activate at start; false: a lifecycle manager does
-        }.items():
-            self.declare_parameter(name, default)
+        try:
+            for name, spec in PARAMS.items():
+                self.declare_parameter(name, spec.default, spec.descriptor(name))
+        except ParameterException as err:  # a start-time value outside its descriptor's range
+            raise ValueError(str(err)) from err
+        for name in PARAMS:
+            problem = check_value(name, self.p(name))
+            if problem:
+                raise ValueError(problem)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.policy: PolicyAdapter | None = None
         self.slot: NewestSlot[Image] = NewestSlot()
         self.instruction: str | None = None
+        self.instruction_problem: str | None = None  # why the last instruction was refused
         self.latencies: deque[float] = deque(maxlen=500)
-        self.counters = dict.fromkeys(["published", "stale", "rejected", "invalid_action"], 0)
+        self.counters = dict.fromkeys(
+            ["published", "stale", CLOCK_SKEW, "rejected", "invalid_action", "model_errors"], 0
+        )
+        self.consecutive_failures = 0
+        self.halted: str | None = None  # set after max_consecutive_failures; cleared on activate
+        self._logged_error_kinds: set[tuple[str, str]] = set()
         self.fault: tuple[int, str] | None = None  # (diagnostic level, message) since last report
         self._active = threading.Event()
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._subs: list = []
         self._last_publish_times: deque[float] = deque(maxlen=50)
+        self._last_frame_time: float | None = None  # monotonic: the worker last took a frame
+        self._last_step_time: float | None = None  # monotonic: the model last gave an action
 
     def p(self, name: str):
         return self.get_parameter(name).value
 
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Refuse what would not take effect or is invalid; everything else is read live."""
+        for param in params:
+            spec = PARAMS.get(param.name)
+            if spec is None:
+                continue
+            if spec.kind == CONFIGURE and self.policy is not None:
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"{param.name} is fixed while the node is configured "
+                    "(cleanup, set it, configure again)",
+                )
+            problem = check_value(param.name, param.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+        return SetParametersResult(successful=True)
+
     # -- lifecycle --------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from vla_pruned_ros.models.adapters import adapter_options
         from vla_pruned_ros.models.registry import load_policy
 
         device = self.p("device")
@@ -103,22 +127,30 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().warning(f"device {device!r} requested but no CUDA; using cpu")
                 device = "cpu"
         try:
-            self.policy = load_policy(
+            policy = load_policy(
                 self.p("artifact"),
                 self.p("task"),
                 mode=self.p("runtime_mode"),
                 device=device,
                 adapter=self.p("adapter"),
+                **adapter_options(
+                    self.p("adapter_options"), self.p("unnorm_key"), self.p("trust_remote_code")
+                ),
             )
         except (OSError, ValueError) as err:
             self.get_logger().error(f"cannot load policy: {err}")
             return TransitionCallbackReturn.FAILURE
-        info = self.policy.info
-        scale = float(self.p("action_limit_scale"))
-        self.low = np.asarray(info.action_low, np.float32) * scale
-        self.high = np.asarray(info.action_high, np.float32) * scale
+        except Exception as err:  # the model's own code: say what it raised, and where
+            self.get_logger().error(
+                f"cannot load policy ({type(err).__name__}: {err}):\n{traceback.format_exc()}"
+            )
+            return TransitionCallbackReturn.FAILURE
+        info = policy.info
+        self.twist_stamped = bool(self.p("twist_stamped"))
         self.action_pub = self.create_lifecycle_publisher(VLAAction, self.p("action_topic"), 10)
-        self.cmd_pub = self.create_lifecycle_publisher(Twist, self.p("cmd_topic"), 10)
+        self.cmd_pub = self.create_lifecycle_publisher(
+            TwistStamped if self.twist_stamped else Twist, self.p("cmd_topic"), 10
+        )
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         group = MutuallyExclusiveCallbackGroup()
         self._subs = [
@@ -129,7 +161,8 @@ class PolicyNode(LifecycleNode):
                 String, self.p("instruction_topic"), self._on_instruction, INSTRUCTION_QOS
             ),
         ]
-        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, group)
+        self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, group)
+        self.policy = policy  # from here on, configure-time parameters are refused
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="vla_inference", daemon=True)
         self._worker.start()
@@ -141,6 +174,8 @@ class PolicyNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.slot.take(timeout=0)  # never act on a frame that arrived while inactive
+        self.halted, self.consecutive_failures = None, 0  # re-activation is the way to retry
+        self._logged_error_kinds.clear()
         self._active.set()
         return super().on_activate(state)
 
@@ -177,31 +212,51 @@ class PolicyNode(LifecycleNode):
         self.slot.put(msg)
 
     def _on_instruction(self, msg: String) -> None:
+        """A refused or empty instruction stops the policy until a valid one arrives: carrying
+        on with the previous one would drive the robot on words the operator withdrew."""
         problem = check_instruction(msg.data)
         if problem:
             self.counters["rejected"] += 1
-            self._report(DiagnosticStatus.WARN, f"rejected instruction: {problem}")
+            was_acting = self.instruction is not None
+            self.instruction, self.instruction_problem = None, problem
+            self.get_logger().warning(
+                f"{problem} ({msg.data[:80]!r}): "
+                + ("stopped; " if was_acting else "")
+                + "not acting until a valid instruction arrives"
+            )
             return
         if msg.data != self.instruction:
             self.get_logger().info(f"instruction: {msg.data!r}")
-        self.instruction = msg.data
+        self.instruction, self.instruction_problem = msg.data, None
 
     # -- the worker: newest frame -> model -> action ----------------------------------------
     def _work(self) -> None:
-        period = 1.0 / float(self.p("control_rate_hz"))
         next_time = time.monotonic()
         while not self._stop.is_set():
             msg = self.slot.take(timeout=0.1)
             if msg is None or not self._active.is_set() or self.policy is None:
                 continue
+            self._last_frame_time = time.monotonic()
             self._act(msg)
+            period = 1.0 / float(self.p("control_rate_hz"))  # live: read every step
             next_time = max(next_time + period, time.monotonic())
             self._stop.wait(max(0.0, next_time - time.monotonic()))
 
     def _act(self, msg: Image) -> None:
+        if self.halted:
+            return
         now = self.get_clock().now().nanoseconds * 1e-9
-        age = now - stamp_to_sec(msg.header.stamp)
-        if age > float(self.p("max_image_age_s")):
+        tolerance = float(self.p("clock_skew_tolerance_s"))
+        stamp = check_stamp(stamp_to_sec(msg.header.stamp), now, tolerance)
+        if stamp.future:
+            self.counters[CLOCK_SKEW] += 1
+            self._report(
+                DiagnosticStatus.WARN,
+                f"{CLOCK_SKEW}: frame stamped {-stamp.age_s:.3f} s ahead of the node clock "
+                f"(tolerance {tolerance} s); ignored",
+            )
+            return
+        if stamp.stale(float(self.p("max_image_age_s"))):
             self.counters["stale"] += 1
             return
         instruction = self.instruction  # read once: the callback may replace it meanwhile
@@ -213,51 +268,136 @@ class PolicyNode(LifecycleNode):
             self.counters["rejected"] += 1
             self._report(DiagnosticStatus.WARN, f"image rejected: {err}")
             return
+        info = self.policy.info
         start = time.perf_counter()
-        action = np.asarray(self.policy.predict(rgb, instruction), np.float32)
+        try:
+            action = np.asarray(self.policy.predict(rgb, instruction), np.float32)
+            if action.shape != (len(info.action_names),):
+                raise ValueError(
+                    f"action has shape {action.shape}, expected ({len(info.action_names)},)"
+                )
+        except Exception as err:  # any model failure: count it, report it, try the next frame
+            self._model_step_failed(err)
+            return
         latency_ms = (time.perf_counter() - start) * 1e3
         if not np.all(np.isfinite(action)):
             self.counters["invalid_action"] += 1
             self._report(
                 DiagnosticStatus.ERROR, "model produced a non-finite action; not published"
             )
+            self._count_failure("non-finite action")
             return
-        action = np.clip(action, self.low, self.high)
+        self.consecutive_failures = 0
+        self._last_step_time = time.monotonic()
+        scale = float(self.p("action_limit_scale"))  # live: read every step
+        low = np.asarray(info.action_low, np.float32) * scale
+        high = np.asarray(info.action_high, np.float32) * scale
+        action = np.clip(action, low, high)
         self.latencies.append(latency_ms)
-        info = self.policy.info
         out = VLAAction(action=action.tolist(), names=list(info.action_names))
         out.header = msg.header  # the stamp of the frame this action was computed from
         out.action_space, out.instruction = info.action_space, instruction
         out.variant, out.rank, out.model_id = info.variant, info.rank, info.model_id
         out.latency_ms = float(latency_ms)
-        if self.p("dry_run"):
+        if self.p("dry_run") or self.instruction is None:  # withdrawn during the step
             return
         self.action_pub.publish(out)
         if self.p("publish_twist"):
-            self.cmd_pub.publish(action_to_twist(info.action_names, action))
+            self.cmd_pub.publish(self._velocity_command(info.action_names, action, msg))
         self.counters["published"] += 1
         self._last_publish_times.append(time.monotonic())
 
+    def _velocity_command(self, names, action: np.ndarray, frame: Image) -> Twist | TwistStamped:
+        """The command as configured: a Twist, or a TwistStamped with the frame's stamp in the
+        robot's base frame (what Jazzy/Kilted Nav2 expects)."""
+        twist = action_to_twist(names, action)
+        if not self.twist_stamped:
+            return twist
+        out = TwistStamped(twist=twist)
+        out.header.stamp = frame.header.stamp
+        out.header.frame_id = topics.BASE_FRAME
+        return out
+
+    def _model_step_failed(self, err: Exception) -> None:
+        """Log a failing model step once per kind (type + message), count it, report ERROR."""
+        kind = (type(err).__name__, str(err))
+        self.counters["model_errors"] += 1
+        if kind not in self._logged_error_kinds:
+            if len(self._logged_error_kinds) < MAX_LOGGED_ERROR_KINDS:
+                self._logged_error_kinds.add(kind)
+            self.get_logger().error(
+                f"model step failed: {kind[0]}: {kind[1]} (logged once per kind; "
+                f"counted as model_errors)\n{traceback.format_exc()}"
+            )
+        self._note_fault(DiagnosticStatus.ERROR, f"model step failed: {kind[0]}: {kind[1]}")
+        self._count_failure(f"{kind[0]}: {kind[1]}")
+
+    def _count_failure(self, what: str) -> None:
+        """One more step in a row without an action; at the limit, halt until re-activated."""
+        self.consecutive_failures += 1
+        limit = int(self.p("max_consecutive_failures"))
+        if self.consecutive_failures >= limit and not self.halted:
+            self.halted = (
+                f"halted: {self.consecutive_failures} model steps failed in a row "
+                f"(last: {what}); not publishing until deactivated and activated again"
+            )
+            self.get_logger().error(self.halted)
+
     # -- diagnostics ------------------------------------------------------------------------
+    def _note_fault(self, level: int, message: str) -> None:
+        """Keep the worst fault for the next diagnostics message."""
+        if self.fault is None or level >= self.fault[0]:
+            self.fault = (level, message)
+
     def _report(self, level: int, message: str) -> None:
-        """Log a fault and keep the worst one for the next diagnostics message."""
+        """Log a fault (throttled) and keep the worst one for the next diagnostics message."""
         log = (
             self.get_logger().error
             if level == DiagnosticStatus.ERROR
             else self.get_logger().warning
         )
         log(message, throttle_duration_sec=1.0)
-        if self.fault is None or level >= self.fault[0]:
-            self.fault = (level, message)
+        self._note_fault(level, message)
+
+    def _state(self) -> tuple[int, str]:
+        """What the node is doing, from what it did: "acting" only if an action was published
+        within the last diagnostics period (or two control periods, if longer)."""
+        if self.halted:
+            return DiagnosticStatus.ERROR, self.halted
+        if self.policy is None:
+            return DiagnosticStatus.OK, "unconfigured"
+        if not self._active.is_set():
+            return DiagnosticStatus.OK, "inactive"
+        if self.instruction is None:
+            if self.instruction_problem:
+                return (
+                    DiagnosticStatus.WARN,
+                    f"not acting: {self.instruction_problem}; waiting for a valid instruction",
+                )
+            return DiagnosticStatus.OK, "waiting for an instruction"
+        window = max(DIAGNOSTICS_PERIOD_S, 2.0 / float(self.p("control_rate_hz")))
+        now = time.monotonic()
+
+        def recent(t: float | None) -> bool:
+            return t is not None and now - t <= window
+
+        if self.p("dry_run"):
+            if recent(self._last_step_time):
+                return DiagnosticStatus.OK, "dry run: computing actions, publishing none"
+        elif self._last_publish_times and recent(self._last_publish_times[-1]):
+            return DiagnosticStatus.OK, "acting"
+        if recent(self._last_frame_time):
+            return DiagnosticStatus.WARN, f"not acting: frames arrive but no action in {window} s"
+        return DiagnosticStatus.OK, "waiting for frames"
 
     def _publish_diagnostics(self) -> None:
         info = self.policy.info if self.policy else None
         status = DiagnosticStatus(name="vla_pruned_ros: vla_policy", hardware_id="policy")
-        if self.fault is not None:
-            status.level, status.message = self.fault
-        else:
-            status.level = DiagnosticStatus.OK
-            status.message = "acting" if self._active.is_set() else "inactive"
+        level, message = self._state()
+        fault = self.fault
+        if fault is not None and fault[0] >= level:
+            level, message = fault[0], f"{message}; {fault[1]}"
+        status.level, status.message = level, message
         lat = sorted(self.latencies)
         times = list(self._last_publish_times)
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
@@ -273,6 +413,8 @@ class PolicyNode(LifecycleNode):
             "rate_hz": f"{rate:.2f}",
             "frames_received": str(self.slot.received),
             "frames_dropped": str(self.slot.dropped),
+            "consecutive_failures": str(self.consecutive_failures),
+            "halted": str(bool(self.halted)).lower(),
             **{k: str(v) for k, v in self.counters.items()},
         }
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]

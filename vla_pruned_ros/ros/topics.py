@@ -18,4 +18,3 @@ SAFETY_EVENTS = "safety/events"
 SAFETY_STATUS = "safety/status"
 DIAGNOSTICS = "/diagnostics"
 BASE_FRAME = "base_link"  # REP-105 frame of velocity commands (TwistStamped)
-BASE_FRAME = "base_link"  # REP-105: the robot body frame; TwistStamped commands are in it
