@@ -105,3 +105,28 @@ def test_exclude_adds_to_the_defaults_and_no_default_exclude_drops_them(folders)
     assert more == [n for n in base if ".layers.0." not in n]
     everything = select(names, None, OnlyExclude([]))
     assert "model.connector.modality_projection.proj" in everything and "lm_head" in everything
+
+
+def test_a_processor_needing_a_missing_package_names_it(tmp_path) -> None:
+    """Qwen2.5-VL's processor builds a video processor that needs torchvision; without it the
+    calibration path says which package to install, not a raw ImportError."""
+    import importlib.util
+    import json
+
+    from checkpoint_fixtures import _tokenizer
+
+    from vla_pruned_ros.models.hf_checkpoint import CheckpointError
+    from vla_pruned_ros.models.hf_sequential import calibration_inputs
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed here: nothing is missing")
+    folder = tmp_path / "qwen"
+    write_tiny_family("Qwen2.5-VL", folder)
+    _tokenizer()[0].save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor",
+        "patch_size": 2, "merge_size": 1, "temporal_patch_size": 1}))  # fmt: skip
+    (folder / "processor_config.json").write_text('{"processor_class": "Qwen2_5_VLProcessor"}')
+    image = torch.zeros(16, 16, 3, dtype=torch.uint8).numpy()
+    with pytest.raises(CheckpointError, match=r"'torchvision'.*pip install torchvision"):
+        calibration_inputs(folder, [image], ["go"], "{instruction}")

@@ -12,6 +12,7 @@ import contextlib
 import fnmatch
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,19 @@ class OnlyExclude(tuple):
 
 class CheckpointError(ValueError):
     """A folder that cannot be compressed as given; the message says what to change."""
+
+
+def missing_package(what: str, err: ImportError) -> CheckpointError:
+    """The error for a processor or model that needs a package this environment lacks, naming
+    the package to install (transformers says "X requires the Torchvision library")."""
+    found = re.search(r"requires the (\w[\w.-]*) library", str(err))
+    name = found.group(1).lower() if found else (getattr(err, "name", None) or "")
+    name = name.split(".")[0]
+    if not name:
+        return CheckpointError(f"{what} needs a package that is not installed: {err}")
+    return CheckpointError(
+        f"{what} needs the Python package {name!r}, which is not installed here: pip install {name}"
+    )
 
 
 def checkpoint_files(folder: Path) -> list[Path]:

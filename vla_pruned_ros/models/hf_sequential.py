@@ -33,6 +33,7 @@ from vla_pruned_ros.models.hf_checkpoint import (
     architecture,
     attach_deployment,
     checkpoint_files,
+    missing_package,
     model_keys,
     rebuild_meta_buffers,
     select,
@@ -268,6 +269,8 @@ def calibration_ids(
     try:
         tok = AutoTokenizer.from_pretrained(folder, local_files_only=True,
                                             trust_remote_code=trust_remote_code)  # fmt: skip
+    except ImportError as err:
+        raise missing_package(f"the tokenizer of {folder}", err) from None
     except (OSError, ValueError) as err:
         raise CheckpointError(
             f"{folder} has no usable tokenizer for --calib-texts: {err}"
@@ -296,6 +299,8 @@ def calibration_inputs(
     try:
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True,
                                                   trust_remote_code=trust_remote_code)  # fmt: skip
+    except ImportError as err:
+        raise missing_package(f"the processor of {folder}", err) from None
     except (OSError, ValueError, TypeError) as err:
         raise CheckpointError(
             f"{folder} has no usable processor for image calibration ({err}); save it next to "
