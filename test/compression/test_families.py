@@ -130,3 +130,22 @@ def test_a_processor_needing_a_missing_package_names_it(tmp_path) -> None:
     image = torch.zeros(16, 16, 3, dtype=torch.uint8).numpy()
     with pytest.raises(CheckpointError, match=r"'torchvision'.*pip install torchvision"):
         calibration_inputs(folder, [image], ["go"], "{instruction}")
+
+
+def test_vla_prune_exclude_adds_and_no_default_exclude_drops(folders, tmp_path) -> None:
+    import subprocess
+
+    folder, _ = folders["Idefics3"]
+
+    def run(*extra: str) -> set[str]:
+        out = tmp_path / f"art{len(list(tmp_path.iterdir()))}"
+        done = subprocess.run([sys.executable, "-m", "vla_pruned_ros.cli.prune", "--model",
+                               str(folder), "--pattern", "2:4", "-o", str(out), *extra],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return set(read_manifest(out)["layers"])
+
+    added = run("--exclude", "*layers.0.*")
+    assert added and not any(".layers.0." in n or "connector" in n for n in added)
+    dropped = run("--no-default-exclude", "--exclude", "*vision*", "lm_head")
+    assert "model.connector.modality_projection.proj" in dropped and "lm_head" not in dropped
