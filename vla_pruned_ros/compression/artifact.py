@@ -47,6 +47,11 @@ from vla_pruned_ros.compression.runtime import (
     to_semi_structured,
 )
 from vla_pruned_ros.compression.safetensors_io import TensorFiles
+from vla_pruned_ros.compression.sparse_runtime import (
+    SparseGluestickLinear,
+    from_loaded,
+    sparse_reason,
+)
 
 FORMAT = "vla_pruned_ros.artifact"
 FORMAT_VERSION = 1
@@ -444,8 +449,10 @@ def load_artifact(
         keys = ("values", "indices") if entry["storage"] == "nm" else ("values", "bitmask")
         packed = {k: _take(pruned, f"{name}.{k}", folder / PRUNED) for k in keys}
         _check_packed(folder / PRUNED, name, packed, entry["pattern"], shape)
-        try:
-            weight = unpack(packed, entry["pattern"], shape)
+        sparse_here = mode == "sparse" and not is_conv and device.type == "cpu"
+        try:  # the sparse runtime never unpacks: its layer is built from `packed` below
+            weight = (torch.empty(shape, device="meta") if sparse_here
+                      else unpack(packed, entry["pattern"], shape))  # fmt: skip
         except (ValueError, RuntimeError, IndexError) as err:
             raise ArtifactError(f"{folder / PRUNED}: layer {name}: {err}") from None
         if is_conv:
@@ -488,8 +495,11 @@ def load_artifact(
                 )
         layer.spectrum = entry.get("spectrum")
         layer.singular_values = spectra.get(name)
+        if sparse_here:
+            layer = from_loaded(layer, packed)
         replace_module(model, name, layer)
         layer_keys.update(f"{name}.{k}" for k in ("weight", "bias", "a", "b", "a_scale", "b_scale"))
+        layer_keys.update(f"{name}.{k}" for k in layer.state_dict())  # the sparse layout's too
     rest = _tensors(folder, WEIGHTS, manifest)
     state = model.state_dict(keep_vars=True)
     state_keys = set(state)
@@ -565,6 +575,12 @@ def _apply_mode(
         if mode == "packed":
             replace_module(model, name, to_packed(layer, storage))
             layer_modes[name] = "packed"
+        elif mode == "sparse":
+            reason = None if isinstance(layer, SparseGluestickLinear) else sparse_reason(
+                layer, device) or "not loaded into the sparse layout"  # fmt: skip
+            layer_modes[name] = "materialize" if reason else "sparse"
+            if reason:
+                fallbacks[name] = reason
         elif mode == "semi_structured":
             reason = semi_structured_reason(layer, device)
             if reason is None:
@@ -578,7 +594,7 @@ def _apply_mode(
     if fallbacks:
         first = next(iter(fallbacks.values()))
         warnings.warn(
-            f"semi_structured: {len(fallbacks)} of {len(layer_modes)} layers stay materialized "
+            f"{mode}: {len(fallbacks)} of {len(layer_modes)} layers stay materialized "
             f"(e.g. {first}); see model.artifact['fallbacks']",
             stacklevel=3,
         )

@@ -6,6 +6,8 @@
 - `semi_structured`: PyTorch's 2:4 sparse kernels (cuSPARSELt/CUTLASS) on CUDA. Layers that
   cannot take them (not 2:4, or shapes the kernels refuse) stay materialized, and the model says
   which, so a user never mistakes a fallback for a speed-up.
+- `sparse`: the compiled CPU kernel computes from the packed form (`sparse_runtime.py`); no
+  dense copy of a layer exists at load or forward. Convolutions stay materialized (said per layer).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import nn
 from vla_pruned_ros.compression.gluestick import GluestickConv2d, GluestickLinear
 from vla_pruned_ros.compression.packing import pack, unpack
 
-MODES = ("materialize", "packed", "semi_structured")
+MODES = ("materialize", "packed", "semi_structured", "sparse")
 
 
 def check_mode(mode: str) -> str:

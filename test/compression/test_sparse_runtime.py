@@ -1,0 +1,233 @@
+"""The `sparse` runtime: the compiled kernel against `materialize`, malformed packed tensors,
+loading artifacts straight into the packed layout, and the pure-PyTorch fallback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vla_pruned_ros.compression import load_artifact, save_artifact
+from vla_pruned_ros.compression.gluestick import GluestickLinear, gap_factors
+from vla_pruned_ros.compression.kernels import kernel
+from vla_pruned_ros.compression.packing import pack, pack_bits, unpack, unpack_bits
+from vla_pruned_ros.compression.sparse_runtime import SparseGluestickLinear, to_sparse
+
+
+def _pruned(d_out: int, d_in: int, pattern: str, gen: torch.Generator) -> torch.Tensor:
+    w = torch.randn(d_out, d_in, generator=gen)
+    if pattern.startswith("unstructured"):
+        return (w * (torch.rand(d_out, d_in, generator=gen) > 0.5)).half().float()
+    n, m = map(int, pattern.split(":"))
+    groups = w.reshape(d_out, -1, m)
+    keep = groups.abs().topk(n, -1).indices
+    mask = torch.zeros_like(groups).scatter_(-1, keep, 1.0)
+    return (groups * mask).reshape(d_out, d_in).half().float()
+
+
+def _layer(d_out, d_in, pattern, rank, factor_dtype, bias, seed=0) -> GluestickLinear:
+    gen = torch.Generator().manual_seed(seed)
+    dense = torch.randn(d_out, d_in, generator=gen)
+    pruned = _pruned(d_out, d_in, pattern, gen)
+    lin = nn.Linear(d_in, d_out, bias=bias)
+    lin.weight.data = pruned
+    factors = gap_factors(dense, pruned, rank) if rank else None
+    return GluestickLinear(lin, factors, factor_dtype, pattern, "magnitude")
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def test_the_compiled_kernel_is_built_and_vectorised_where_the_cpu_can() -> None:
+    k = kernel()
+    assert k is not None, "the sparse kernel must build here (g++ and ninja are installed)"
+    flags = open("/proc/cpuinfo").read()
+    if all(f" {f}" in flags for f in ("avx2", "fma", "f16c")):
+        assert k.vectorized()
+
+
+SHAPES = [(37, 20), (48, 1028), (5, 8), (33, 12), (130, 264)]
+
+
+@pytest.mark.parametrize("pattern", ["2:4", "4:8", "unstructured:0.5"])
+@pytest.mark.parametrize("values", [torch.float16, torch.bfloat16])
+def test_kernel_equals_materialize(pattern, values) -> None:
+    for d_out, d_in in SHAPES:
+        m = 1 if pattern.startswith("unstructured") else int(pattern.split(":")[1])
+        if d_in % m:
+            continue
+        for rank, factor_dtype in ((0, "float16"), (8, "float16"), (4, "int8")):
+            for tokens in (1, 3, 9, 300):
+                ref_layer = _layer(d_out, d_in, pattern, rank, factor_dtype, tokens % 2 == 1)
+                ref_layer.weight.data = ref_layer.weight.data.to(values).float()
+                sparse = to_sparse(ref_layer, values)
+                assert isinstance(sparse, SparseGluestickLinear) and sparse.compiled
+                x = torch.randn(tokens, d_in)
+                case = (pattern, values, d_out, d_in, rank, factor_dtype, tokens)
+                assert _rel(sparse(x), ref_layer(x)) < 1e-3, case
+    x3 = torch.randn(2, 5, d_in)  # 3-D input of the last shape
+    assert _rel(sparse(x3), ref_layer(x3)) < 1e-3
+    assert sparse(x3).shape == (2, 5, d_out)
+
+
+def test_malformed_packed_tensors_raise() -> None:
+    layer = _layer(16, 32, "2:4", 0, "float16", True)
+    packed = pack(layer.weight.half(), "2:4")
+    k = kernel()
+    k.validate_nm(packed["indices"], 2, 4, 16, 32)
+    with pytest.raises(RuntimeError, match="bytes"):
+        k.validate_nm(packed["indices"][:-1].contiguous(), 2, 4, 16, 32)
+    bad = packed["indices"].clone()
+    bad[3] = 0  # both indices of a group 0: a duplicate position
+    with pytest.raises(RuntimeError, match="distinct positions"):
+        k.validate_nm(bad, 2, 4, 16, 32)
+    with pytest.raises(RuntimeError, match="distinct positions"):
+        SparseGluestickLinear(
+            {"values": packed["values"], "indices": bad}, (16, 32), "2:4", "m", None, None, "int8"
+        )
+    with pytest.raises(RuntimeError, match="values hold"):
+        k.nm_linear(torch.randn(1, 32), packed["values"][:-1].contiguous(), packed["indices"],
+                    2, 4, 16, 32, None, None, None, 1.0, 1.0)  # fmt: skip
+    # 4:8: 3-bit indices; an index byte naming position >= ... cannot exist, order is checked
+    w8 = _pruned(8, 16, "4:8", torch.Generator().manual_seed(1))
+    p8 = pack(w8.half(), "4:8")
+    k.validate_nm(p8["indices"], 4, 8, 8, 16)
+    flipped = p8["indices"].clone()
+    flipped[0] = 0xFF
+    with pytest.raises(RuntimeError, match="distinct positions"):
+        k.validate_nm(flipped, 4, 8, 8, 16)
+    um = pack(
+        _pruned(8, 12, "unstructured", torch.Generator().manual_seed(2)).half(), "unstructured:0.5"
+    )
+    k.bitmask_row_offsets(um["bitmask"], 8, 12, um["values"].numel())
+    with pytest.raises(RuntimeError, match="marks"):
+        k.bitmask_row_offsets(um["bitmask"], 8, 12, um["values"].numel() + 1)
+    with pytest.raises(RuntimeError, match="bytes"):
+        k.bitmask_row_offsets(um["bitmask"][:-1].contiguous(), 8, 12, um["values"].numel())
+
+
+def test_table_unpack_equals_the_bit_stream() -> None:
+    gen = torch.Generator().manual_seed(3)
+    for bits in (1, 2, 3, 4, 5, 8):
+        for count in (1, 7, 8, 9, 1001):
+            v = torch.randint(0, 1 << bits, (count,), generator=gen)
+            got = unpack_bits(pack_bits(v, bits), bits, count)
+            assert got.dtype == torch.uint8 and torch.equal(got.long(), v), (bits, count)
+    w = _pruned(6, 16, "4:8", gen)
+    assert torch.equal(unpack(pack(w, "4:8"), "4:8", (6, 16)), w)
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(24, 40)
+        self.b = nn.Linear(40, 24, bias=False)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def _tiny_artifact(tmp_path, pattern: str, factor_dtype: str):
+    torch.manual_seed(0)
+    model = _Tiny()
+    for name in ("a", "b"):
+        lin = model.get_submodule(name)
+        gen = torch.Generator().manual_seed(len(name))
+        pruned = _pruned(lin.out_features, lin.in_features, pattern, gen)
+        factors = gap_factors(lin.weight, pruned, 4)
+        lin.weight.data = pruned
+        setattr(model, name, GluestickLinear(lin, factors, factor_dtype, pattern, "magnitude"))
+    return save_artifact(model, tmp_path / "art", weight_dtype="float16")
+
+
+@pytest.mark.parametrize("pattern", ["2:4", "unstructured:0.5"])
+def test_artifact_loads_straight_into_the_sparse_layout(tmp_path, pattern) -> None:
+    folder = _tiny_artifact(tmp_path, pattern, "int8")
+    mat = load_artifact(folder, _Tiny, mode="materialize")
+    sparse = load_artifact(folder, _Tiny, mode="sparse")
+    assert sparse.artifact["mode"] == "sparse" and not sparse.artifact["fallbacks"]
+    assert set(sparse.artifact["layer_modes"].values()) == {"sparse"}
+    for name in ("a", "b"):
+        layer = sparse.get_submodule(name)
+        assert isinstance(layer, SparseGluestickLinear) and layer.compiled
+        assert not hasattr(layer, "weight") or layer.weight is None
+        assert layer.values.dtype == torch.float16  # not widened by the model's fp32 cast
+    x = torch.randn(3, 7, 24)
+    assert _rel(sparse(x), mat(x)) < 1e-3
+
+
+def test_fallback_path_without_the_kernel(tmp_path) -> None:
+    """VLA_SPARSE_KERNEL=0 (as on a machine without a compiler): same results, said."""
+    folder = _tiny_artifact(tmp_path, "2:4", "float16")
+    code = f"""
+import torch
+from torch import nn
+from vla_pruned_ros.compression import load_artifact
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(24, 40)
+        self.b = nn.Linear(40, 24, bias=False)
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+m = load_artifact({str(folder)!r}, _Tiny, mode="sparse")
+assert not m.a.compiled and m.artifact["layer_modes"]["a"] == "sparse"
+torch.manual_seed(5)
+torch.save(m(torch.randn(4, 24)), "out.pt")
+"""
+    env = {**os.environ, "VLA_SPARSE_KERNEL": "0", "PYTHONPATH": os.getcwd()}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "disabled by VLA_SPARSE_KERNEL=0" in done.stderr
+    torch.manual_seed(5)
+    x = torch.randn(4, 24)
+    mat = load_artifact(folder, _Tiny, mode="materialize")
+    assert _rel(torch.load(tmp_path / "out.pt"), mat(x)) < 1e-3
+
+
+def test_embedded_vla_closed_loop_same_actions_sparse_and_materialize(tmp_path) -> None:
+    from vla_pruned_ros.models.registry import load_policy
+    from vla_pruned_ros.sim import make_task
+
+    out = tmp_path / "mag24_r8"
+    done = subprocess.run(
+        [sys.executable, "-m", "vla_pruned_ros.cli.prune", "--method", "magnitude",
+         "--pattern", "2:4", "--rank", "8", "--factor-dtype", "float16", "-o", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    policies = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for mode in ("materialize", "sparse"):
+            policies[mode] = load_policy(str(out), "nav", mode=mode)
+    model = policies["sparse"].model if hasattr(policies["sparse"], "model") else None
+    if model is not None and hasattr(model, "artifact"):
+        assert "sparse" in model.artifact["layer_modes"].values()
+    task = make_task("nav")
+    try:
+        actions = {}
+        for mode, policy in policies.items():
+            obs = task.reset(7)
+            actions[mode] = []
+            for _ in range(12):
+                action = policy.predict(obs.image, obs.instruction)
+                actions[mode].append(action)
+                result = task.step(action)
+                obs = result.observation
+                if result.done:
+                    break
+    finally:
+        task.close()
+    assert len(actions["sparse"]) == len(actions["materialize"])
+    np.testing.assert_allclose(
+        np.stack(actions["sparse"]), np.stack(actions["materialize"]), atol=2e-3, rtol=1e-3
+    )

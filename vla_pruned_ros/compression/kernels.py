@@ -1,0 +1,103 @@
+"""The compiled CPU kernel for pruned linear layers (`csrc/sparse_linear.cpp`), built on first
+use against the installed torch into `build/torch_extensions/` of the repository (or
+`$VLA_KERNEL_CACHE`), once per machine kind.
+
+Where it cannot be built (no C++ compiler, no ninja, a failing build) `kernel()` returns None and
+`kernel_unavailable_reason()` says why in one line; the sparse runtime then runs the pure-PyTorch
+packed path. `VLA_SPARSE_KERNEL=0` disables it on purpose (to test that fallback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+SOURCE = Path(__file__).parent / "csrc" / "sparse_linear.cpp"
+_X86_FLAGS = ("avx2", "fma", "f16c")
+_state: dict[str, object] = {}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def compile_flags() -> list[str]:
+    """-O3 plus AVX2/FMA/F16C where this x86 CPU has all three (runtime check at build time);
+    elsewhere (aarch64, older x86) the portable scalar path only."""
+    flags = ["-O3"]
+    if platform.machine() in ("x86_64", "AMD64") and set(_X86_FLAGS) <= _cpu_flags():
+        flags += ["-mavx2", "-mfma", "-mf16c"]
+    return flags
+
+
+def cache_dir() -> Path:
+    """One folder per (source, torch version, machine, flags): a rebuild only when one changes."""
+    flags = compile_flags()
+    key = hashlib.sha256(
+        SOURCE.read_bytes() + f"{torch.__version__}|{platform.machine()}|{flags}".encode()
+    ).hexdigest()[:12]
+    root = os.environ.get("VLA_KERNEL_CACHE") or Path(__file__).resolve().parents[2] / "build"
+    return Path(root) / "torch_extensions" / f"sparse_linear_{key}"
+
+
+def _build() -> ModuleType | None:
+    if os.environ.get("VLA_SPARSE_KERNEL", "1") == "0":
+        _state["reason"] = "disabled by VLA_SPARSE_KERNEL=0"
+        return None
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        _state["reason"] = "no C++ compiler found (install g++ to build the sparse kernel)"
+        return None
+    if shutil.which("ninja") is None:
+        try:
+            import ninja  # noqa: F401
+        except ImportError:
+            _state["reason"] = "ninja not found (apt-get install ninja-build or pip install ninja)"
+            return None
+    from torch.utils.cpp_extension import load
+
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return load(
+            name="vla_sparse_linear",
+            sources=[str(SOURCE)],
+            extra_cflags=compile_flags(),
+            build_directory=str(folder),
+            verbose=False,
+        )
+    except Exception as err:  # a compiler error must not stop a robot from loading its model
+        line = " ".join(str(err).split())[:200]
+        _state["reason"] = f"building the sparse kernel failed: {line}"
+        return None
+
+
+def kernel() -> ModuleType | None:
+    """The compiled extension (built and cached on first call), or None with a reason."""
+    if "module" not in _state:
+        _state["module"] = _build()
+        if _state["module"] is None:
+            warnings.warn(
+                f"sparse kernel unavailable, pure-PyTorch path used: {_state['reason']}",
+                stacklevel=2,
+            )
+    return _state["module"]  # type: ignore[return-value]
+
+
+def kernel_unavailable_reason() -> str | None:
+    """Why `kernel()` is None, or None when it is available."""
+    return None if kernel() is not None else str(_state.get("reason"))
