@@ -151,5 +151,10 @@ print(f"[setup] ok: vla_pruned_ros {vla_pruned_ros.__version__}, torch {torch.__
       f"rclpy + vla_pruned_ros_msgs importable")
 PYCHECK
 
+# --- the sparse runtime's CPU kernel (cached in build/; without a compiler: pure PyTorch) ---
+step "building the sparse kernel (first time: a few minutes)"
+"$VPY" -c "from vla_pruned_ros.compression.kernels import kernel as k, kernel_unavailable_reason as r
+print('[setup] sparse kernel:', 'compiled' if k() else r())"
+
 fingerprint >"$STAMP"
 step "done: $VENV"
