@@ -104,3 +104,12 @@ def test_a_changed_or_added_checkpoint_file_is_refused(built, tmp_path) -> None:
     (copy / "helpers" / "extra_module.py").write_text("print('hi')\n")
     with pytest.raises(ArtifactError, match=r"helpers/extra_module\.py"):
         load_checkpoint_artifact(copy, trust_remote_code=True)
+
+
+def test_vla_inspect_shows_the_deployment(built) -> None:
+    _, out = built
+    shown = subprocess.run([sys.executable, "-m", "vla_pruned_ros.cli.inspect_artifact",
+                            str(out)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "adapter openvla {'unnorm_key': 'bridge_orig'}" in shown.stdout
+    assert "modeling_tiny_openvla.py" in shown.stdout

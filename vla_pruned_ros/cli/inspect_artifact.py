@@ -33,7 +33,8 @@ def summarize(folder: Path) -> dict[str, Any]:
         if name == WEIGHTS or name.startswith(f"{stem}-"):
             with safe_open(str(folder / name), "pt") as f:
                 rest += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-    stored = sum(size for name, size in files.items() if not name.startswith("spectra"))
+    stored = sum(size for name, size in files.items()  # tensors only, not the processor files
+                 if name.endswith(".safetensors") and not name.startswith("spectra"))  # fmt: skip
     return {
         "manifest": manifest,
         "file_bytes": files,
@@ -84,6 +85,13 @@ def print_summary(s: dict[str, Any]) -> None:
     )
     if m["provided_by_factory"]:
         print(f"  not stored (from the model factory): {', '.join(m['provided_by_factory'])}")
+    deploy = (m.get("extra") or {}).get("deploy")
+    if deploy:
+        adapter = deploy.get("adapter") or {}
+        print(f"deploy    adapter {adapter.get('name') or '-'} {adapter.get('options') or {}}; "
+              f"{len(deploy.get('files', []))} checkpoint files (remote code: "
+              f"{', '.join(deploy.get('remote_code', [])) or 'none'}); source sha256 "
+              f"{(m.get('source') or {}).get('sha256') or '-'}")  # fmt: skip
     rows = layer_rows(m)
     cols = ["layer", "shape", "pattern", "rank", "factors", "energy_kept", "effective_rank",
             "rank_90", "full_rank"]  # fmt: skip
