@@ -149,3 +149,19 @@ def test_vla_prune_exclude_adds_and_no_default_exclude_drops(folders, tmp_path) 
     assert added and not any(".layers.0." in n or "connector" in n for n in added)
     dropped = run("--no-default-exclude", "--exclude", "*vision*", "lm_head")
     assert "model.connector.modality_projection.proj" in dropped and "lm_head" not in dropped
+
+
+def test_vla_prune_records_the_adapter_and_its_options(folders, tmp_path) -> None:
+    import subprocess
+
+    folder, _ = folders["LLaVA"]
+    out = tmp_path / "art"
+    done = subprocess.run([sys.executable, "-m", "vla_pruned_ros.cli.prune", "--model",
+                           str(folder), "--pattern", "2:4", "-o", str(out), "--adapter",
+                           "text_action", "--adapter-option", "max_new_tokens=8",
+                           "--adapter-option", "pattern=turn (left|right)"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    adapter = read_manifest(out)["extra"]["deploy"]["adapter"]
+    options = {"max_new_tokens": 8, "pattern": "turn (left|right)"}
+    assert adapter == {"name": "text_action", "options": options}

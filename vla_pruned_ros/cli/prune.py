@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from vla_pruned_ros.compression import METHODS, memory_report
 from vla_pruned_ros.compression.quantize import FACTOR_DTYPES
@@ -76,6 +77,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", nargs="*", default=None,
                    help="module-name globs to keep dense, added to the defaults (checkpoints: "
                    "heads, embeddings, vision towers, connectors/projectors)")  # fmt: skip
+    p.add_argument("--adapter", default=None,
+                   help="checkpoints: the adapter the artifact names for deployment (default: "
+                   "openvla for a checkpoint with norm_stats, else none)")  # fmt: skip
+    p.add_argument("--adapter-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option stored with --adapter (VALUE parsed as JSON when it is); "
+                   "repeatable")  # fmt: skip
     p.add_argument("--no-default-exclude", action="store_true",
                    help="checkpoints: drop the default excludes (only --exclude stays "
                    "dense)")  # fmt: skip
@@ -169,11 +176,31 @@ def _stream(args: argparse.Namespace, folder: Path) -> int:
                 correction=args.correction, damp=args.correction_damp,
                 calib_source=calibration_source(args), **options,
             )  # fmt: skip
+        if args.adapter or args.adapter_option:
+            from vla_pruned_ros.models.hf_checkpoint import attach_deployment
+
+            out = attach_deployment(out, folder, args.adapter, adapter_options(args.adapter_option))
     except (OSError, ValueError, CheckpointError) as err:
         print(f"vla-prune: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out} from {folder}; inspect it with vla-inspect {out}")
     return 0
+
+
+def adapter_options(pairs: list[str]) -> dict[str, Any]:
+    """{key: value} from KEY=VALUE strings; a VALUE that parses as JSON is stored as such."""
+    import json
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--adapter-option {pair!r} is not KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 def checkpoint_calibration(args: argparse.Namespace, folder: Path) -> list:
