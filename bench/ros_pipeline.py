@@ -11,6 +11,14 @@ camera rate from this process, and measures:
 
     .venv/bin/python bench/ros_pipeline.py [--seconds 20] [--artifact embedded|FOLDER]
 
+`--overhead` measures instead, in one process, the node's per-frame cost outside the model for a
+checkpoint adapter (`openvla` on the OpenVLA-contract fixture of test/checkpoint_fixtures.py, or
+`--artifact FOLDER` with `--adapter`): sensor_msgs/Image -> RGB conversion, the processor
+(image and tokenised prompt) and the model's own `predict_action`, per frame, with the prompt
+cached per instruction (the adapter's default) and without.
+
+    .venv/bin/python bench/ros_pipeline.py --overhead [--frames 100]
+
 Without trained weights it benchmarks the shipped architecture with untrained weights (same
 compute), and says so.
 """
@@ -68,12 +76,69 @@ def _artifact(requested: str, tmp: Path) -> tuple[str, str]:
     return str(tmp / "untrained"), "untrained weights, shipped architecture"
 
 
+def overhead(artifact: str, adapter: str, frames: int, options: dict) -> int:
+    """Per-frame milliseconds of conversion, processor and model for a checkpoint adapter."""
+    import torch
+
+    from vla_pruned_ros.models.registry import load_policy
+    from vla_pruned_ros.ros.image_io import image_to_rgb
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(8)]
+    msgs = [rgb_to_image(im, sec_to_stamp(0.0)) for im in images]
+    rows = []
+    for cached in (True, False):
+        policy = load_policy(artifact, "nav", adapter=adapter, cache_prompt=cached, **options)
+        conv, prep, model = [], [], []
+        for i in range(frames + 5):
+            t0 = time.perf_counter()
+            rgb = image_to_rgb(msgs[i % len(msgs)])
+            t1 = time.perf_counter()
+            inputs = policy.inputs(rgb, "go to the red marker")
+            t2 = time.perf_counter()
+            with torch.inference_mode():
+                policy.model.predict_action(**inputs, unnorm_key=policy.unnorm_key,
+                                            do_sample=False)  # fmt: skip
+            t3 = time.perf_counter()
+            if i >= 5:  # warm-up frames left out
+                conv.append(1e3 * (t1 - t0))
+                prep.append(1e3 * (t2 - t1))
+                model.append(1e3 * (t3 - t2))
+        outside = [a + b for a, b in zip(conv, prep, strict=True)]
+        rows.append((f"prompt cached: {cached}", _p50_p99(conv), _p50_p99(prep),
+                     _p50_p99(outside), _p50_p99(model)))  # fmt: skip
+    print(
+        f"{artifact} through adapter {adapter}, 640x480 rgb8 frames, {frames} frames, "
+        "1 torch thread; ms p50 / p99"
+    )
+    print("| run | Image -> RGB | processor + prompt | outside the model | predict_action |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--artifact", default="embedded")
     parser.add_argument("--hz", type=float, default=30.0)
+    parser.add_argument("--overhead", action="store_true",
+                        help="per-frame cost outside the model (checkpoint adapter)")  # fmt: skip
+    parser.add_argument("--adapter", default="openvla")
+    parser.add_argument("--frames", type=int, default=100)
     args = parser.parse_args()
+    if args.overhead:
+        options = {"trust_remote_code": True}
+        artifact = args.artifact
+        if artifact == "embedded":
+            sys.path.insert(0, str(ROOT / "test"))
+            from checkpoint_fixtures import write_openvla_contract_fixture
+
+            tmp = Path(tempfile.mkdtemp(prefix="vla_bench_"))
+            artifact = str(write_openvla_contract_fixture(tmp / "openvla_contract_fixture"))
+        return overhead(artifact, args.adapter, args.frames, options)
     tmp = Path(tempfile.mkdtemp(prefix="vla_bench_"))
     artifact, label = _artifact(args.artifact, tmp)
     py = [sys.executable, "-m"]
