@@ -16,22 +16,8 @@ wait. Each stop is SIGINT first, so each node saves its state, then SIGKILL afte
 Exit codes: 0 a normal end (signal, duration, an `ends_graph` node finished), 1 a node died,
 2 a bringup file that cannot be started.
 
-A bringup file:
-
-    nodes:
-      - executable: safety_monitor          # a console script of this package
-        params: [config/safety_monitor.yaml] # relative to the bringup file's folder's parent
-        overrides: {report_dir: reports/safety}
-      - executable: policy_node
-        params: [config/policy_nav.yaml]
-      - executable: sim_node
-        ends_graph: true                     # its clean exit ends the run (code 0)
-      - script: scripts/my_driver.py         # a Python file run as a node (a robot's driver)
-        name: driver
-      - executable: safety_monitor
-        name: arm_gate
-        role: safety                         # default for safety_monitor; `node` otherwise
-    duration_s: 0                           # 0: until Ctrl-C
+The bringup file's format is described in `vla_pruned_ros/bringup.py`, which reads it for
+both `vla-ros up` and the launch files.
 """
 
 from __future__ import annotations
