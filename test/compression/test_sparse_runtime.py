@@ -190,7 +190,7 @@ torch.save(m(torch.randn(4, 24)), "out.pt")
     torch.manual_seed(5)
     x = torch.randn(4, 24)
     mat = load_artifact(folder, _Tiny, mode="materialize")
-    assert _rel(torch.load(tmp_path / "out.pt"), mat(x)) < 1e-3
+    assert _rel(torch.load(tmp_path / "out.pt", weights_only=True), mat(x)) < 1e-3
 
 
 def test_embedded_vla_closed_loop_same_actions_sparse_and_materialize(tmp_path) -> None:

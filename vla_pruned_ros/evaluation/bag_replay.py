@@ -22,11 +22,12 @@ import numpy as np
 
 from vla_pruned_ros.bags.play import BagError, open_reader
 from vla_pruned_ros.monitor import categories as cat
+from vla_pruned_ros.monitor.limits import TASK_SAFETY_CONFIG as SAFETY_CONFIG
+from vla_pruned_ros.monitor.velocity import action_to_velocity
 from vla_pruned_ros.ros import topics
 
 COMMAND_CATEGORIES = (cat.SPEED, cat.ACCELERATION, cat.INVALID_ACTION)
 ACTION_SPACE_TASK = {"base_velocity": "nav", "ee_velocity": "manip"}
-SAFETY_CONFIG = {"nav": "config/safety_monitor.yaml", "manip": "config/safety_manip.yaml"}
 
 
 @dataclass
@@ -215,12 +216,10 @@ class CommandChecker:
         self.counts: dict[str, dict[str, int]] = {}
 
     def check(self, step: BagStep, action: np.ndarray) -> list[str]:
-        from vla_pruned_ros.ros.conversions import action_to_twist, twist_to_lists
-
         if step.episode != self.episode:
             self.monitor.start_episode(step.episode, step.stamp)
             self.episode = step.episode
-        linear, angular = twist_to_lists(action_to_twist(step.names, action))
+        linear, angular = action_to_velocity(step.names, action)
         if not np.all(np.isfinite(action)):
             linear = [math.nan]
         self.monitor.on_command(linear, angular, step.stamp)

@@ -25,20 +25,14 @@ import numpy as np
 
 from vla_pruned_ros.monitor import SafetyLimits, SafetyMonitor
 from vla_pruned_ros.monitor.detectors import robot_contacts
+from vla_pruned_ros.monitor.limits import TASK_SAFETY_CONFIG as SAFETY_CONFIG
+from vla_pruned_ros.monitor.velocity import TWIST_FIELDS, action_to_velocity, velocity_to_action
 from vla_pruned_ros.monitor.zones import Point, ZoneConfig, scan_angles
 from vla_pruned_ros.params_file import read_ros_params
 from vla_pruned_ros.paths import package_file
 
 GATE_MODES = ("none", "stop", "direction")
-SAFETY_CONFIG = {"nav": "config/safety_monitor.yaml", "manip": "config/safety_manip.yaml"}
 SCAN_BEAMS = 36  # what the simulation node publishes (ros/sim_node.py)
-# Action element -> (Twist part, index): how an action vector drives a velocity-commanded robot.
-_TWIST_INDEX = {
-    "linear_x": ("linear", 0),
-    "vx": ("linear", 0),
-    "vy": ("linear", 1),
-    "angular_z": ("angular", 2),
-}
 
 
 def gate_config(task: str, mode: str, path: Path | None = None) -> tuple[SafetyLimits, ZoneConfig]:
@@ -63,17 +57,14 @@ class SimGate:
         self.blocked = 0  # actions the gate changed (stopped, blocked or slowed)
         self.stopped = 0  # of those, stopped whole by a stop decision
         for name in task.action_names:
-            if name not in _TWIST_INDEX:
+            if name not in TWIST_FIELDS:
                 raise ValueError(f"no Twist field for action element {name!r}")
         self.observe()
 
     def filter(self, action: np.ndarray) -> np.ndarray:
         """What the gate lets through of one action at the current sim time."""
         now = self.task.sim_time
-        linear, angular = [0.0] * 3, [0.0] * 3
-        for name, value in zip(self.task.action_names, action, strict=True):
-            part, i = _TWIST_INDEX[name]
-            (linear if part == "linear" else angular)[i] = float(value)
+        linear, angular = action_to_velocity(self.task.action_names, action)
         self.monitor.on_command(linear, angular, now)
         decision = self.monitor.decide(now)
         self.monitor.record_output(decision.stop, now)
@@ -83,10 +74,7 @@ class SimGate:
             return np.zeros_like(action)
         linear, angular = self.monitor.clamp(linear, angular)
         out = np.array(
-            [
-                (linear if _TWIST_INDEX[n][0] == "linear" else angular)[_TWIST_INDEX[n][1]]
-                for n in self.task.action_names
-            ],
+            velocity_to_action(self.task.action_names, linear, angular),
             dtype=np.asarray(action).dtype,
         )
         if not np.allclose(out, action):

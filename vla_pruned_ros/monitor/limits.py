@@ -10,6 +10,13 @@ from typing import Any
 from vla_pruned_ros.monitor.categories import CATEGORIES
 from vla_pruned_ros.monitor.stamps import CLOCK_SKEW_TOLERANCE_S
 
+TASK_SAFETY_CONFIG: dict[str, str] = {
+    "nav": "config/safety_monitor.yaml",
+    "manip": "config/safety_manip.yaml",
+}
+"""Each task's safety YAML (package-relative): the limits the gate applies in simulation,
+bag replay and on the robot's graph."""
+
 RANGES: dict[str, tuple[float, float]] = {
     "control_rate_hz": (0.1, 1000.0),
     "command_timeout_s": (0.0, 3600.0),

@@ -13,6 +13,7 @@ from geometry_msgs.msg import Twist
 from vla_pruned_ros_msgs.msg import SafetyEvent, SafetyStatus
 
 from vla_pruned_ros.monitor import CATEGORIES, Decision, EpisodeReport, SafetyEventRecord
+from vla_pruned_ros.monitor.velocity import TWIST_FIELDS, action_to_velocity
 
 
 def stamp_to_sec(stamp: Time) -> float:
@@ -58,28 +59,9 @@ def status_to_msg(
     return msg
 
 
-# Action element names -> Twist fields: how an action vector drives a velocity-commanded robot.
-TWIST_FIELDS = {
-    "linear_x": ("linear", "x"),
-    "linear_y": ("linear", "y"),
-    "linear_z": ("linear", "z"),
-    "angular_x": ("angular", "x"),
-    "angular_y": ("angular", "y"),
-    "angular_z": ("angular", "z"),
-    "vx": ("linear", "x"),
-    "vy": ("linear", "y"),
-    "vz": ("linear", "z"),
-}
-
-
 def action_to_twist(names: list[str] | tuple[str, ...], values) -> Twist:
     """A Twist from named action elements; names without a Twist field are ignored."""
-    msg = Twist()
-    for name, value in zip(names, values, strict=True):
-        if name in TWIST_FIELDS:
-            part, axis = TWIST_FIELDS[name]
-            setattr(getattr(msg, part), axis, float(value))
-    return msg
+    return lists_to_twist(*action_to_velocity(names, values))
 
 
 def twist_to_action(names: list[str] | tuple[str, ...], msg: Twist) -> np.ndarray:
