@@ -143,7 +143,7 @@ step "installing vla_pruned_ros (editable)"
 pip_q install -q --no-deps --no-build-isolation -e "$ROOT" || die "pip install -e . failed."
 
 "$VPY" - <<'PYCHECK' || die "the environment does not import cleanly (see above)."
-import rclpy, torch, transformers, safetensors, mujoco, rosbags, cv_bridge  # noqa: F401
+import rclpy, torch, transformers, safetensors, mujoco, rosbags, mcap, ray  # noqa: F401
 from vla_pruned_ros_msgs.msg import SafetyEvent, SafetyStatus, VLAAction  # noqa: F401
 from tf2_msgs.msg import TFMessage  # noqa: F401
 import vla_pruned_ros

@@ -1,39 +1,20 @@
-"""sensor_msgs/Image <-> numpy: the one module that converts camera frames (through cv_bridge).
-
-Frames are checked before conversion, so that a wrong encoding, a size that disagrees with the
-data, or an absurd resolution is rejected with a reason instead of crashing the node.
-"""
+"""sensor_msgs/Image <-> numpy for the nodes: thin wrappers over `vla_pruned_ros.frames`, where
+the one conversion (and its checks) lives ROS-free, so bag replay decodes frames the same way."""
 
 from __future__ import annotations
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from cv_bridge import CvBridge
 from sensor_msgs.msg import Image
 
-SUPPORTED_ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-MAX_SIDE = 8192
-_bridge = CvBridge()
+from vla_pruned_ros.frames import SUPPORTED_ENCODINGS, ImageRejected, decode_image
 
-
-class ImageRejected(ValueError):
-    """A frame the policy cannot use; the message says why."""
+__all__ = ["SUPPORTED_ENCODINGS", "ImageRejected", "image_to_rgb", "rgb_to_image"]
 
 
 def image_to_rgb(msg: Image) -> np.ndarray:
-    """An RGB uint8 HxWx3 array from any supported 8-bit encoding."""
-    channels = SUPPORTED_ENCODINGS.get(msg.encoding)
-    if channels is None:
-        raise ImageRejected(
-            f"unsupported encoding {msg.encoding!r}; supported: {sorted(SUPPORTED_ENCODINGS)}"
-        )
-    if not (0 < msg.height <= MAX_SIDE and 0 < msg.width <= MAX_SIDE):
-        raise ImageRejected(f"bad size {msg.width}x{msg.height}")
-    if msg.step < msg.width * channels or len(msg.data) != msg.step * msg.height:
-        raise ImageRejected(
-            f"data length {len(msg.data)} does not match step {msg.step} x height {msg.height}"
-        )
-    return np.ascontiguousarray(_bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+    """An RGB uint8 HxWx3 array from any supported 8-bit encoding (`frames.decode_image`)."""
+    return decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
 
 
 def rgb_to_image(rgb: np.ndarray, stamp: Time, frame_id: str = "camera") -> Image:
