@@ -5,12 +5,17 @@ turn them into `launch_ros` actions). Nothing here imports `launch`, so a test c
 
 A bringup file:
 
+    root: ..                                # optional; relative paths resolve against it
     nodes:
       - executable: safety_monitor          # a console script of this package
-        params: [config/safety_monitor.yaml] # relative to the bringup file's folder's parent
-        overrides: {report_dir: reports/safety}
+        params: [config/safety_monitor.yaml] # relative to `root` (default: this file's folder)
+        overrides: {report_dir: reports/safety}   # outputs: relative to the working directory
       - executable: policy_node
         params: [config/policy_nav.yaml]
+        overrides:
+          artifact: ../artifacts/my_vla      # an input path: relative to `root`, like params
+          adapter: openvla                   # a preset or module:Class, checked here
+          adapter_options: {action_map: {names: [linear_x, angular_z], order: [x, yaw]}}
       - executable: sim_node
         ends_graph: true                     # its clean exit ends the run (code 0)
       - script: scripts/my_driver.py         # a Python file run as a node (a robot's driver)
@@ -19,6 +24,14 @@ A bringup file:
         name: arm_gate
         role: safety                         # default for safety_monitor; `node` otherwise
     duration_s: 0                           # 0: until Ctrl-C
+
+Relative paths in the file (parameter files, scripts, and the input paths of PATH_PARAMETERS:
+the policy's `artifact`, the player's `bag`) resolve against the file's own folder, or against
+`root` (itself relative to that folder) when given: a user's `my_robot/bringup.yaml` naming
+`artifact: art` means `my_robot/art` wherever `vla-ros up` is started from. The shipped files
+say `root: ..` (the package root). Outputs such as `report_dir` stay relative to the working
+directory, as on a command line. `adapter_options` may be written as a mapping; the node
+receives it as JSON text (its parameter is a string).
 
 Replay graphs name the `bag_player` executable; a launch file plays the same bag with
 `ros2 bag play`, and `bag_play_command` builds that command from the same `config/bag_player.yaml`,
@@ -45,6 +58,10 @@ LIFECYCLE_EXECUTABLES = frozenset({"policy_node"})
 # The ROS node name each executable gives its node. `vla-ros up` renames none, so a launch file
 # must give these same names (a parameter file's sections are keyed by them); a test checks them
 # against the node classes.
+# Parameters, per executable, that name an input file or folder (resolved like `params`);
+# values in NOT_PATHS name no file ("embedded": the shipped model).
+PATH_PARAMETERS: dict[str, tuple[str, ...]] = {"policy_node": ("artifact",), "bag_player": ("bag",)}
+NOT_PATHS = frozenset({"", "embedded"})
 NODE_NAMES = {
     "policy_node": "vla_policy",
     "safety_monitor": "safety_monitor",
@@ -91,7 +108,9 @@ def load_bringup(path: Path) -> tuple[list[NodeSpec], float]:
     if not path.is_file():
         raise BringupError(f"bringup file {path} does not exist")
     data = yaml.safe_load(path.read_text()) or {}
-    base = path.resolve().parent.parent  # files name paths relative to the package root
+    base = (path.resolve().parent / str(data.get("root", "."))).resolve()
+    if not base.is_dir():
+        raise BringupError(f"{path}: root {data.get('root')!r} is not a folder ({base})")
     modules = entry_modules()
     specs = []
     for i, entry in enumerate(data.get("nodes") or []):
@@ -114,7 +133,7 @@ def load_bringup(path: Path) -> tuple[list[NodeSpec], float]:
         for p in params:
             if not p.is_file():
                 raise BringupError(f"{path}: node {i} ({exe}): parameter file {p} does not exist")
-        overrides = dict(entry.get("overrides") or {})
+        overrides = _node_overrides(path, i, exe, dict(entry.get("overrides") or {}), base)
         name, ends = entry.get("name", exe), bool(entry.get("ends_graph", False))
         role = entry.get("role", "safety" if exe == SAFETY_EXECUTABLE else "node")
         if role not in ROLES:
@@ -123,6 +142,29 @@ def load_bringup(path: Path) -> tuple[list[NodeSpec], float]:
     if not specs:
         raise BringupError(f"{path}: no nodes listed under 'nodes'")
     return specs, float(data.get("duration_s", 0) or 0)
+
+
+def _node_overrides(
+    path: Path, i: int, exe: str, overrides: dict[str, object], base: Path
+) -> dict[str, object]:
+    """A node's overrides as the node takes them: input paths resolved against `base`,
+    `adapter_options` as JSON text, the adapter's name checked (BringupError says why)."""
+    import json
+
+    from vla_pruned_ros.models.registry import adapter_problem
+
+    for key in PATH_PARAMETERS.get(exe, ()):
+        value = overrides.get(key)
+        if isinstance(value, str) and value not in NOT_PATHS:
+            p = Path(value).expanduser()
+            overrides[key] = str(p if p.is_absolute() else base / p)
+    if exe == "policy_node":
+        problem = adapter_problem(str(overrides.get("adapter", "")))
+        if problem:
+            raise BringupError(f"{path}: node {i} ({exe}): {problem}")
+        if isinstance(overrides.get("adapter_options"), dict):
+            overrides["adapter_options"] = json.dumps(overrides["adapter_options"])
+    return overrides
 
 
 def apply_overrides(specs: list[NodeSpec], by_executable: dict[str, dict[str, object]]) -> None:

@@ -3,6 +3,7 @@ dies the safety monitor stops last, after it has sent zero commands."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from cmd_watcher import Watcher
 
@@ -125,3 +127,60 @@ def test_unknown_executable_is_a_clear_error(tmp_path: Path) -> None:
     out = proc.communicate(timeout=30)[0]
     assert proc.returncode == 2
     assert "unknown executable 'nope'" in out and "Traceback" not in out
+
+
+def test_bringup_paths_resolve_against_the_yaml_folder_and_adapters_are_checked(
+    tmp_path: Path,
+) -> None:
+    """A user's `my_robot/bringup.yaml` naming `artifact: art` and `params: [p.yaml]` means the
+    files beside it, wherever `vla-ros up` is started; a shipped file's `root: ..` keeps its
+    package-relative paths; a misspelt adapter is refused with the names that work."""
+    from vla_pruned_ros.bringup import BringupError, load_bringup
+
+    robot = tmp_path / "my_robot"
+    robot.mkdir()
+    (robot / "p.yaml").write_text("safety_monitor:\n  ros__parameters: {}\n")
+    options = {"action_map": {"names": ["linear_x"], "order": ["x"]}}
+    policy = {
+        "executable": "policy_node",
+        "overrides": {"artifact": "art", "adapter": "openvla", "adapter_options": options},
+    }
+    nodes = [{"executable": "safety_monitor", "params": ["p.yaml"]}, policy]  # fmt: skip
+    (robot / "bringup.yaml").write_text(yaml.safe_dump({"nodes": nodes}))
+    specs, _ = load_bringup(robot / "bringup.yaml")
+    assert specs[0].params == [robot / "p.yaml"]
+    assert specs[1].overrides["artifact"] == str(robot / "art")
+    assert json.loads(specs[1].overrides["adapter_options"]) == options  # a string parameter
+    policy["overrides"]["artifact"] = "embedded"  # names no file
+    (robot / "bringup.yaml").write_text(yaml.safe_dump({"nodes": nodes}))
+    assert load_bringup(robot / "bringup.yaml")[0][1].overrides["artifact"] == "embedded"
+    shipped, _ = load_bringup(ROOT / "config" / "bringup_robot.yaml")
+    assert shipped[0].params == [ROOT / "config" / "safety_monitor.yaml"]
+    policy["overrides"]["adapter"] = "openvla7b"
+    (robot / "bringup.yaml").write_text(yaml.safe_dump({"nodes": nodes}))
+    with pytest.raises(BringupError, match="openvla7b.*embedded, openvla, lerobot, text.*Class"):
+        load_bringup(robot / "bringup.yaml")
+
+
+def test_vla_ros_refuses_a_bad_adapter_flag_with_the_valid_names(tmp_path: Path) -> None:
+    for args in (["up", "x.yaml", "--adapter", "open-vla"],
+                 ["demo", "--adapter", "openvla", "--adapter-options", "[1, 2]"]):  # fmt: skip
+        proc = _vla_ros(*args)
+        out = proc.communicate(timeout=60)[0]
+        assert proc.returncode == 2, out
+        assert ("embedded, openvla, lerobot, text" in out) or ("must be a mapping" in out), out
+
+
+def test_vla_ros_up_passes_adapter_flags_to_the_policy_node(tmp_path: Path) -> None:
+    """`vla-ros up BRINGUP --artifact A --adapter openvla --adapter-options ...`: the policy
+    node gets them as parameters, which its log shows: the openvla preset refuses a misspelt
+    option and lists the ones it takes."""
+    (tmp_path / "empty").mkdir()
+    nodes = [{"executable": "policy_node"}]
+    proc = _vla_ros("up", str(_bringup(tmp_path, nodes)), "--artifact", str(tmp_path / "empty"),
+                    "--adapter", "openvla", "--adapter-options", "{cache_promt: false}",
+                    "--trust-remote-code")  # fmt: skip
+    out = proc.communicate(timeout=90)[0]
+    assert proc.returncode == 1, out
+    assert "adapter 'openvla' takes no option 'cache_promt'; its options: " in out, out
+    assert "cache_prompt" in out and "unnorm_key" in out, out

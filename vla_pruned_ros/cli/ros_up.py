@@ -38,9 +38,11 @@ from vla_pruned_ros.bringup import (  # noqa: F401 (re-exports)
     SAFETY_EXECUTABLE,
     BringupError,
     NodeSpec,
+    apply_overrides,
     entry_modules,
     load_bringup,
 )
+from vla_pruned_ros.cli.adapter_args import adapter_parameters, add_adapter_arguments
 from vla_pruned_ros.ros.dds import use_localhost_profile
 
 GRACE_S = 8.0
@@ -185,9 +187,11 @@ def _stop_all(procs: dict[str, subprocess.Popen], out) -> None:
             proc.wait()
 
 
-def demo(tasks: list[str], episodes: int, artifact: str, report_dir: Path) -> int:
+def demo(tasks: list[str], episodes: int, artifact: str, report_dir: Path,
+         policy: dict[str, object] | None = None) -> int:  # fmt: skip
     """The main job: each task's bringup (simulation + policy + safety monitor over DDS) for a
-    few episodes, then one summary of success and violations and where the reports are."""
+    few episodes, then one summary of success and violations and where the reports are.
+    `policy`: more policy node parameters (the adapter flags, `adapter_parameters`)."""
     from vla_pruned_ros.paths import package_file
 
     rows = []
@@ -200,7 +204,7 @@ def demo(tasks: list[str], episodes: int, artifact: str, report_dir: Path) -> in
             if spec.executable == "safety_monitor":
                 spec.overrides["report_dir"] = str(out)
             if spec.executable == "policy_node":
-                spec.overrides["artifact"] = artifact
+                spec.overrides.update(artifact=artifact, **(policy or {}))
         print(f"[vla-ros] {task}: simulation + policy ({artifact}) + safety monitor, "
               f"{episodes} episodes")  # fmt: skip
         code = run_graph(specs, out=_Quiet(sys.stdout))
@@ -220,9 +224,11 @@ def demo(tasks: list[str], episodes: int, artifact: str, report_dir: Path) -> in
     return 0
 
 
-def replay(bag: Path, task: str, artifact: str, rate: float, report_dir: Path) -> int:
+def replay(bag: Path, task: str, artifact: str, rate: float, report_dir: Path,
+           policy: dict[str, object] | None = None) -> int:  # fmt: skip
     """A recorded bag's inputs through the live policy and safety monitor on the bag's clock;
-    then the monitor's per-category violation counts (recorded ones and the policy's own)."""
+    then the monitor's per-category violation counts (recorded ones and the policy's own).
+    `policy`: more policy node parameters (the adapter flags, `adapter_parameters`)."""
     from vla_pruned_ros.paths import package_file
 
     if not bag.exists():
@@ -234,7 +240,7 @@ def replay(bag: Path, task: str, artifact: str, rate: float, report_dir: Path) -
         if spec.executable == "safety_monitor":
             spec.overrides["report_dir"] = str(report_dir)
         if spec.executable == "policy_node":
-            spec.overrides["artifact"] = artifact
+            spec.overrides.update(artifact=artifact, **(policy or {}))
     print(f"[vla-ros] replay {bag} ({task}) through policy ({artifact}) + safety monitor")
     code = run_graph(specs, out=_Quiet(sys.stdout))
     report = report_dir / "safety.json"
@@ -250,7 +256,16 @@ def replay(bag: Path, task: str, artifact: str, rate: float, report_dir: Path) -
 class _Quiet:
     """Node output minus the per-message chatter; episode results and errors stay visible."""
 
-    KEEP = ("episode", "ERROR", "error", "Traceback", "report", "results", "[vla-ros]")
+    KEEP = (
+        "episode",
+        "ERROR",
+        "error",
+        "Traceback",
+        "report",
+        "results",
+        "[vla-ros]",
+        "action_map",
+    )  # the policy node's hint when a model's actions drive no velocity
 
     def __init__(self, stream) -> None:
         self.stream = stream
@@ -268,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start and supervise a graph from a bringup YAML")
     up.add_argument("bringup", type=Path)
+    up.add_argument("--artifact", help="the policy node's artifact (default: as the file says)")
+    add_adapter_arguments(up)
     up.add_argument("--duration", type=float, help="stop after this many seconds")
     up.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID for the graph")
     up.add_argument(
@@ -280,24 +297,31 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--episodes", type=int, default=3)
     run.add_argument("--artifact", default="embedded")
     run.add_argument("--reports", type=Path, default=Path("reports/run"))
+    add_adapter_arguments(run)
     rep = sub.add_parser("replay", help="a bag's inputs through the live policy and monitor")
     rep.add_argument("bag", type=Path)
     rep.add_argument("--task", choices=["nav", "manip"], required=True)
     rep.add_argument("--artifact", default="embedded")
     rep.add_argument("--rate", type=float, default=1.0)
     rep.add_argument("--reports", type=Path, default=Path("reports/replay"))
+    add_adapter_arguments(rep)
     args = parser.parse_args(argv)
+    try:
+        policy = adapter_parameters(args)
+    except (OSError, ValueError) as err:
+        print(f"vla-ros: {err}", file=sys.stderr)
+        return 2
     if args.command == "replay":
         use_localhost_profile()
         try:
-            return replay(args.bag, args.task, args.artifact, args.rate, args.reports)
+            return replay(args.bag, args.task, args.artifact, args.rate, args.reports, policy)
         except (BringupError, FileNotFoundError) as err:
             print(f"vla-ros: {err}", file=sys.stderr)
             return 2
     if args.command == "demo":
         use_localhost_profile()
         try:
-            return demo(args.tasks, args.episodes, args.artifact, args.reports)
+            return demo(args.tasks, args.episodes, args.artifact, args.reports, policy)
         except (BringupError, FileNotFoundError) as err:
             print(f"vla-ros: {err}", file=sys.stderr)
             return 2
@@ -306,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     except (BringupError, yaml.YAMLError) as err:
         print(f"vla-ros: {err}", file=sys.stderr)
         return 2
+    if args.artifact:  # a command-line path: relative to the working directory
+        policy["artifact"] = str(Path(args.artifact).expanduser().resolve())
+    apply_overrides(specs, {"policy_node": policy})
     if args.domain_id is not None:
         os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
     if not args.system_dds:

@@ -10,15 +10,31 @@ manifest names a preset (`extra.deploy.adapter`, written by vla-prune) uses it. 
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# Only light imports here: torch and the models load in _load, so the CLIs and the bringup
+# reader check adapter names without paying for them.
 from vla_pruned_ros.models.base import PolicyAdapter
-from vla_pruned_ros.models.embedded import EmbeddedPolicy, load_embedded
 
 EMBEDDED = "embedded"
 PRESETS = ("embedded", "openvla", "lerobot", "text")
+
+
+def adapter_problem(name: str) -> str | None:
+    """Why `name` cannot name an adapter, with the names that can, or None. Checked where a
+    name first arrives (a CLI flag, a bringup file, the node's configure) so a typo is refused
+    before a model loads, with what to write instead."""
+    if name in ("", *PRESETS):
+        return None
+    module, sep, cls = name.partition(":")
+    if sep and module.strip() and cls.strip() and ":" not in cls:
+        return None
+    return (f"adapter {name!r} is neither a preset ({', '.join(PRESETS)}) nor a user's "
+            "PolicyAdapter class written as 'package.module:Class'")  # fmt: skip
 
 
 def manifest_adapter(folder: Path) -> tuple[str, dict[str, Any]]:
@@ -59,6 +75,28 @@ def not_embedded_hint(folder: Path) -> str:
             f"{guess}{remote}")  # fmt: skip
 
 
+# Set by the deployment itself rather than by an adapter option, so no preset names them.
+_NOT_OPTIONS = frozenset({"self", "artifact", "folder", "task", "mode", "device"})
+
+
+def preset_options(loader: Callable[..., Any]) -> list[str]:
+    """The option names a preset's loader takes (its keyword parameters)."""
+    params = inspect.signature(loader).parameters.values()
+    return sorted(p.name for p in params if p.name not in _NOT_OPTIONS
+                  and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))  # fmt: skip
+
+
+def check_options(adapter: str, loader: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Refuse an option the preset does not take, naming the ones it does: a misspelt
+    `unorm_key` must not be silently ignored while the model loads with the wrong statistics.
+    `trust_remote_code` is every deployment's own switch and always allowed."""
+    known = preset_options(loader)
+    unknown = sorted(set(options) - set(known) - {"trust_remote_code"})
+    if unknown:
+        raise ValueError(f"adapter {adapter!r} takes no option {', '.join(map(repr, unknown))}; "
+                         f"its options: {', '.join(known)} (action_map: any adapter)")  # fmt: skip
+
+
 def load_policy(
     artifact: str,
     task: str,
@@ -93,22 +131,32 @@ def _load(artifact: str, folder: Path | None, task: str, mode: str, device: str,
     if adapter == "openvla":
         from vla_pruned_ros.models.openvla_adapter import load_openvla_policy
 
+        check_options(adapter, load_openvla_policy, options)
         return load_openvla_policy(artifact, task, mode=mode, device=device, **options)
     if adapter == "lerobot":
-        from vla_pruned_ros.models.lerobot_adapter import load_lerobot_policy
+        from vla_pruned_ros.models.lerobot_adapter import LeRobotPolicy, load_lerobot_policy
 
+        check_options(adapter, LeRobotPolicy.__init__, options)
         return load_lerobot_policy(artifact, task, device=device, **options)
     if adapter == "text":
         from vla_pruned_ros.models.text_action import load_text_policy
 
+        check_options(adapter, load_text_policy, options)
         return load_text_policy(artifact, task, mode=mode, device=device, **options)
     if adapter not in ("", EMBEDDED):
-        if ":" not in adapter:
-            raise ValueError(f"adapter {adapter!r} is neither a preset {list(PRESETS)} nor a "
-                             "user's class as 'module:Class'")  # fmt: skip
+        problem = adapter_problem(adapter)
+        if problem:
+            raise ValueError(problem)
         from vla_pruned_ros.models.adapters import load_user_adapter
 
         return load_user_adapter(adapter, artifact, task, mode=mode, device=device, **options)
+    from vla_pruned_ros.models.embedded import EmbeddedPolicy, load_embedded
+
+    extra = sorted(set(options) - {"trust_remote_code"})
+    if extra:
+        raise ValueError(f"the embedded adapter takes no option {', '.join(map(repr, extra))} "
+                         "(only action_map); for a checkpoint set adapter to one of "
+                         f"{', '.join(PRESETS[1:])} or module:Class")  # fmt: skip
     if folder is None:
         return EmbeddedPolicy(load_embedded(), task)
     hint = not_embedded_hint(folder)

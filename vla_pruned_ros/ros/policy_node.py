@@ -45,6 +45,7 @@ from vla_pruned_ros.models.base import PolicyAdapter
 from vla_pruned_ros.models.instruction import check_instruction
 from vla_pruned_ros.monitor.categories import CLOCK_SKEW
 from vla_pruned_ros.monitor.stamps import check_stamp
+from vla_pruned_ros.monitor.velocity import TWIST_FIELDS
 from vla_pruned_ros.ros import topics
 from vla_pruned_ros.ros.conversions import action_to_twist, stamp_to_sec
 from vla_pruned_ros.ros.frame_slot import NewestSlot
@@ -75,6 +76,7 @@ class PolicyNode(LifecycleNode):
                 raise ValueError(problem)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.policy: PolicyAdapter | None = None
+        self.runtime_modes, self.resident_bytes = "", 0
         self.slot: NewestSlot[Image] = NewestSlot()
         self.instruction: str | None = None
         self.instruction_problem: str | None = None  # why the last instruction was refused
@@ -146,6 +148,14 @@ class PolicyNode(LifecycleNode):
             )
             return TransitionCallbackReturn.FAILURE
         info = policy.info
+        self.runtime_modes, self.resident_bytes = runtime_of(policy)
+        if not any(name in TWIST_FIELDS for name in info.action_names):
+            self.get_logger().warning(
+                f"{info.model_id} acts in {info.action_space} {list(info.action_names)}: none "
+                f"is a velocity field ({', '.join(TWIST_FIELDS)}), so its velocity command is "
+                "all zeros; connect them with the adapter option action_map, e.g. "
+                "{action_map: {names: [linear_x, angular_z], order: [...], scale: [...]}}"
+            )
         self.twist_stamped = bool(self.p("twist_stamped"))
         self.action_pub = self.create_lifecycle_publisher(VLAAction, self.p("action_topic"), 10)
         self.cmd_pub = self.create_lifecycle_publisher(
@@ -168,7 +178,8 @@ class PolicyNode(LifecycleNode):
         self._worker.start()
         self.get_logger().info(
             f"loaded {info.model_id} ({info.variant}, rank {info.rank}, "
-            f"{info.memory_bytes / 1e6:.1f} MB) for {self.p('task')}"
+            f"{info.memory_bytes / 1e6:.1f} MB) for {self.p('task')}; runs as "
+            f"{self.runtime_modes}, {self.resident_bytes / 1e6:.1f} MB resident"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -406,6 +417,8 @@ class PolicyNode(LifecycleNode):
             "variant": info.variant if info else "",
             "rank": str(info.rank) if info else "",
             "memory_mb": f"{info.memory_bytes / 1e6:.2f}" if info else "",
+            "runtime_modes": self.runtime_modes if info else "",
+            "resident_mb": f"{self.resident_bytes / 1e6:.2f}" if info else "",
             "latency_p50_ms": f"{lat[len(lat) // 2]:.2f}" if lat else "",
             "latency_p99_ms": f"{lat[min(len(lat) - 1, math.ceil(0.99 * len(lat)) - 1)]:.2f}"
             if lat
@@ -422,6 +435,27 @@ class PolicyNode(LifecycleNode):
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
         self.fault = None
+
+
+def runtime_of(policy: PolicyAdapter) -> tuple[str, int]:
+    """How the loaded model runs (runtime mode per layer, summarised) and the bytes it holds,
+    for the log and /diagnostics: what an operator checks to see that a pruned artifact really
+    runs sparse and fits. Computed once at configure (neither changes while configured)."""
+    import torch
+
+    model = getattr(policy, "model", None)
+    if model is None:  # an action_map wraps the adapter
+        model = getattr(getattr(policy, "policy", None), "model", None)
+    if not isinstance(model, torch.nn.Module):  # a user's adapter without a torch module
+        return "unknown (not a torch module)", int(policy.info.memory_bytes)
+    try:
+        from vla_pruned_ros.compression.runtime_modes import runtime_summary
+    except ImportError:  # before the artifact helper's runtime summary landed
+        from vla_pruned_ros.compression.memory import resident_bytes
+
+        return "", resident_bytes(model)
+    summary = runtime_summary(model)
+    return summary.modes, int(summary.resident_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:
