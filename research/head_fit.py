@@ -42,7 +42,7 @@ def main() -> None:
                 text = policy.text_features(demos.instructions[demos.instruction_ids[first[0]]])
                 images = torch.from_numpy(demos.images[first])
                 out = model.head_outputs(images, text.expand(len(first), -1), task)
-                logits, means, _ = model._mixture(out, task)
+                logits, means, _ = model.mixture(out, task)
             print("  mixture weights of 4 samples:\n", torch.softmax(logits, 1).numpy().round(2))
             print("  mode means of the first:\n", means[0].numpy().round(2))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import cv2
 import mujoco
 import numpy as np
 import pytest
@@ -217,6 +218,10 @@ def test_supersampled_camera_averages_each_pixel_over_a_finer_render() -> None:
         full = fine.renderer.render().astype(np.float64)
         cells = full.reshape(64, 4, 64, 4, 3).mean(axis=(1, 3))
         assert np.abs(image - cells).max() <= 0.5 + 1e-9
+        # the camera resizes through frames.fit_frame: bit-identical to OpenCV's area resize,
+        # the call it replaced
+        exact = cv2.resize(full.astype(np.uint8), (64, 64), interpolation=cv2.INTER_AREA)
+        assert np.array_equal(image, exact)
         differs = np.abs(image.astype(int) - coarse.astype(int)).max(axis=2) > 8
         assert 0 < differs.mean() < 0.2  # only pixels that an edge crosses
     with pytest.raises(ValueError, match="supersample"):

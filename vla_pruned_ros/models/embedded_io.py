@@ -1,0 +1,68 @@
+"""The embedded VLA on disk: the shipped weights folder, save and load (fp16 safetensors without
+the frozen word-embedding table, plus config.json), and MiniLM's tokenizer."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from vla_pruned_ros.models.embedded_config import FROZEN_KEYS, EmbeddedVLAConfig, minilm_path
+from vla_pruned_ros.models.embedded_net import EmbeddedVLA
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+
+def load_tokenizer() -> PreTrainedTokenizerBase:
+    """MiniLM's own tokenizer, from the offline package (the model reads no other)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_path())
+
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "embedded_vla"
+
+
+def save_embedded(model: EmbeddedVLA, folder: Path) -> Path:
+    """Ship the trained model: fp16 safetensors without the frozen word-embedding table (it is
+    loaded from the MiniLM package), plus config.json. Returns the weights file."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: v.detach().to(torch.float16).contiguous()
+        for k, v in model.state_dict().items()
+        if k not in FROZEN_KEYS and not k.startswith("state_heads.")  # training-only readouts
+    }
+    path = folder / "model.safetensors"
+    save_file(state, str(path), metadata={"format": "vla_pruned_ros.embedded_vla/1"})
+    shipped = dataclasses.replace(model.config, state_dims={})
+    (folder / "config.json").write_text(shipped.to_json())
+    return path
+
+
+def load_embedded(folder: Path | None = None, dtype: torch.dtype = torch.float32) -> EmbeddedVLA:
+    """The shipped embedded VLA (or one saved by `save_embedded`), in eval mode."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder) if folder is not None else DEFAULT_WEIGHTS
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"no embedded VLA weights at {weights}; train them with `vla-train` "
+            "(see MODEL_CARD.md) or pass the folder of a saved model"
+        )
+    config = EmbeddedVLAConfig.from_json((folder / "config.json").read_text())
+    model = EmbeddedVLA.from_minilm(config)
+    missing, unexpected = model.load_state_dict(
+        {k: v.to(dtype) for k, v in load_file(str(weights)).items()}, strict=False
+    )
+    if unexpected or set(missing) - set(FROZEN_KEYS):
+        raise ValueError(
+            f"{weights} does not match the embedded VLA: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+    return model.to(dtype).eval()
