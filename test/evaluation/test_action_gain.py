@@ -90,17 +90,17 @@ def test_choose_prefers_success_then_safety_then_the_smaller_change() -> None:
 
 def test_calibration_runs_on_calibration_scenes_and_writes_the_choice(tmp_path: Path) -> None:
     folder = _tiny(tmp_path / "tiny")
-    result = action_gain.calibrate("manip", str(folder), [1.0, 2.0], episodes=2, workers=0)
+    result = action_gain.calibrate("manip", str(folder), [1.0, 2.0], episodes=2)
     first, last = result["seeds"]
     assert CALIBRATION_SEED_START <= first < last < HELD_OUT_SEED_START
     assert [r["gain"] for r in result["rows"]] == [1.0, 2.0]
     assert all(r["episodes"] == 2 for r in result["rows"]) and result["chosen"] in (1.0, 2.0)
     with pytest.raises(ValueError, match="positive"):
-        action_gain.calibrate("manip", str(folder), [1.0, -1.0], episodes=1, workers=0)
+        action_gain.calibrate("manip", str(folder), [1.0, -1.0], episodes=1)
     out = tmp_path / "gain.json"
     png = tmp_path / "gain.png"
     code = eval_main(["gain", "--task", "manip", "--model", str(folder), "--gains", "1,2",
-                      "--episodes", "1", "--workers", "0", "--json", str(out), "--plot", str(png),
+                      "--episodes", "1", "--json", str(out), "--plot", str(png),
                       "--write", str(folder)])  # fmt: skip
     assert code == 0 and png.stat().st_size > 0
     chosen = json.loads(out.read_text())["chosen"]

@@ -32,7 +32,7 @@ def test_episodes_run_to_the_end_and_report_everything(tmp_path: Path) -> None:
     jobs = [EvalJob("nav", model, s) for s in seeds] + [
         EvalJob("manip", model, seeds[0], "heldout")
     ]
-    records = list(run_jobs(jobs, workers=0))
+    records = list(run_jobs(jobs))
     assert [r["task"] for r in records] == ["nav", "nav", "manip"]
     for r in records:
         assert isinstance(r["success"], bool) and isinstance(r["unsafe"], bool)
@@ -42,8 +42,7 @@ def test_episodes_run_to_the_end_and_report_everything(tmp_path: Path) -> None:
 
 
 def test_evaluate_summarises_both_phrasing_splits(tmp_path: Path) -> None:
-    result = evaluate("nav", _tiny(tmp_path / "tiny"), episodes=2, seed=5, workers=0,
-                      heldout_phrasing=1)  # fmt: skip
+    result = evaluate("nav", _tiny(tmp_path / "tiny"), episodes=2, seed=5, heldout_phrasing=1)
     assert result["summary"]["episodes"] == 2
     assert result["summary"]["heldout_phrasing"]["episodes"] == 1
     assert len(result["episodes"]) == 3
@@ -58,16 +57,16 @@ def test_evaluation_renders_with_the_camera_asked_for(tmp_path: Path) -> None:
     from vla_pruned_ros.sim.base import SUPERSAMPLE
 
     model = _tiny(tmp_path / "tiny")
-    result = evaluate("nav", model, episodes=1, seed=5, workers=0, heldout_phrasing=0,
+    result = evaluate("nav", model, episodes=1, seed=5, heldout_phrasing=0,
                       supersample=2)  # fmt: skip
     assert result["supersample"] == 2 and result["summary"]["episodes"] == 1
     assert _policy_and_task(EvalJob("nav", model, 0, supersample=2))[1].render_size == 128
     assert _policy_and_task(EvalJob("nav", model, 0))[1].supersample == SUPERSAMPLE
-    assert evaluate("nav", model, 1, 5, 0, 0)["supersample"] == SUPERSAMPLE
+    assert evaluate("nav", model, 1, 5, 0)["supersample"] == SUPERSAMPLE
 
 
 def test_a_missing_model_is_a_clear_error(tmp_path: Path, capsys) -> None:
     code = eval_main(["sim", "--task", "nav", "--model", str(tmp_path / "none"),
-                      "--episodes", "1", "--workers", "0"])  # fmt: skip
+                      "--episodes", "1"])  # fmt: skip
     assert code == 2
     assert "does not exist" in capsys.readouterr().err

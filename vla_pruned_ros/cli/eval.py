@@ -1,6 +1,9 @@
 """`vla-eval`: evaluate policies in closed loop.
 
 vla-eval sim --task nav --model embedded --episodes 200 --seed 0 --json results/nav.json
+vla-eval sim --task nav --episodes 200 --ray          # as Ray tasks on this machine's cores
+vla-eval sweep --ray auto --num-gpus 1               # every cell on a Ray cluster, a GPU per task
+vla-eval bag runs/bags/ --model embedded --model ART --json out/fleet.json --ray  # a folder of bags
 vla-eval bag BAG --model embedded --model ARTIFACT --json out/replay.json
 vla-eval bag BAG --model ART --adapter openvla --trust-remote-code \
     --adapter-options '{action_map: {names: [linear_x, angular_z], order: [x, yaw]}}' --json o.json
@@ -18,41 +21,39 @@ import json
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from vla_pruned_ros.cli.adapter_args import adapter_kwargs, add_adapter_arguments
 from vla_pruned_ros.evaluation.closed_loop import (
     EvalJob,
+    EvaluationFailed,
+    adapter_fields,
     calibration_seeds,
     heldout_seeds,
     run_jobs,
+    shared_model,
 )
+from vla_pruned_ros.evaluation.parallel import LOCAL, ClusterUnavailable, Parallel
 from vla_pruned_ros.evaluation.stats import summarize
 
 
-def evaluate(task: str, model: str, episodes: int, seed: int, workers: int,
-             heldout_phrasing: int, supersample: int | None = None,
-             scenes: str = "heldout", action_gain: float | None = None,
-             gate: str = "none") -> dict:  # fmt: skip
+def evaluate(task: str, model: str, episodes: int, seed: int, heldout_phrasing: int,
+             supersample: int | None = None, scenes: str = "heldout",
+             action_gain: float | None = None, gate: str = "none",
+             options: Parallel | None = None, loader: dict | None = None,
+             mode: str | None = None) -> dict:  # fmt: skip
     """`episodes` held-out scenes (or calibration scenes, for tuning) with training phrasings,
-    plus `heldout_phrasing` of the same scenes with held-out phrasings (their own split)."""
+    plus `heldout_phrasing` of the same scenes with held-out phrasings (their own split).
+    `loader`: load_policy's adapter keyword arguments (cli/adapter_args.adapter_kwargs)."""
     if supersample is None:
         from vla_pruned_ros.sim.base import SUPERSAMPLE as supersample
     if scenes not in ("heldout", "calibration"):
         raise ValueError(f"scenes must be 'heldout' or 'calibration', not {scenes!r}")
     seeds = (heldout_seeds if scenes == "heldout" else calibration_seeds)(seed, episodes)
-    jobs = [EvalJob(task, model, s, "train", supersample, action_gain, gate) for s in seeds]
-    jobs += [EvalJob(task, model, s, "heldout", supersample, action_gain, gate)
-             for s in seeds[:heldout_phrasing]]  # fmt: skip
-    records = list(
-        tqdm(
-            run_jobs(jobs, workers),
-            total=len(jobs),
-            desc=f"{task} {model}",
-            unit="ep",
-            disable=None,
-        )  # fmt: skip
-    )
+    fields = {**adapter_fields(loader or {}), "mode": mode}
+    where = shared_model(model)
+    jobs = [EvalJob(task, where, s, phrasing, supersample, action_gain, gate, **fields)
+            for phrasing, chosen in (("train", seeds), ("heldout", seeds[:heldout_phrasing]))
+            for s in chosen]  # fmt: skip
+    records = run_jobs(jobs, options or Parallel(), f"{task} {model}")
     main = [r for r in records if r["phrasing"] == "train"]
     held = [r for r in records if r["phrasing"] == "heldout"]
     summary = summarize(main)
@@ -102,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         help="episodes with held-out phrasings (default: half of --episodes)",
     )
     sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--workers", type=int, default=2)
+    sim.add_argument("--mode", default=None,
+                     help="runtime mode of an artifact (default: the loader's)")  # fmt: skip
+    add_adapter_arguments(sim)
+    _parallel_arguments(sim, defaults=True)
     sim.add_argument(
         "--supersample",
         type=int,
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     gain.add_argument("--gains", default="1,1.3,1.6,2,2.5,3", help="comma-separated")
     gain.add_argument("--episodes", type=int, default=400, help="calibration scenes per gain")
     gain.add_argument("--seed", type=int, default=0)
-    gain.add_argument("--workers", type=int, default=2)
+    _parallel_arguments(gain, defaults=True)
     gain.add_argument("--json", type=Path, help="default: results/action_gain_TASK.json")
     gain.add_argument("--plot", type=Path, help="default: docs/action_gain_TASK.png")
     gain.add_argument("--write", type=Path, metavar="FOLDER",
@@ -149,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="re-render markdown and plot from the results JSON; run nothing",
     )
-    bag = sub.add_parser("bag", help="offline replay of a bag's frames through models (no DDS)")
-    bag.add_argument("bag", type=Path)
+    bag = sub.add_parser("bag", help="offline replay of bags' frames through models (no DDS)")
+    bag.add_argument("bag", type=Path, nargs="+",
+                     help="a bag, several, or folders of bags (one combined report)")  # fmt: skip
     bag.add_argument(
         "--model",
         action="append",
@@ -162,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "--task", choices=["nav", "manip"], help="default: from the recorded actions' action_space"
     )
     add_adapter_arguments(bag)
+    _parallel_arguments(bag, defaults=True)
     bag.add_argument("--json", type=Path, required=True)
     bag.add_argument("--markdown", type=Path, help="default: next to --json")
     bag.add_argument("--plot", type=Path, help="default: next to --json")
@@ -178,10 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         return _gain(args)
     held = args.episodes // 2 if args.heldout_phrasing is None else args.heldout_phrasing
     try:
-        result = evaluate(args.task, args.model, args.episodes, args.seed, args.workers, held,
-                          args.supersample, args.scenes, args.action_gain,
-                          args.gate)  # fmt: skip
-    except (FileNotFoundError, ValueError) as err:
+        result = evaluate(args.task, args.model, args.episodes, args.seed, held,
+                          args.supersample, args.scenes, args.action_gain, args.gate,
+                          _parallel(args), adapter_kwargs(args), args.mode)  # fmt: skip
+    except (FileNotFoundError, ValueError, ClusterUnavailable, EvaluationFailed) as err:
         print(f"vla-eval: {err}", file=sys.stderr)
         return 2
     _print(result)
@@ -192,13 +198,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _parallel_arguments(sub: argparse.ArgumentParser, defaults: bool) -> None:
+    """Where the work runs (evaluation/parallel.py). `defaults`: Parallel's own defaults; else
+    None, so a table's config file decides."""
+    base = Parallel()
+    pick = (lambda v: v) if defaults else (lambda v: None)  # noqa: E731
+    sub.add_argument("--ray", nargs="?", const=LOCAL, default=None, metavar="ADDRESS",
+                     help="run as Ray tasks: on this machine's cores (no ADDRESS), or on a "
+                     "cluster (auto, HOST:PORT, ray://HOST:10001); default: here")  # fmt: skip
+    sub.add_argument("--num-cpus", type=float, default=pick(base.num_cpus),
+                     help="CPUs (and torch threads) per task (default %(default)s)")  # fmt: skip
+    sub.add_argument("--num-gpus", type=float, default=pick(base.num_gpus),
+                     help="GPUs per Ray task, fractions allowed (default %(default)s)")  # fmt: skip
+    sub.add_argument("--shard-episodes", type=int, default=pick(base.shard_episodes),
+                     help="episodes per task (default %(default)s)")  # fmt: skip
+
+
+def _parallel(args: argparse.Namespace) -> Parallel:
+    return Parallel(args.ray, args.num_cpus, args.num_gpus, shard_episodes=args.shard_episodes)
+
+
 def _table_arguments(sub: argparse.ArgumentParser, config: str) -> None:
     """What the table-making commands share: their parameter file and its common overrides."""
     sub.add_argument("--config", type=Path, default=None,
                      help=f"parameters (default: the package's {config})")  # fmt: skip
     sub.add_argument("--episodes", type=int)
     sub.add_argument("--tasks", nargs="+", choices=["nav", "manip"])
-    sub.add_argument("--workers", type=int)
+    _parallel_arguments(sub, defaults=False)
     sub.add_argument("--json", help="results JSON (default from the config)")
     sub.add_argument("--markdown", help="results markdown (default from the config)")
     sub.add_argument("--plots-dir")
@@ -209,11 +235,9 @@ def _gain(args: argparse.Namespace) -> int:
 
     try:
         gains = [float(g) for g in args.gains.split(",") if g.strip()]
-        with tqdm(total=len(gains) * args.episodes, desc=f"{args.task} gains", unit="ep",
-                  disable=None) as bar:  # fmt: skip
-            result = action_gain.calibrate(args.task, args.model, gains, args.episodes,
-                                           args.seed, args.workers, bar.update)  # fmt: skip
-    except (FileNotFoundError, ValueError) as err:
+        result = action_gain.calibrate(args.task, args.model, gains, args.episodes, args.seed,
+                                       _parallel(args))  # fmt: skip
+    except (FileNotFoundError, ValueError, ClusterUnavailable, EvaluationFailed) as err:
         print(f"vla-eval: {err}", file=sys.stderr)
         return 2
     first, last = result["seeds"]
@@ -240,28 +264,44 @@ def _gain(args: argparse.Namespace) -> int:
 
 
 def _bag(args: argparse.Namespace) -> int:
-    from vla_pruned_ros.bags.play import BagError
-    from vla_pruned_ros.evaluation.bag_replay import evaluate_bag
+    """One bag: its report as before. Several: bags side by side as work items, one combined
+    report (totals per model, then each bag) with a plot per bag."""
+    import os
+
+    from vla_pruned_ros.evaluation import bag_fleet
     from vla_pruned_ros.evaluation.bag_report import markdown, plot
 
     try:
-        from vla_pruned_ros.models.registry import load_policy
-
-        kwargs = adapter_kwargs(args)
-        result = evaluate_bag(args.bag, args.model, args.task, args.reference,
-                              loader=lambda name, t: load_policy(name, t, **kwargs))  # fmt: skip
-    except (BagError, OSError, ValueError) as err:
+        bags = bag_fleet.bag_paths(args.bag)
+        combined = bag_fleet.replay_bags(bags, args.model, args.task, args.reference,
+                                         adapter_kwargs(args), _parallel(args))  # fmt: skip
+    except (OSError, ValueError, ClusterUnavailable) as err:
         print(f"vla-eval: {err}", file=sys.stderr)
         return 2
+    single = len(bags) == 1 and len(args.bag) == 1 and bags[0] == args.bag[0]
+    if single and combined["failed"]:
+        print(f"vla-eval: {next(iter(combined['failed'].values()))}", file=sys.stderr)
+        return 2
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1))
     md_path = args.markdown or args.json.with_suffix(".md")
-    png = plot(result, args.plot or args.json.with_suffix(".png"))
-    import os
 
-    rel = Path(os.path.relpath(png.resolve(), md_path.resolve().parent)).as_posix()
-    md_path.write_text(markdown(result) + f"\n![replay]({rel})\n")
-    print(markdown(result))
+    def rel(path: Path) -> str:
+        return Path(os.path.relpath(path.resolve(), md_path.resolve().parent)).as_posix()
+
+    if single:
+        result = combined["bags"][0]
+        png = plot(result, args.plot or args.json.with_suffix(".png"))
+        text = markdown(result) + f"\n![replay]({rel(png)})\n"
+    else:
+        result = combined
+        folder = args.plot or args.json.with_name(args.json.stem + "_plots")
+        plots = {r["bag"]: rel(plot(r, folder / f"{i:02d}_{Path(r['bag']).name}.png"))
+                 for i, r in enumerate(combined["bags"])}  # fmt: skip
+        text = bag_fleet.markdown(combined, plots)
+        png = folder
+    args.json.write_text(json.dumps(result, indent=1))
+    md_path.write_text(text)
+    print(text)
     print(f"written: {args.json}, {md_path}, {png}")
     if result["error"]:
         print(f"vla-eval: {result['error']} (results up to there are written)", file=sys.stderr)

@@ -10,32 +10,40 @@ It is chosen here on scenes from the training distribution that no training run 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vla_pruned_ros.evaluation.closed_loop import EvalJob, calibration_seeds, run_jobs
+from vla_pruned_ros.evaluation.closed_loop import (
+    EvalJob,
+    EvaluationFailed,
+    calibration_seeds,
+    run_cells,
+    shared_model,
+)
+from vla_pruned_ros.evaluation.parallel import Parallel
 from vla_pruned_ros.evaluation.stats import summarize
 
 
 def calibrate(task: str, model: str, gains: Sequence[float], episodes: int, seed: int = 0,
-              workers: int = 2, progress: Callable[[int], None] | None = None
-              ) -> dict[str, Any]:  # fmt: skip
-    """One row per gain (the same calibration scenes for every gain) and the chosen gain."""
+              options: Parallel | None = None) -> dict[str, Any]:  # fmt: skip
+    """One row per gain (the same calibration scenes for every gain; the gains are cells run
+    side by side) and the chosen gain. Raises EvaluationFailed if a gain's cell failed."""
     if not gains or any(not g > 0 for g in gains):
         raise ValueError(f"gains must be positive and at least one, not {list(gains)}")
     if episodes < 1:
         raise ValueError("episodes must be at least 1")
     seeds = calibration_seeds(seed, episodes)
+    where = shared_model(model)
+    cells = {f"gain {i} ({float(g):g})": [EvalJob(task, where, s, action_gain=float(g))
+                                          for s in seeds]
+             for i, g in enumerate(gains)}  # fmt: skip
+    done = run_cells(cells, options or Parallel(), f"{task} gains")
     rows = []
-    for gain in gains:
-        jobs = [EvalJob(task, model, s, action_gain=float(gain)) for s in seeds]
-        records = []
-        for record in run_jobs(jobs, workers):
-            records.append(record)
-            if progress:
-                progress(1)
-        s = summarize(records)
+    for gain, (name, cell) in zip(gains, done.items(), strict=True):
+        if cell.error is not None:
+            raise EvaluationFailed(f"{name}: {cell.error}")
+        s = summarize(cell.records)
         rows.append({"gain": float(gain), "episodes": s["episodes"], "success": s["success"],
                      "unsafe": s["unsafe"],
                      "collisions_per_episode": s["collisions_per_episode"]})  # fmt: skip

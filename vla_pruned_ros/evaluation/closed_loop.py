@@ -1,19 +1,21 @@
 """Closed-loop episodes: a policy drives a MuJoCo task from camera frames and an instruction.
 
-Episodes run in worker processes (one model and one renderer per worker); each returns a plain
-record (the task's metrics plus per-step latencies), which `stats.summarize` aggregates.
+Episodes run in shards of `Parallel.shard_episodes` through `evaluation.parallel` (in this process
+or as Ray tasks; one model and one renderer kept per worker process); each returns a plain record
+(the task's metrics plus per-step latencies), which `stats.summarize` aggregates.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vla_pruned_ros.evaluation.parallel import CellOutcome, OnCell, Parallel, Work, run, task_device
 from vla_pruned_ros.sim.instructions import CALIBRATION_SEED_START, HELD_OUT_SEED_START
 
 
@@ -26,6 +28,30 @@ class EvalJob:
     supersample: int | None = None  # the camera's supersampling (None: the simulator's)
     action_gain: float | None = None  # overrides the model's calibrated gain (None: keep it)
     gate: str = "none"  # the safety gate in the loop: "none", "stop" or "direction" (gated_loop)
+    adapter: str = "embedded"  # load_policy's adapter (cli/adapter_args.py)
+    adapter_options: tuple[tuple[str, Any], ...] = ()  # its options, as sorted (key, value) pairs
+    mode: str | None = None  # runtime mode (None: the loader's default)
+    device: str | None = None  # None: 'cuda' in a Ray task given a GPU, else the loader's default
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.adapter_options)
+
+
+def adapter_fields(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """EvalJob's adapter fields from load_policy keyword arguments (`adapter_kwargs(args)`)."""
+    rest = dict(kwargs)
+    adapter = rest.pop("adapter", "embedded") or "embedded"
+    return {"adapter": adapter, "adapter_options": tuple(sorted(rest.items()))}
+
+
+def shared_model(model: str) -> str:
+    """A model folder as an absolute path: the same folder for every worker, whatever its
+    working directory (on a cluster the folder must be on storage every node mounts)."""
+    if model in ("", "embedded"):
+        return model
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
 
 
 def heldout_seeds(first: int, count: int) -> list[int]:
@@ -41,14 +67,10 @@ def calibration_seeds(first: int, count: int) -> list[int]:
 _WORKER: dict[str, Any] = {}
 
 
-def _setup(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def _policy_and_task(job: EvalJob):
-    key = (job.task, job.model, job.supersample, job.action_gain)
+    device = job.device or task_device()
+    key = (job.task, job.model, job.supersample, job.action_gain, job.adapter, job.adapter_options,
+           job.mode, device)  # fmt: skip
     if _WORKER.get("key") != key:
         from vla_pruned_ros.models.registry import load_policy
         from vla_pruned_ros.sim import make_task
@@ -57,7 +79,12 @@ def _policy_and_task(job: EvalJob):
             _WORKER["task"].close()
         extra = {} if job.supersample is None else {"supersample": job.supersample}
         task = make_task(job.task, **extra)
-        policy = load_policy(job.model, job.task)
+        loader = {"adapter": job.adapter, **job.options}
+        if job.mode is not None:
+            loader["mode"] = job.mode
+        if device is not None:
+            loader["device"] = device
+        policy = load_policy(job.model, job.task, **loader)
         if job.action_gain is not None:
             policy.set_action_gain(job.action_gain)
         _WORKER.update(key=key, policy=policy, task=task)
@@ -94,13 +121,56 @@ def run_episode(job: EvalJob) -> dict[str, Any]:
             "model_memory_bytes": policy.info.memory_bytes}  # fmt: skip
 
 
-def run_jobs(jobs: list[EvalJob], workers: int = 2) -> Iterator[dict[str, Any]]:
-    """Records in job order; workers=0 runs in this process (for tests and debugging)."""
-    if workers <= 0:
-        yield from map(run_episode, jobs)
-        return
-    threads = max(1, 2 // workers)
-    with mp.get_context("spawn").Pool(workers, initializer=_setup, initargs=(threads,)) as pool:
-        yield from pool.imap(run_episode, jobs, chunksize=4)
-        pool.close()  # let the workers exit on their own: no semaphores left to the tracker
-        pool.join()
+def run_shard(jobs: list[EvalJob]) -> list[dict[str, Any]]:
+    """One work item: consecutive episodes in one process (the model loaded once for them)."""
+    return [run_episode(job) for job in jobs]
+
+
+def episode_work(cell: str, jobs: list[EvalJob], shard: int) -> list[Work]:
+    """A cell's episodes as work items of `shard` episodes each."""
+    return [Work(cell, run_shard, (jobs[i : i + shard],), len(jobs[i : i + shard]))
+            for i in range(0, len(jobs), shard)]  # fmt: skip
+
+
+@dataclass
+class EpisodeCell:
+    records: list[dict[str, Any]] = field(default_factory=list)  # in job order
+    error: str | None = None
+
+
+def _records(outcome: CellOutcome) -> EpisodeCell:
+    if outcome.failed:
+        return EpisodeCell(error=outcome.error)
+    return EpisodeCell([r for shard in outcome.results for r in shard])
+
+
+def run_cells(cells: dict[str, list[EvalJob]], options: Parallel, desc: str = "",
+              on_cell: Callable[[str, EpisodeCell], None] | None = None
+              ) -> dict[str, EpisodeCell]:  # fmt: skip
+    """Every cell's episodes (in job order) or its error, the cells sharing one bar; `on_cell`
+    sees each cell as it finishes."""
+    work = [w for name, jobs in cells.items()
+            for w in episode_work(name, jobs, options.shard_episodes)]  # fmt: skip
+    hook: OnCell | None = None
+    if on_cell is not None:
+        hook = lambda name, outcome: on_cell(name, _records(outcome))  # noqa: E731
+    outcomes = run(work, options, desc, hook)
+    return {name: _records(outcomes[name]) if name in outcomes else EpisodeCell()
+            for name in cells}  # fmt: skip
+
+
+class EvaluationFailed(RuntimeError):
+    """A run's episodes could not all be run (the first error, after Ray's retries)."""
+
+
+def run_jobs(jobs: list[EvalJob], options: Parallel | int | None = None,
+             desc: str = "") -> list[dict[str, Any]]:  # fmt: skip
+    """Records in job order, in this process by default. Raises EvaluationFailed with the
+    first error. (An int, the retired process pool's worker count, runs in this process.)"""
+    if not isinstance(options, Parallel):
+        options = Parallel(progress=False)
+    name = desc or "episodes"
+    cell = run_cells({name: jobs}, options, desc)[name]
+    if cell.error is not None:
+        raise EvaluationFailed(cell.error)
+    return cell.records
