@@ -53,6 +53,7 @@ from vla_pruned_ros.ros.conversions import sec_to_stamp, twist_to_action
 from vla_pruned_ros.ros.image_io import rgb_to_image
 from vla_pruned_ros.ros.runner import run_node
 from vla_pruned_ros.sim.base import CONTROL_DT
+from vla_pruned_ros.sim.instructions import HELD_OUT_SEED_START
 
 LATCHED = QoSProfile(
     depth=1,
@@ -68,7 +69,7 @@ class SimNode(Node):
             "task": "nav",
             "real_time_factor": 1.0,
             "episodes": 0,
-            "first_seed": 1_000_000,
+            "first_seed": HELD_OUT_SEED_START,
             "phrasing": "train",
             "image_size": 64,
             "supersample": 0,  # camera supersampling; 0: the simulator's (what the model saw)
