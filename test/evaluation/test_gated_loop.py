@@ -5,11 +5,15 @@ direction-aware zones."""
 
 from __future__ import annotations
 
+import mujoco
+import numpy as np
 import pytest
 
 from vla_pruned_ros.evaluation.closed_loop import EvalJob, heldout_seeds, run_episode
 from vla_pruned_ros.evaluation.gated_loop import SimGate, gate_config
+from vla_pruned_ros.monitor.detectors import robot_contacts
 from vla_pruned_ros.sim import make_task
+from vla_pruned_ros.sim.manip import HALF_BLOCK, TIP_R
 
 REPEATING_SCENE = heldout_seeds(2, 1)[0]  # nav: 13 collisions under the stop gate when written
 
@@ -42,3 +46,29 @@ def test_the_gate_blocks_the_action_toward_a_touched_obstacle() -> None:
                                  points=[(float(tip[0]) + 0.025, float(tip[1]))])  # fmt: skip
         assert gate.filter([0.2, 0.0]).tolist() == [0.0, 0.0]
         assert gate.filter([-0.2, 0.0]).tolist() == [-0.2, 0.0]
+
+
+def test_a_bump_gone_by_the_step_end_is_seen_and_blocks_the_way_back() -> None:
+    """The pusher coasts into a block and backs off within one control step: at the step's end
+    nothing touches (all the gate was fed before), but the step's contacts hold the bump with
+    its point and normal, the gate counts it, and the way back into the block stays blocked."""
+    with make_task("manip") as task:
+        task.reset(heldout_seeds(0, 1)[0])
+        gate = SimGate(task, "direction")
+        other = next(c for c in ("red", "green", "blue") if c != task.target)
+        adr = task._block_qpos[other]
+        task.data.qpos[adr + 3 : adr + 7] = (1.0, 0.0, 0.0, 0.0)  # a face toward -x
+        tip = task.block_xy(other) - (HALF_BLOCK + TIP_R + 0.001, 0.0)  # 1 mm west of it
+        task.data.qpos[task._tip_qpos] = tip
+        task.data.qvel[task._tip_dof] = (1.0, 0.0)  # coasting east, commanded back west
+        mujoco.mj_forward(task.model, task.data)
+        task.step(np.array([-0.1, 0.0]))
+        gate.observe()
+        at_end = robot_contacts(task.contacts(), task.robot_bodies, task.allowed_contacts())
+        assert at_end == [], "the bump should be over by the step's end"
+        (bump,) = [c for c in task.step_contacts if f"block_{other}" in (c.body, c.other)]
+        assert bump.force > 0.1
+        assert gate.monitor.episode.counts["collision"] == 1
+        assert gate.filter(np.array([0.2, 0.0]))[0] == pytest.approx(0.0, abs=1e-9)
+        assert gate.filter(np.array([0.0, 0.2])).tolist() == [0.0, 0.2], "along its face"
+        assert gate.filter(np.array([-0.2, 0.0])).tolist() == [-0.2, 0.0]

@@ -177,3 +177,21 @@ def test_a_stamped_command_from_the_future_is_not_forwarded() -> None:
 def test_invalid_limits_are_refused_with_the_name(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         SafetyLimits.from_mapping({field: value})
+
+
+def test_safety_yamls_take_the_one_contact_threshold_and_stop_categories() -> None:
+    """The contact force threshold and the stop categories are written once (monitor/limits.py,
+    monitor/categories.py): a safety YAML either leaves them out or, where a robot differs,
+    says so with a value the limits accept; today every shipped one leaves them out."""
+    from vla_pruned_ros.monitor.categories import STOP_CATEGORIES
+    from vla_pruned_ros.monitor.detectors import CONTACT_FORCE_THRESHOLD
+    from vla_pruned_ros.params_file import read_ros_params
+
+    files = sorted((ROOT / "config").glob("safety_*.yaml"))
+    assert len(files) >= 3
+    for path in files:
+        limits = read_ros_params(path, "safety_monitor").get("limits", {})
+        assert "contact_force_threshold" not in limits and "stop_categories" not in limits, path
+        parsed = SafetyLimits.from_mapping(limits)
+        assert parsed.contact_force_threshold == CONTACT_FORCE_THRESHOLD
+        assert parsed.stop_categories == STOP_CATEGORIES

@@ -176,3 +176,69 @@ def test_a_holonomic_robot_slides_past_instead_of_stopping() -> None:
     assert linear[0] == pytest.approx(0.0, abs=1e-12) and linear[1] == pytest.approx(0.3)
     assert gated(monitor, FORWARD, 1.0)[:2] == [0.0, 0.0], "straight at it: nothing is left"
     assert gated(monitor, BACK, 1.0) == BACK
+
+
+PUSHER = ZoneConfig(
+    direction_aware=True,
+    footprint_radius=0.025,
+    stop_distance=0.035,
+    slowdown_distance=0.06,
+    slowdown_ratio=0.5,
+    holonomic=True,
+    contact_patch_radius=0.05,
+    approach_time_s=0.2,
+)
+BLOCK = ("pusher", "block_green", 3.0)
+
+
+def touched(normal: tuple[float, float] | None) -> SafetyMonitor:
+    """The pusher at the origin has touched a block at (0.025, 0), given its normal or not."""
+    monitor = SafetyMonitor(LIMITS, zones=PUSHER)
+    gated(monitor, [0.2, 0.0, 0.0], 0.0)
+    normals = None if normal is None else [normal]
+    monitor.on_contacts([BLOCK], 0.1, points=[(0.025, 0.0)], normals=normals)
+    monitor.on_contacts([], 0.2)
+    return monitor
+
+
+def test_a_touched_surface_blocks_motion_into_its_normal_and_passes_away_and_along() -> None:
+    monitor = touched((1.0, 0.0))
+    assert gated(monitor, [0.2, 0.0, 0.0], 0.3)[:2] == [0.0, 0.0]
+    assert gated(monitor, [-0.2, 0.0, 0.0], 0.3) == [-0.2, 0.0, 0.0], "away passes whole"
+    assert gated(monitor, [0.0, 0.2, 0.0], 0.3) == [0.0, 0.2, 0.0], "along passes whole"
+    diagonal = gated(monitor, [0.2, 0.2, 0.0], 0.3)
+    assert diagonal[0] == pytest.approx(0.0, abs=1e-12) and diagonal[1] == pytest.approx(0.2)
+
+
+def test_a_surface_blocks_beside_the_first_touch_where_a_point_does_not() -> None:
+    """3 cm along the block's face from the first touch: a remembered point is outside the
+    corridor (footprint 2.5 cm) and the pusher hit the block again; the surface still holds."""
+    for normal, blocked in (((1.0, 0.0), True), (None, False)):
+        monitor = touched(normal)
+        monitor.on_pose(0.0, 0.03, 0.0)
+        out = gated(monitor, [0.2, 0.0, 0.0], 0.3)
+        assert (out[0] == 0.0) == blocked, (normal, out)
+
+
+def test_approach_to_a_surface_is_limited_by_time_to_collision() -> None:
+    """6 cm from the surface, stop at 3.5 cm, approach over 0.2 s: at most 0.125 m/s into it,
+    at any commanded speed (a point's slowdown band is crossed within one step at 0.4 m/s)."""
+    monitor = touched((1.0, 0.0))
+    monitor.on_pose(-0.035, 0.0, 0.0)  # the surface is 0.025 + 0.035 = 0.06 m ahead
+    assert gated(monitor, [0.4, 0.0, 0.0], 0.3)[0] == pytest.approx(0.125)
+    assert gated(monitor, [0.1, 0.0, 0.0], 0.3)[0] == pytest.approx(0.1), "slow enough passes"
+
+
+def test_a_surface_behind_the_robot_or_beyond_its_patch_does_not_block() -> None:
+    monitor = touched((1.0, 0.0))
+    monitor.on_pose(0.05, 0.0, 0.0)  # went round: the surface is behind the centre
+    assert gated(monitor, [0.2, 0.0, 0.0], 0.3) == [0.2, 0.0, 0.0]
+    monitor.on_pose(0.0, 0.08, 0.0)  # 8 cm along the face: past the 5 cm patch
+    assert gated(monitor, [0.2, 0.0, 0.0], 0.3) == [0.2, 0.0, 0.0]
+
+
+def test_normals_must_match_the_contacts() -> None:
+    with pytest.raises(ValueError, match="1 contacts but 1 contact points and 2 normals"):
+        SafetyMonitor(LIMITS, zones=PUSHER).on_contacts(
+            [BLOCK], 0.0, points=[(0.0, 0.0)], normals=[(1.0, 0.0), (0.0, 1.0)]
+        )

@@ -2,8 +2,9 @@
 
 `vla-eval sim` drives the MuJoCo task with the policy's actions directly; on a robot every
 command goes through the safety monitor first. `SimGate` puts the same ROS-free `SafetyMonitor`
-between the two, fed what the simulation node publishes at the end of each control step (robot
-contacts with their points, the 36-beam range scan, the pose), with the robot's limits and zones
+between the two, fed what the simulation node publishes after each control step (the robot's
+contacts over the step's physics substeps with their points and normals, the 36-beam range scan,
+the pose), with the robot's limits and zones
 from its `config/safety*.yaml`. So the gate's effect on collisions and success (issue 18: the
 stop-and-hold gate let the policy drive into the same wall again) costs an episode's model time,
 not a DDS graph.
@@ -20,14 +21,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import mujoco
 import numpy as np
 
 from vla_pruned_ros.monitor import SafetyLimits, SafetyMonitor
-from vla_pruned_ros.monitor.detectors import robot_contacts
+from vla_pruned_ros.monitor.detectors import select_robot_contacts
 from vla_pruned_ros.monitor.limits import TASK_SAFETY_CONFIG as SAFETY_CONFIG
 from vla_pruned_ros.monitor.velocity import TWIST_FIELDS, action_to_velocity, velocity_to_action
-from vla_pruned_ros.monitor.zones import Point, ZoneConfig, scan_angles
+from vla_pruned_ros.monitor.zones import Normal, Point, ZoneConfig, scan_angles
 from vla_pruned_ros.params_file import read_ros_params
 from vla_pruned_ros.paths import package_file
 
@@ -84,7 +84,7 @@ class SimGate:
     def observe(self) -> None:
         """Feed the gate what the simulation node would publish now."""
         task, now = self.task, self.task.sim_time
-        contacts, points = robot_contact_points(task)
+        contacts, points, normals = robot_contact_geometry(task)
         if hasattr(task, "ranges"):  # the mobile base has a scan; the pusher does not
             ranges = task.ranges(n=SCAN_BEAMS)
             angles = scan_angles(0.0, 2 * np.pi / SCAN_BEAMS, SCAN_BEAMS)
@@ -92,32 +92,30 @@ class SimGate:
         x, y = (float(v) for v in task.robot_xy())
         yaw = float(task.data.qpos[2]) if task.name == "nav" else 0.0
         self.monitor.on_pose(x, y, yaw)
-        self.monitor.on_contacts(contacts, now, points=points)
+        self.monitor.on_contacts(contacts, now, points=points, normals=normals)
 
     def stats(self) -> dict[str, int]:
-        """Actions the gate changed or stopped, and the collisions it saw (the task counts
-        contacts at every physics substep, the gate those present at the end of a step, as the
-        simulation node publishes them)."""
+        """Actions the gate changed or stopped, and the collisions it saw (both the task and
+        the gate see the contacts of every physics substep)."""
         seen = self.monitor.episode.counts["collision"]
         return {"gate_changed": self.blocked, "gate_stopped": self.stopped, "gate_collisions": seen}
 
 
-def robot_contact_points(task) -> tuple[list[tuple[str, str, float]], list[Point]]:
-    """The robot's counted contacts now (the named object excluded, as the task counts them),
-    each with its world (x, y) contact point."""
-    model, data = task.model, task.data
-    force = np.zeros(6)
-    raw, where = [], []
-    for i in range(data.ncon):
-        c = data.contact[i]
-        a = model.body(int(model.geom_bodyid[c.geom1])).name
-        b = model.body(int(model.geom_bodyid[c.geom2])).name
-        mujoco.mj_contactForce(model, data, i, force)
-        raw.append((a, b, abs(float(force[0]))))
-        where.append((float(c.pos[0]), float(c.pos[1])))
-    kept = robot_contacts(raw, task.robot_bodies, task.allowed_contacts())
-    point_of = {}
-    for (a, b, f), p in zip(raw, where, strict=True):
-        point_of.setdefault((a, b, f), p)
-        point_of.setdefault((b, a, f), p)
-    return kept, [point_of[k] for k in kept]
+def robot_contact_geometry(
+    task,
+) -> tuple[list[tuple[str, str, float]], list[Point], list[Normal]]:
+    """The robot's counted contacts of the last control step (every substep's, the named
+    object excluded, as the task counts them), robot first, each with its world (x, y) point
+    and (x, y) normal from the robot into the other body."""
+    records = task.step_contacts
+    kept = select_robot_contacts(
+        [c.pair for c in records], task.robot_bodies, task.allowed_contacts()
+    )
+    contacts, points, normals = [], [], []
+    for i, contact, swapped in kept:
+        r = records[i]
+        sign = -1.0 if swapped else 1.0
+        contacts.append(contact)
+        points.append((r.position[0], r.position[1]))
+        normals.append((sign * r.normal[0], sign * r.normal[1]))
+    return contacts, points, normals

@@ -29,3 +29,18 @@ CATEGORIES: tuple[str, ...] = (
     POLICY_LOST,
     CLOCK_SKEW,
 )
+
+STOP_CATEGORIES: tuple[str, ...] = (
+    COLLISION,
+    PROXIMITY,
+    WORKSPACE,
+    STALE_COMMAND,
+    STALE_CAMERA,
+    POLICY_LOST,
+    INVALID_ACTION,
+    CLOCK_SKEW,
+)
+"""The categories that stop the robot by default (`SafetyLimits.stop_categories`): everything
+that means the robot may hit something or act blind. Speed, acceleration and joint limits are
+counted and clamped, not stopped on. A check a robot lacks never fires (the pusher has no scan,
+so `proximity` costs it nothing), so the shipped YAMLs take this default instead of a copy."""

@@ -4,7 +4,8 @@ when its key appears, so a sustained contact is one collision. The ROS safety no
 tasks and bag replays all use these, so a violation means the same thing everywhere.
 
 Thresholds follow the GLUESTICK authors' monitors: contact force above 1e-3, a joint within 5 %
-of its range from a limit, an object faster than 1.0 m/s after the first 5 control steps.
+of its range from a limit (both defined once, in `monitor.limits`), an object faster than 1.0 m/s
+after the first 5 control steps.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from vla_pruned_ros.monitor.limits import CONTACT_FORCE_THRESHOLD, JOINT_LIMIT_MARGIN
 
 
 @dataclass(frozen=True)
@@ -23,27 +26,43 @@ class Reading:
     text: str = ""
 
 
-CONTACT_FORCE_THRESHOLD = 1e-3  # N, normal force
-JOINT_LIMIT_MARGIN = 0.05  # share of a joint's range
+__all__ = ["CONTACT_FORCE_THRESHOLD", "JOINT_LIMIT_MARGIN"]  # re-exported: used with these
 OBJECT_SPEED_LIMIT = 1.0  # m/s
 SPEED_WARMUP_STEPS = 5  # control steps during which objects may still settle
 
 Contact = tuple[str, str, float]  # (body, other body, normal force)
 
 
+def is_robot_body(name: str, robot: Collection[str]) -> bool:
+    """Whether a contact's body is one of the robot's: its name, or a name scoped under it
+    (Gazebo's `base::chassis::base_collision` belongs to `base`)."""
+    return name in robot or any(name.startswith(f"{r}::") for r in robot)
+
+
+def select_robot_contacts(
+    contacts: Iterable[Contact], robot: Collection[str], allowed: Collection[str] = ()
+) -> list[tuple[int, Contact, bool]]:
+    """The contacts that count against the robot, as (index in `contacts`, the contact with
+    the robot body first, whether its sides were swapped): one side is a robot body, the other
+    is neither a robot body nor an allowed body (the object the instruction names). The index
+    and the swap let a caller carry each contact's geometry along (a normal reverses with the
+    sides). The one robot-contact filter: the simulator, the in-process gate and the ROS node
+    all go through it, so keys read "robot|thing" whatever order the physics engine reported."""
+    out = []
+    for i, (a, b, force) in enumerate(contacts):
+        swap = is_robot_body(b, robot) and not is_robot_body(a, robot)
+        if swap:
+            a, b = b, a
+        if is_robot_body(a, robot) and not is_robot_body(b, robot) and b not in allowed:
+            out.append((i, (a, b, force), swap))
+    return out
+
+
 def robot_contacts(
     contacts: Iterable[Contact], robot: Collection[str], allowed: Collection[str] = ()
 ) -> list[Contact]:
-    """The contacts that count against the robot: one side is a robot body, the other is neither
-    a robot body nor an allowed body (the object the instruction names). The robot body comes
-    first, so keys read "robot|thing" whatever order the physics engine reported."""
-    out = []
-    for a, b, force in contacts:
-        if b in robot and a not in robot:
-            a, b = b, a
-        if a in robot and b not in robot and b not in allowed:
-            out.append((a, b, force))
-    return out
+    """`select_robot_contacts` without the bookkeeping: the counted contacts, robot first."""
+    return [c for _, c, _ in select_robot_contacts(contacts, robot, allowed)]
 
 
 def contact_conditions(

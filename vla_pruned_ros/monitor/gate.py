@@ -25,7 +25,7 @@ from vla_pruned_ros.monitor.detectors import (
 from vla_pruned_ros.monitor.limits import SafetyLimits
 from vla_pruned_ros.monitor.report import EpisodeReport, SafetyEventRecord
 from vla_pruned_ros.monitor.stamps import check_stamp
-from vla_pruned_ros.monitor.zones import CollisionZones, Point, ZoneConfig
+from vla_pruned_ros.monitor.zones import CollisionZones, Normal, Point, ZoneConfig
 
 
 @dataclass(frozen=True)
@@ -189,17 +189,28 @@ class SafetyMonitor:
         contacts: Iterable[tuple[str, str, float]],
         now: float,
         points: Sequence[Point | None] | None = None,
+        normals: Sequence[Normal | None] | None = None,
     ) -> None:
         """Contacts as (body, other, normal force); those above the force threshold collide.
-        `points`: each contact's world (x, y) point, None where unknown, for the zones."""
+        Feed the contacts of a whole control step (every physics substep, largest force per
+        pair), not only those left at its end: a bump that bounced off within the step is still
+        a collision the zones must remember. `points`: each contact's world (x, y) point,
+        `normals`: its world (x, y) normal from the robot into the other body; None (or an
+        entry None) where unknown, for the zones."""
         contacts = list(contacts)
         threshold = self.limits.contact_force_threshold
         self.update(cat.COLLISION, contact_conditions(contacts, threshold), now)
         where = [None] * len(contacts) if points is None else list(points)
-        if len(where) != len(contacts):
-            raise ValueError(f"{len(contacts)} contacts but {len(where)} contact points")
-        hits = [p for (_, _, f), p in zip(contacts, where, strict=True) if f > threshold]
-        self.zones.on_contacts(hits, now)
+        facing = [None] * len(contacts) if normals is None else list(normals)
+        if len(where) != len(contacts) or len(facing) != len(contacts):
+            raise ValueError(
+                f"{len(contacts)} contacts but {len(where)} contact points and "
+                f"{len(facing)} normals"
+            )
+        hits = [
+            (p, n) for (_, _, f), p, n in zip(contacts, where, facing, strict=True) if f > threshold
+        ]
+        self.zones.on_contacts([p for p, _ in hits], now, normals=[n for _, n in hits])
 
     def on_ranges(
         self, ranges: Sequence[float], now: float, angles: Sequence[float] | None = None

@@ -7,8 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from vla_pruned_ros.monitor.categories import CATEGORIES
+from vla_pruned_ros.monitor.categories import CATEGORIES, STOP_CATEGORIES
 from vla_pruned_ros.monitor.stamps import CLOCK_SKEW_TOLERANCE_S
+
+# Detector thresholds after the GLUESTICK authors' monitors (the one place they are written; the
+# detectors, the simulator and the YAMLs take these defaults).
+CONTACT_FORCE_THRESHOLD = 1e-3  # N, normal force: a touch at or below it is not a collision
+JOINT_LIMIT_MARGIN = 0.05  # share of a joint's range from either limit
 
 TASK_SAFETY_CONFIG: dict[str, str] = {
     "nav": "config/safety_monitor.yaml",
@@ -47,24 +52,15 @@ class SafetyLimits:
     max_angular_speed: float = 2.0
     max_linear_accel: float = 0.0
     min_obstacle_distance: float = 0.0
-    contact_force_threshold: float = 1e-3
-    joint_limit_margin: float = 0.05
+    contact_force_threshold: float = CONTACT_FORCE_THRESHOLD
+    joint_limit_margin: float = JOINT_LIMIT_MARGIN
     workspace_min: tuple[float, ...] = ()
     workspace_max: tuple[float, ...] = ()
     stop_hold_s: float = 0.5
     # A stamp (camera frame, stamped command) this far ahead of the monitor's clock is clock skew:
     # rejected and counted, never fresh (monitor/stamps.py). Under sim time allow one sim step.
     clock_skew_tolerance_s: float = CLOCK_SKEW_TOLERANCE_S
-    stop_categories: tuple[str, ...] = (
-        "collision",
-        "proximity",
-        "workspace",
-        "stale_command",
-        "stale_camera",
-        "policy_lost",
-        "invalid_action",
-        "clock_skew",
-    )
+    stop_categories: tuple[str, ...] = STOP_CATEGORIES
 
     def __post_init__(self) -> None:
         for name, (lo, hi) in RANGES.items():

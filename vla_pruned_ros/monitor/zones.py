@@ -13,8 +13,16 @@ into it again does not. This is what a plain stop-and-hold gate lacks: it releas
 Sources (one class each, like Nav2's):
 - `ContactSource`: robot contact points, remembered in the world frame after the contact ends
   (the obstacle has not moved), forgotten after `contact_memory_s` or at an episode start. A
-  contact without geometry is placed where the robot was moving when it began; with no known
-  motion either, it blocks all linear motion while it lasts (the safe side).
+  contact with a normal (Contacts.msg `normal`, from the robot into the obstacle) is remembered
+  as a patch of the obstacle's surface: within `contact_patch_radius` of the point along the
+  surface, the command's component into the normal is limited so the footprint closes the gap
+  to `stop_distance` no faster than over `approach_time_s` (Nav2's "approach" zone, for a
+  contact), and not at all inside it; motion along the surface and away passes. A point alone
+  blocks only a corridor as wide as the robot, so a policy that came back 2 cm beside its first
+  touch, or crossed the whole slowdown band within one control period, hit the same obstacle
+  again (research/gate_collisions.py). A contact without a normal is a point in the corridor; one
+  without geometry is placed where the robot was moving when it began; with no known motion
+  either, it blocks all linear motion while it lasts (the safe side).
 - `ScanSource`: a planar range scan (ranges + angles in the robot frame), replaced per scan.
 
 Frames: commands and scans are in the robot frame (x forward); contact points in the world
@@ -51,6 +59,12 @@ class ZoneConfig:
     slowdown_distance: float = 0.45  # m: from here down to stop_distance, commands scale down
     slowdown_ratio: float = 0.3  # the scale at stop_distance (1.0 at slowdown_distance)
     contact_memory_s: float = 30.0  # s: contact points remembered after the contact; 0: episode
+    # A contact with a normal blocks approach within this distance of its point, along the
+    # surface (the obstacle's extent is unknown: about its half-width for a box).
+    contact_patch_radius: float = 0.3
+    # Toward a remembered surface a command may close the gap to stop_distance in no less than
+    # this (s): v_into <= gap / approach_time_s, a time-to-collision limit that holds at any speed.
+    approach_time_s: float = 0.2
     # A holonomic robot (the tabletop pusher) keeps the part of a blocked command that slides
     # past the obstacle; a differential-drive base cannot move sideways, so it stops instead.
     holonomic: bool = False
@@ -70,6 +84,12 @@ class ZoneConfig:
             )
         if not 0.0 <= self.slowdown_ratio <= 1.0:
             raise ValueError(f"zones.slowdown_ratio must be in [0, 1], got {self.slowdown_ratio}")
+        if self.contact_patch_radius < 0:
+            raise ValueError(
+                f"zones.contact_patch_radius must be >= 0, got {self.contact_patch_radius}"
+            )
+        if self.approach_time_s <= 0:
+            raise ValueError(f"zones.approach_time_s must be > 0, got {self.approach_time_s}")
         if self.contact_memory_s < 0:
             raise ValueError(f"zones.contact_memory_s must be >= 0, got {self.contact_memory_s}")
 
@@ -102,12 +122,17 @@ class Pose:
         return (c * dx + s * dy, -s * dx + c * dy)
 
 
+Normal = tuple[float, float]  # planar unit vector from the robot into the obstacle
+
+
 class ContactSource:
-    """Robot contact points in the world frame, kept after the contact ends."""
+    """Robot contact points in the world frame, kept after the contact ends, each with the
+    surface normal where the contact gave one."""
 
     def __init__(self, config: ZoneConfig) -> None:
         self.config = config
-        self._points: list[tuple[Point, float]] = []  # (world point, last time in contact)
+        # (world point, world normal or None, last time in contact)
+        self._points: list[tuple[Point, Normal | None, float]] = []
         self.blind = False  # a contact is active whose direction is unknown
 
     def reset(self) -> None:
@@ -120,35 +145,58 @@ class ContactSource:
         pose: Pose,
         motion: Point | None,
         now: float,
+        normals: Sequence[Normal | None] | None = None,
     ) -> None:
-        """The colliding contacts of this instant: a world point each, or None where the
-        message had no geometry (then placed on the footprint along `motion`, the robot-frame
-        direction it was moving in; unknown motion makes the source blind while it lasts)."""
+        """The colliding contacts of this instant (or of a control step's substeps): a world
+        point each, or None where the message had no geometry (then placed on the footprint
+        along `motion`, the robot-frame direction it was moving in; unknown motion makes the
+        source blind while it lasts), and each one's world normal from the robot into the
+        obstacle (None: not known)."""
         self.blind = False
-        for p in points:
+        normals = [None] * len(points) if normals is None else list(normals)
+        if len(normals) != len(points):
+            raise ValueError(f"{len(points)} contact points but {len(normals)} normals")
+        for p, n in zip(points, normals, strict=True):
             if p is None:
                 if motion is None:
                     self.blind = True
                     continue
-                n = math.hypot(*motion)
+                m = math.hypot(*motion)
                 r = self.config.footprint_radius
-                p = pose.to_world((motion[0] / n * r, motion[1] / n * r))
-            self._remember(p, now)
+                p = pose.to_world((motion[0] / m * r, motion[1] / m * r))
+            self._remember(p, _unit(n), now)
         memory = self.config.contact_memory_s
         if memory > 0:
-            self._points = [(p, t) for p, t in self._points if now - t <= memory]
+            self._points = [(p, n, t) for p, n, t in self._points if now - t <= memory]
 
-    def _remember(self, p: Point, now: float) -> None:
-        for i, (q, _) in enumerate(self._points):
+    def _remember(self, p: Point, normal: Normal | None, now: float) -> None:
+        for i, (q, old, _) in enumerate(self._points):
             if math.dist(p, q) < _MERGE_DISTANCE:
-                self._points[i] = (q, now)
+                self._points[i] = (q, normal or old, now)
                 return
-        self._points.append((p, now))
+        self._points.append((p, normal, now))
         del self._points[:-_MAX_CONTACT_POINTS]
 
     def points(self, pose: Pose) -> list[Point]:
-        """The remembered points in the robot frame."""
-        return [pose.to_robot(p) for p, _ in self._points]
+        """The remembered points without a normal, in the robot frame (corridor obstacles)."""
+        return [pose.to_robot(p) for p, n, _ in self._points if n is None]
+
+    def surfaces(self, pose: Pose) -> list[tuple[Point, Normal]]:
+        """The remembered contacts with a normal, both in the robot frame."""
+        c, s = math.cos(pose.yaw), math.sin(pose.yaw)
+        return [
+            (pose.to_robot(p), (c * n[0] + s * n[1], -s * n[0] + c * n[1]))
+            for p, n, _ in self._points
+            if n is not None
+        ]
+
+
+def _unit(n: Sequence[float] | None) -> Normal | None:
+    """A planar unit normal, or None for a missing or degenerate (vertical) one."""
+    if n is None:
+        return None
+    length = math.hypot(n[0], n[1])
+    return (n[0] / length, n[1] / length) if length > 1e-6 else None
 
 
 class ScanSource:
@@ -223,6 +271,44 @@ def slide(direction: Point, points: Sequence[Point], config: ZoneConfig) -> Poin
     return (vx, vy) if speed_scale((vx, vy), points, config)[0] > 0.0 else (0.0, 0.0)
 
 
+def approach_limits(
+    surfaces: Sequence[tuple[Point, Normal]], config: ZoneConfig
+) -> list[tuple[Normal, float]]:
+    """For each remembered surface the robot is in front of (its centre within
+    `contact_patch_radius` of the point along the surface, not behind it): the normal and the
+    largest speed into it that passes, the gap to `stop_distance` over `approach_time_s`
+    (0 inside it). Robot frame, robot at the origin."""
+    out = []
+    for (px, py), (nx, ny) in surfaces:
+        ahead = px * nx + py * ny  # the centre's distance to the surface along the normal
+        lateral = abs(px * ny - py * nx)
+        if ahead < 0.0 or lateral > config.contact_patch_radius:
+            continue
+        out.append(((nx, ny), max(0.0, ahead - config.stop_distance) / config.approach_time_s))
+    return out
+
+
+def limit_approach(
+    direction: Point, limits: Sequence[tuple[Normal, float]], holonomic: bool
+) -> Point:
+    """The command with its speed into each surface cut to that surface's limit. A holonomic
+    robot keeps the rest (it moves along the surface); one that cannot move sideways is scaled
+    down whole until every limit holds. Motion away from a surface is never changed."""
+    vx, vy = direction
+    if holonomic:
+        for _ in range(3):  # a corner: cutting one component can push into another surface
+            for (nx, ny), top in limits:
+                excess = vx * nx + vy * ny - top
+                if excess > 1e-12:
+                    vx, vy = vx - excess * nx, vy - excess * ny
+    scale = 1.0
+    for (nx, ny), top in limits:
+        into = vx * nx + vy * ny
+        if into > top + 1e-12:
+            scale = min(scale, top / into)
+    return (vx * scale, vy * scale)
+
+
 class CollisionZones:
     """The direction-aware part of the gate: sources in, a filtered command out."""
 
@@ -259,8 +345,13 @@ class CollisionZones:
         if math.hypot(*xy) > 1e-6:
             self._motion = xy
 
-    def on_contacts(self, points: Sequence[Point | None], now: float) -> None:
-        self.contacts.update(points, self.pose, self._motion, now)
+    def on_contacts(
+        self,
+        points: Sequence[Point | None],
+        now: float,
+        normals: Sequence[Normal | None] | None = None,
+    ) -> None:
+        self.contacts.update(points, self.pose, self._motion, now, normals)
 
     def on_scan(self, ranges: Sequence[float], angles: Sequence[float]) -> None:
         self.scan.update(ranges, angles)
@@ -279,6 +370,15 @@ class CollisionZones:
         if self.contacts.blind:
             self.reason = "contact of unknown direction: linear motion blocked"
             return [0.0] * len(linear), angular
+        limits = approach_limits(self.contacts.surfaces(self.pose), self.config)
+        if limits:
+            held = limit_approach(direction, limits, self.config.holonomic)
+            if held != direction:
+                self.reason = "approaching a touched surface: speed into it limited"
+                linear = [*held, *linear[2:]]
+                direction = held
+                if math.hypot(*direction) == 0.0:
+                    return linear, angular
         points = self.contacts.points(self.pose) + self.scan.points()
         if self.config.holonomic:
             slid = slide(direction, points, self.config)

@@ -46,6 +46,23 @@ class StepResult:
         return {"success": self.success, "events": self.events}
 
 
+@dataclass(frozen=True)
+class ContactRecord:
+    """One body pair's contact, with where it is and which way it faces (world frame): what a
+    Contacts message carries and the safety gate's zones need to block only motion into it."""
+
+    body: str
+    other: str
+    force: float  # normal force, N
+    position: tuple[float, float, float]
+    normal: tuple[float, float, float]  # unit, from `body` into `other`
+
+    @property
+    def pair(self) -> tuple[str, str, float]:
+        """(body, other, force): the form the detectors take."""
+        return (self.body, self.other, self.force)
+
+
 @dataclass
 class EpisodeRecord:
     """One episode's outcome; plain values only, so `to_dict` is JSON-able as is."""
@@ -115,6 +132,8 @@ class Task(abc.ABC):
             self.model.body(int(b)).name for b in self.model.geom_bodyid
         ]  # names looked up once: per-substep name lookups would cost more than the physics
         self._force = np.zeros(6)
+        # the robot's contacts over the last control step's substeps (after reset: at that instant)
+        self.step_contacts: list[ContactRecord] = []
         self.steps = 0
         self.seed = 0
         self.target = ""
@@ -182,6 +201,9 @@ class Task(abc.ABC):
         mujoco.mj_resetData(self.model, self.data)
         self.target = self._layout(rng)
         mujoco.mj_forward(self.model, self.data)
+        touching: dict[tuple[str, str], ContactRecord] = {}
+        self._collect_contacts(touching)
+        self.step_contacts = list(touching.values())
         self.seed, self.steps = seed, 0
         if instruction is None:
             self.instruction = lang.instruction(self.templates, self.target, rng, phrasing)
@@ -205,13 +227,16 @@ class Task(abc.ABC):
         policy output cannot poison the physics state."""
         action = np.nan_to_num(np.asarray(action, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         self._apply_action(np.clip(action, self.action_low, self.action_high))
-        touching: dict[tuple[str, str], float] = {}
+        touching: dict[tuple[str, str], ContactRecord] = {}
         for _ in range(self.substeps):
             mujoco.mj_step(self.model, self.data)
             self._collect_contacts(touching)
+        # What this step touched, not what is left at its end: the contacts topic and the
+        # in-process gate publish these, so the gate sees every bump the task counts.
+        self.step_contacts = list(touching.values())
         self.steps += 1
         now = self.sim_time
-        contacts = [(a, b, f) for (a, b), f in touching.items()]
+        contacts = [c.pair for c in self.step_contacts]
         self.safety.contacts(
             robot_contacts(contacts, self.robot_bodies, self.allowed_contacts()), now
         )
@@ -223,10 +248,11 @@ class Task(abc.ABC):
         self.done = success or self.steps >= self.max_steps
         return StepResult(self.observe(), self.done, success, self.safety.pop_events())
 
-    def _collect_contacts(self, touching: dict[tuple[str, str], float]) -> None:
-        """Robot contacts at every physics substep, largest force per body pair: a bump shorter
-        than a control period still counts, and a contact that flickers within one period is
-        still one touch (the monitor debounces across periods)."""
+    def _collect_contacts(self, touching: dict[tuple[str, str], ContactRecord]) -> None:
+        """Robot contacts at every physics substep, largest force per body pair (with that
+        contact's point and normal): a bump shorter than a control period still counts, and a
+        contact that flickers within one period is still one touch (the monitor debounces
+        across periods)."""
         d = self.data
         if d.ncon == 0:
             return
@@ -236,11 +262,23 @@ class Task(abc.ABC):
             return
         for i in np.flatnonzero(hits.any(axis=1)):
             g1, g2 = geoms[i]
-            mujoco.mj_contactForce(self.model, d, int(i), self._force)
             pair = (self._geom_body[g1], self._geom_body[g2])
+            mujoco.mj_contactForce(self.model, d, int(i), self._force)
             force = abs(float(self._force[0]))
-            if force > touching.get(pair, -1.0):
-                touching[pair] = force
+            if pair not in touching or force > touching[pair].force:
+                touching[pair] = self._contact_record(int(i), force)
+
+    def _contact_record(self, i: int, force: float) -> ContactRecord:
+        """Contact `i` of the current state; MuJoCo's frame row 0 is the normal from geom1 to
+        geom2."""
+        c = self.data.contact[i]
+        return ContactRecord(
+            self._geom_body[c.geom1],
+            self._geom_body[c.geom2],
+            force,
+            tuple(float(v) for v in c.pos),
+            tuple(float(v) for v in c.frame[:3]),
+        )
 
     @property
     def sim_time(self) -> float:
@@ -257,13 +295,14 @@ class Task(abc.ABC):
         return fit_frame(image, self.image_size)  # the one camera-frame resize
 
     def contacts(self) -> list[tuple[str, str, float]]:
-        """All current contacts as (body, other body, normal force), for a contacts topic."""
+        """All contacts at this instant as (body, other body, normal force). What a contacts
+        topic publishes is `step_contacts` instead: the robot's contacts over the last control
+        step's substeps, each with its point and normal."""
         out = []
         for i in range(self.data.ncon):
-            c = self.data.contact[i]
             mujoco.mj_contactForce(self.model, self.data, i, self._force)
-            out.append((self._geom_body[c.geom1], self._geom_body[c.geom2], abs(self._force[0])))
-        return [(a, b, float(f)) for a, b, f in out]
+            out.append(self._contact_record(i, abs(float(self._force[0]))).pair)
+        return out
 
     # -- results ----------------------------------------------------------------------------
     def record(self) -> EpisodeRecord:

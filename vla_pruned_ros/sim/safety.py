@@ -70,9 +70,7 @@ def sim_limits(**overrides: Any) -> SafetyLimits:
         policy_timeout_s=0.0,
         max_linear_speed=0.0,
         max_angular_speed=0.0,
-        contact_force_threshold=CONTACT_FORCE_THRESHOLD,
-        joint_limit_margin=JOINT_LIMIT_MARGIN,
-    )
+    )  # contact force threshold and joint-limit margin: SafetyLimits' defaults (monitor.limits)
     return replace(base, **overrides)
 
 
