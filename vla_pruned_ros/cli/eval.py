@@ -230,6 +230,13 @@ def _table_arguments(sub: argparse.ArgumentParser, config: str) -> None:
     sub.add_argument("--plots-dir")
 
 
+def _table_overrides(args: argparse.Namespace) -> dict:
+    """The command line's overrides of a table's config (None: the file's value)."""
+    keys = ("episodes", "tasks", "json", "markdown", "plots_dir", "ray", "num_cpus", "num_gpus",
+            "shard_episodes")  # fmt: skip
+    return {k: getattr(args, k) for k in keys}
+
+
 def _gain(args: argparse.Namespace) -> int:
     from vla_pruned_ros.evaluation import action_gain
 
@@ -315,17 +322,29 @@ def _divergence(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     config = args.config or package_file("config/divergence.yaml")
     try:
-        cfg = ds.DivergenceConfig.from_file(
-            config, episodes=args.episodes, tasks=args.tasks, workers=args.workers,
-            json=args.json, markdown=args.markdown, plots_dir=args.plots_dir,
-        )  # fmt: skip
+        cfg = ds.DivergenceConfig.from_file(config, **_table_overrides(args))
         result = ds.run(cfg)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ClusterUnavailable) as err:
         print(f"vla-eval: {err}", file=sys.stderr)
         return 2
     command = "vla-eval " + " ".join(sys.argv[1:] if argv is None else argv)
+    if not _has_dense(result, "name"):
+        return _failed(result)
     _write_table(result, cfg, ds.markdown(result, command), ds.plot(result, Path(cfg.plots_dir)))
-    return 0
+    return _failed(result)
+
+
+def _has_dense(result: dict, key: str) -> bool:
+    """Whether the dense baseline survived (the tables are relative to it)."""
+    return any(v[key] == "dense" for v in result["variants"])
+
+
+def _failed(result: dict) -> int:
+    """Exit status of a table: 1 with each failed cell and its error on stderr, else 0."""
+    for f in result.get("failed", []):
+        print(f"vla-eval: cell {f['variant']} / {f['task']} / {f['phrasing']} failed: "
+              f"{f['error']}", file=sys.stderr)  # fmt: skip
+    return 1 if result.get("failed") else 0
 
 
 def _write_table(result: dict, cfg, text: str, image: Path) -> None:
@@ -349,21 +368,20 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     config = args.config or package_file("config/sweep.yaml")
     try:
-        cfg = SweepConfig.from_file(
-            config, episodes=args.episodes, methods=args.methods, ranks=args.ranks,
-            tasks=args.tasks, workers=args.workers, json=args.json, markdown=args.markdown,
-            plots_dir=args.plots_dir,
-        )  # fmt: skip
+        cfg = SweepConfig.from_file(config, methods=args.methods, ranks=args.ranks,
+                                    **_table_overrides(args))  # fmt: skip
         if args.render_only:
             result = json.loads(Path(cfg.json).read_text())
         else:
             result = run_sweep(cfg)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ClusterUnavailable) as err:
         print(f"vla-eval: {err}", file=sys.stderr)
         return 2
     command = "vla-eval " + " ".join(sys.argv[1:] if argv is None else argv)
+    if not _has_dense(result, "name"):
+        return _failed(result)
     _write_table(result, cfg, markdown(result, command), plot(result, Path(cfg.plots_dir)))
-    return 0
+    return _failed(result)
 
 
 if __name__ == "__main__":
