@@ -70,3 +70,24 @@ def test_a_missing_model_is_a_clear_error(tmp_path: Path, capsys) -> None:
                       "--episodes", "1"])  # fmt: skip
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_adapter_and_runtime_mode_reach_the_loader(tmp_path: Path, capsys) -> None:
+    """EvalJob's adapter and mode go to load_policy: the packed mode holds a pruned artifact in
+    less memory than materialized weights, and `vla-eval sim` passes --mode and --adapter on."""
+    from vla_pruned_ros.compression import prune
+    from vla_pruned_ros.evaluation.closed_loop import _policy_and_task
+    from vla_pruned_ros.models.embedded import load_embedded
+    from vla_pruned_ros.models.embedded_artifact import save_embedded_artifact
+
+    tiny = Path(_tiny(tmp_path / "tiny"))
+    art = str(save_embedded_artifact(prune(load_embedded(tiny), "magnitude", "2:4"),
+                                     tmp_path / "art", tiny))  # fmt: skip
+    packed = _policy_and_task(EvalJob("nav", art, 0, mode="packed"))[0].info.memory_bytes
+    dense = _policy_and_task(EvalJob("nav", art, 0, mode="materialize"))[0].info.memory_bytes
+    assert packed < dense
+    base = ["sim", "--task", "nav", "--model", art, "--episodes", "1", "--heldout-phrasing", "0"]
+    assert eval_main([*base, "--mode", "bogus"]) == 2
+    assert "unknown runtime mode 'bogus'" in capsys.readouterr().err
+    assert eval_main([*base, "--adapter", "no_such_module_here:Policy"]) == 2
+    assert "no_such_module_here" in capsys.readouterr().err
