@@ -2,8 +2,9 @@
 
 For each task it runs the real graph (simulation node, policy node with the embedded VLA, safety
 monitor) for a few held-out episodes, and records everything a replay needs with `vla-bag`'s
-recorder: camera frames, instructions, episode markers, the policy's actions and commands, the
-gated commands, contacts, proximity, odometry/joints, safety events and /clock.
+recorder (its file written by `bags/writer.py`, with chunk CRCs): camera frames, instructions,
+episode markers, the policy's actions and commands, the gated commands, contacts, proximity,
+odometry/joints, safety events and /clock.
 
     .venv/bin/python scripts/make_fixture_bags.py [--episodes 2] [--out test/fixtures/bags]
 """
@@ -17,12 +18,12 @@ import tempfile
 import threading
 from pathlib import Path
 
-from vla_pruned_ros.ros import topics
+from vla_pruned_ros import topic_names as topics
 
 TOPICS = [
     topics.CAMERA, topics.INSTRUCTION, topics.EPISODE, topics.ACTION, topics.CMD_RAW,
     topics.CMD, topics.CONTACTS, topics.SCAN, topics.ODOM, topics.JOINT_STATES,
-    topics.SAFETY_EVENTS, "/clock",
+    topics.SAFETY_EVENTS, topics.CLOCK,
 ]  # fmt: skip
 LIMIT_BYTES = 10 * 1024 * 1024
 
@@ -68,7 +69,7 @@ def record_task(task: str, episodes: int, bag: Path, first_seed: int) -> None:
         rclpy.shutdown(context=context)
         shutil.rmtree(reports, ignore_errors=True)
     print(f"{task}: graph exit code {code}; recorded {recorder.counts}", file=sys.stderr)
-    missing = [t for t in TOPICS if (t if t.startswith("/") else f"/{t}") not in recorder.counts]
+    missing = [t for t in TOPICS if topics.absolute(t) not in recorder.counts]
     if code != 0 or missing:
         raise SystemExit(f"{task}: recording incomplete (exit {code}, missing topics {missing})")
 

@@ -15,7 +15,7 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 from vla_pruned_ros_msgs.msg import VLAAction
 
-from vla_pruned_ros.bags.play import open_reader
+from vla_pruned_ros.bags.reader import BagReader
 from vla_pruned_ros.models.registry import load_policy
 from vla_pruned_ros.ros.image_io import image_to_rgb
 
@@ -29,12 +29,9 @@ LIVE_TOLERANCE = 1e-4
 
 
 def _messages(bag: Path, topic: str, cls) -> list:
-    reader = open_reader(bag)
-    try:
-        conns = [c for c in reader.connections if c.topic == topic]
-        return [deserialize_message(bytes(raw), cls) for _, _, raw in reader.messages(conns)]
-    finally:
-        reader.close()
+    with BagReader(bag) as reader:
+        return [deserialize_message(bytes(r.raw), cls)
+                for r in reader.records([topic], decode=False)]  # fmt: skip
 
 
 def _stamp(msg) -> int:

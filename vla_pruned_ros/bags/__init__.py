@@ -1,5 +1,12 @@
-"""rosbag2 files without rosbag2: record from and play into a live graph, read offline.
+"""rosbag2 files without rosbag2, in the format Jazzy/Kilted `ros2 bag` uses (metadata version
+9, MCAP by default, sqlite3 on request).
 
-Bags are written and read with `rosbags` in the format Jazzy/Kilted `ros2 bag` uses (metadata
-version 9, MCAP by default, sqlite3 on request). Messages stay serialized (CDR) end to end.
+- `reader.py`: the one reader (MCAP streamed with the `mcap` library, chunk CRCs checked, cut
+  files salvaged to the last whole message; sqlite3 through rosbags; CDR decoded with the
+  rosbags typestore, no rclpy), with a report of out-of-order stamps and gaps.
+- `writer.py`: the one writer (MCAP with chunk CRCs through `mcap`, sqlite3 through rosbags).
+- `types.py`: the typestore that knows our messages. `reader`, `writer` and `types` import
+  nothing from `ros/` and no rclpy (test/test_layer_imports.py).
+- `record.py`, `play.py`, `qos.py`: the ROS tools (rclpy) that record from and play into a live
+  graph through the reader and writer above.
 """

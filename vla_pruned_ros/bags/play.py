@@ -1,9 +1,14 @@
 """Play a rosbag2 bag into the live graph, as `ros2 bag play` does: messages at their recorded
 pace (scaled by `rate`), /clock from bag time for `use_sim_time` nodes, topic selection and
-remapping, a start offset, and looping."""
+remapping, a start offset, and looping.
+
+A ROS tool (it publishes with rclpy); it reads the bag through the one reader
+(`bags/reader.py`), so a truncated bag plays up to its last whole message and a corrupt chunk
+stops the player with the chunk named."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,16 +17,15 @@ from pathlib import Path
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
-from rosbags.rosbag2 import Reader, ReaderError
 from rosgraph_msgs.msg import Clock
 
 from vla_pruned_ros.bags.qos import from_bag_qos
+from vla_pruned_ros.bags.reader import BagError, BagReader, TopicInfo
 from vla_pruned_ros.bags.types import rclpy_class
 from vla_pruned_ros.ros.conversions import sec_to_stamp
+from vla_pruned_ros.topic_names import absolute
 
-
-class BagError(ValueError):
-    """A bag that cannot be played or read; the message names the problem."""
+__all__ = ["BagError", "BagPlayer", "PlayOptions", "open_reader"]
 
 
 @dataclass
@@ -36,15 +40,31 @@ class PlayOptions:
     wait_for_subscribers_s: float = 0.0
 
 
-def open_reader(bag: Path) -> Reader:
-    if not bag.exists():
-        raise BagError(f"bag {bag} does not exist")
-    try:
-        reader = Reader(bag)
-        reader.open()
-    except ReaderError as err:
-        raise BagError(f"cannot read bag {bag}: {err}") from err
-    return reader
+@dataclass(frozen=True)
+class _Connection:
+    topic: str
+    msgtype: str
+    msgcount: int
+
+
+class BagInfo:
+    """What `vla-bag info` prints (duration, message count, topics), from the one reader."""
+
+    def __init__(self, bag: Path) -> None:
+        self._reader = BagReader(bag)
+        start, end = self._reader.span_ns()
+        self.duration = end - start
+        topics: list[TopicInfo] = list(self._reader.topics.values())
+        self.connections = [_Connection(t.name, t.msgtype, t.count) for t in topics]
+        self.message_count = sum(max(0, t.count) for t in topics)
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def open_reader(bag: Path) -> BagInfo:
+    """The bag's summary (kept for `vla-bag info`); reading is `bags.reader.BagReader`."""
+    return BagInfo(Path(bag))
 
 
 class BagPlayer(Node):
@@ -53,21 +73,19 @@ class BagPlayer(Node):
         if options.rate <= 0:
             raise BagError(f"rate must be > 0, got {options.rate}")
         self.bag, self.options = bag, options
-        self.reader = open_reader(bag)
-        wanted = {t if t.startswith("/") else f"/{t}" for t in options.topics}
-        known = {c.topic for c in self.reader.connections}
+        self.reader = BagReader(bag)
+        wanted = {absolute(t) for t in options.topics}
+        known = set(self.reader.topics)
         missing = sorted(wanted - known)
         if missing:
             raise BagError(f"{bag} has no topic(s) {missing}; it has {sorted(known)}")
-        self.connections = [c for c in self.reader.connections if not wanted or c.topic in wanted]
+        self.topics = [t for t in self.reader.topics.values() if not wanted or t.name in wanted]
         self.bag_publishers = {}
-        for conn in self.connections:
-            qos = from_bag_qos(
-                conn.ext.offered_qos_profiles[0] if conn.ext.offered_qos_profiles else None
-            )
-            topic = options.remap.get(conn.topic, conn.topic)
-            self.bag_publishers[conn.id] = self.create_publisher(
-                rclpy_class(conn.msgtype), topic, qos
+        for info in self.topics:
+            qos = from_bag_qos(info.qos[0] if info.qos else None)
+            topic = options.remap.get(info.name, info.name)
+            self.bag_publishers[info.name] = self.create_publisher(
+                rclpy_class(info.msgtype), topic, qos
             )
         self.clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=10))
         self.published = 0
@@ -84,7 +102,7 @@ class BagPlayer(Node):
             ):
                 wait(0.05)
             wait(0.3)  # matching is seen by the publisher first; give the readers a moment
-        start_ns = self.reader.start_time + int(opts.start_offset_s * 1e9)
+        start_ns = self.reader.span_ns()[0] + int(opts.start_offset_s * 1e9)
         while True:
             self._play_once(start_ns, wait)
             if not opts.loop:
@@ -94,23 +112,29 @@ class BagPlayer(Node):
 
     def _play_once(self, start_ns: int, wait: Callable[[float], None]) -> None:
         opts = self.options
-        wall0 = time.monotonic()
         next_clock = 0.0
         try:
-            for conn, stamp_ns, raw in self.reader.messages(self.connections, start=start_ns):
-                due = wall0 + (stamp_ns - start_ns) / 1e9 / opts.rate
+            records = self.reader.records(self.bag_publishers, decode=False, start_ns=start_ns)
+            first = next(records, None)  # the first chunk is read before the clock starts
+            wall0 = time.monotonic()
+            for record in itertools.chain([first] if first else [], records):
+                due = wall0 + (record.log_ns - start_ns) / 1e9 / opts.rate
                 while True:
                     now = time.monotonic()
                     if opts.clock and now >= next_clock:
                         bag_now = start_ns + (now - wall0) * opts.rate * 1e9
                         self.clock_pub.publish(
-                            Clock(clock=sec_to_stamp(min(bag_now, stamp_ns) / 1e9))
+                            Clock(clock=sec_to_stamp(min(bag_now, record.log_ns) / 1e9))
                         )
                         next_clock = now + 1.0 / opts.clock_hz
                     if now >= due:
                         break
                     wait(min(due - now, 1.0 / opts.clock_hz))
-                self.bag_publishers[conn.id].publish(bytes(raw))
+                self.bag_publishers[record.topic].publish(bytes(record.raw))
                 self.published += 1
-        except ReaderError as err:
+        except BagError as err:
             raise BagError(f"{self.bag} is damaged after {self.published} messages: {err}") from err
+        if self.reader.report.truncated:
+            self.get_logger().warning(
+                f"{self.bag}: {self.reader.report.truncated}; played {self.published} messages"
+            )

@@ -1,4 +1,6 @@
-"""Record topics of a live graph into a rosbag2 bag, keeping each publisher's QoS."""
+"""Record topics of a live graph into a rosbag2 bag, keeping each publisher's QoS. A ROS tool
+(it subscribes with rclpy); the file is written by the one writer (`bags/writer.py`: MCAP with
+chunk CRCs, or sqlite3)."""
 
 from __future__ import annotations
 
@@ -7,12 +9,11 @@ from typing import Any
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rosbags.rosbag2 import StoragePlugin, Writer
 
 from vla_pruned_ros.bags.qos import to_bag_qos
 from vla_pruned_ros.bags.types import rclpy_class, typestore
-
-STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+from vla_pruned_ros.bags.writer import STORAGES, open_writer
+from vla_pruned_ros.topic_names import absolute
 
 
 class BagRecorder(Node):
@@ -23,13 +24,12 @@ class BagRecorder(Node):
         self, bag: Path, topics: list[str], storage: str = "mcap", **node_kwargs: Any
     ) -> None:
         super().__init__("vla_bag_recorder", **node_kwargs)
-        if storage not in STORAGE:
-            raise ValueError(f"storage must be one of {sorted(STORAGE)}, not {storage!r}")
+        if storage not in STORAGES:
+            raise ValueError(f"storage must be one of {sorted(STORAGES)}, not {storage!r}")
         if bag.exists():
             raise ValueError(f"{bag} already exists; choose a new output folder")
-        self.writer = Writer(bag, version=9, storage_plugin=STORAGE[storage])
-        self.writer.open()
-        self.pending = {t if t.startswith("/") else f"/{t}" for t in topics}
+        self.writer = open_writer(bag, storage)
+        self.pending = {absolute(t) for t in topics}
         self.counts: dict[str, int] = {}
         self._subs = []
         self.create_timer(0.2, self._discover)

@@ -6,6 +6,12 @@ touches hardware.
 Each recorded `VLAAction` carries the stamp of the frame it was computed from; that pairing gives
 (frame, instruction, recorded action) steps. The commands each model would have sent go through
 the safety monitor's command checks (speed, acceleration, validity) with the robot's limits.
+
+The bag is read through the one reader (`bags/reader.py`, no rclpy): a corrupt chunk refuses the
+bag; a cut file is evaluated up to its last whole message with `error` saying where it broke;
+stamps that go backwards are sorted back into place within `REORDER_WINDOW_S` (never across an
+episode boundary) and, with gaps longer than `GAP_S`, listed under `stamps` in the result.
+Frames are run through each model in batches (`models/batch.py`) where the adapter allows it.
 """
 
 from __future__ import annotations
@@ -20,14 +26,25 @@ from typing import Any
 
 import numpy as np
 
-from vla_pruned_ros.bags.play import BagError, open_reader
+from vla_pruned_ros import topic_names as topics
+from vla_pruned_ros.bags.reader import (
+    GAP_S,
+    BagError,
+    BagReader,
+    CorruptChunk,
+    ReadReport,
+    reorder_by_stamp,
+)
+from vla_pruned_ros.frames import ImageRejected, decode_image
 from vla_pruned_ros.monitor import categories as cat
 from vla_pruned_ros.monitor.limits import TASK_SAFETY_CONFIG as SAFETY_CONFIG
 from vla_pruned_ros.monitor.velocity import action_to_velocity
-from vla_pruned_ros.ros import topics
 
 COMMAND_CATEGORIES = (cat.SPEED, cat.ACCELERATION, cat.INVALID_ACTION)
 ACTION_SPACE_TASK = {"base_velocity": "nav", "ee_velocity": "manip"}
+REORDER_WINDOW_S = 1.0  # steps up to this late are put back in stamp order
+BATCH = 32  # frames per model call where the adapter takes batches
+FRAME_BUFFER = 256  # frames kept waiting for the action computed from them
 
 
 @dataclass
@@ -47,59 +64,53 @@ class ReadStats:
     actions: int = 0
     unmatched_actions: int = 0  # actions whose frame was not in the bag (dropped in recording)
     errors: list[str] = field(default_factory=list)
+    report: ReadReport = field(default_factory=ReadReport)  # the reader's: stamps, CRCs, cut
+    late_steps: list[dict[str, float | str]] = field(default_factory=list)  # not sortable
 
 
-def _topic(name: str) -> str:
-    return name if name.startswith("/") else f"/{name}"
+def _stamp_s(stamp_ns: int) -> float:
+    return stamp_ns / 1e9
 
 
-def _open_messages(
-    bag: Path, wanted: set[str]
-) -> tuple[dict[str, str], Iterator[tuple[str, bytes]], str | None]:
-    """(topic -> type, the wanted topics' messages in order, a problem to raise once they are
-    consumed). A truncated MCAP bag is salvaged up to where it breaks off."""
-    from vla_pruned_ros.bags.mcap_salvage import Truncated, salvage
-
-    try:
-        reader = open_reader(bag)
-    except BagError as err:
-        files = sorted(bag.glob("*.mcap")) if bag.is_dir() else [bag]
-        salvaged, problem = [], None
-        for f in files:
-            if f.suffix != ".mcap" or not f.is_file():
+def _paired_steps(
+    reader: BagReader, stats: ReadStats, camera: str, instruction: str, action: str,
+    episode: str,
+) -> Iterator[BagStep]:  # fmt: skip
+    """Steps in file order: each recorded action with the frame of the same stamp."""
+    frames: OrderedDict[int, Any] = OrderedDict()
+    current_instruction, current_episode = "", "0"
+    wanted = [t for t in (camera, instruction, action, episode) if t in reader.topics]
+    for index, rec in enumerate(reader.records(wanted), start=1):
+        msg = rec.message
+        if rec.topic == camera:
+            stats.frames += 1
+            frames[rec.stamp_ns] = msg  # decoded to RGB only once an action names it
+            while len(frames) > FRAME_BUFFER:
+                frames.popitem(last=False)
+        elif rec.topic == instruction:
+            current_instruction = msg.data
+        elif rec.topic == episode:
+            parts = msg.data.split(maxsplit=1)
+            if parts and parts[0] == "start":
+                current_episode = parts[1] if len(parts) > 1 else str(index)
+        elif rec.topic == action:
+            stats.actions += 1
+            frame = frames.get(rec.stamp_ns)
+            if frame is None:
+                stats.unmatched_actions += 1
                 continue
             try:
-                salvaged.extend(salvage(f))
-            except Truncated as cut:
-                problem = f"{bag}: the bag is truncated or corrupt: {f.name}: {cut}"
-            except (ValueError, OSError, IndexError):
-                raise err from None
-        if problem is None:
-            raise err from None
-        types = {m.topic: m.msgtype for m in salvaged}
-        return types, ((m.topic, m.data) for m in salvaged if m.topic in wanted), problem
-
-    types = {c.topic: c.msgtype for c in reader.connections}
-
-    def stream() -> Iterator[tuple[str, bytes]]:
-        try:
-            messages = reader.messages([c for c in reader.connections if c.topic in wanted])
-            index = 0
-            while True:
-                try:
-                    conn, _t, raw = next(messages)
-                except StopIteration:
-                    return
-                except Exception as err:  # noqa: BLE001 - storage plugins raise many kinds
-                    raise BagError(
-                        f"{bag}: the bag is truncated or corrupt after message {index}: {err}"
-                    ) from None
-                index += 1
-                yield conn.topic, raw
-        finally:
-            reader.close()
-
-    return types, stream(), None
+                image = decode_image(frame.encoding, frame.height, frame.width, frame.step,
+                                     frame.data)  # fmt: skip
+            except ImageRejected as err:
+                stats.errors.append(f"frame at {_stamp_s(rec.stamp_ns):.3f} s rejected: {err}")
+                stats.frames -= 1
+                continue
+            yield BagStep(
+                current_episode, msg.instruction or current_instruction,
+                _stamp_s(rec.stamp_ns), image, np.asarray(msg.action, np.float64),
+                tuple(msg.names), msg.action_space,
+            )  # fmt: skip
 
 
 def read_steps(
@@ -109,67 +120,38 @@ def read_steps(
     instruction: str = topics.INSTRUCTION,
     action: str = topics.ACTION,
     episode: str = topics.EPISODE,
+    reorder_window_s: float = REORDER_WINDOW_S,
+    gap_s: float = GAP_S,
 ) -> Iterator[BagStep]:
-    """Steps in recording order. Raises BagError on a missing topic, an unknown type, stamps
-    that go backwards or a bag that breaks off; the steps before the problem are yielded."""
-    from rclpy.serialization import deserialize_message
+    """Steps in stamp order within each episode (sorted back within `reorder_window_s`; later
+    ones are evaluated where they arrived and listed in `stats.late_steps`). Raises BagError on
+    a missing topic, an undecodable type or a corrupt chunk; a cut file ends the steps with
+    `stats.report.truncated` set."""
+    reader = BagReader(bag, gap_s=gap_s)
+    try:
+        camera, action = reader.require(camera, action)
+        instruction, episode = topics.absolute(instruction), topics.absolute(episode)
+        from vla_pruned_ros.bags.types import UnknownMessageType, typestore
 
-    from vla_pruned_ros.bags.types import UnknownMessageType, rclpy_class
-    from vla_pruned_ros.ros.conversions import stamp_to_sec
-    from vla_pruned_ros.ros.image_io import ImageRejected, image_to_rgb
+        store = typestore()
+        for topic in (camera, instruction, action, episode):
+            info = reader.topics.get(topic)
+            if info is not None and info.msgtype not in store.types:
+                raise BagError(f"{bag}: topic {topic}: " + str(UnknownMessageType(
+                    f"cannot import message type {info.msgtype!r}: not a ROS 2 Kilted or "
+                    "vla_pruned_ros_msgs type")))  # fmt: skip
 
-    camera, instruction, action, episode = map(_topic, (camera, instruction, action, episode))
-    types, messages, problem = _open_messages(bag, {camera, instruction, action, episode})
-    missing = [t for t in (camera, action) if t not in types]
-    if missing:
-        raise BagError(f"{bag}: missing topics {missing}; the bag has {sorted(types)}")
-    classes = {}
-    for topic in (camera, instruction, action, episode):
-        if topic in types:
-            try:
-                classes[topic] = rclpy_class(types[topic])
-            except UnknownMessageType as err:
-                raise BagError(f"{bag}: topic {topic}: {err}") from None
-    frames: OrderedDict[int, np.ndarray] = OrderedDict()
-    current_instruction, current_episode = "", "0"
-    last_frame_stamp = -math.inf
-    for index, (topic, raw) in enumerate(messages, start=1):
-        msg = deserialize_message(bytes(raw), classes[topic])
-        if topic == camera:
-            stamp = stamp_to_sec(msg.header.stamp)
-            if stamp < last_frame_stamp:
-                raise BagError(
-                    f"{bag}: out-of-order stamps on {topic}: {stamp:.3f} s after "
-                    f"{last_frame_stamp:.3f} s (message {index})"
-                )
-            last_frame_stamp = stamp
-            try:
-                frames[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = image_to_rgb(msg)
-            except ImageRejected as err:
-                stats.errors.append(f"frame at {stamp:.3f} s rejected: {err}")
-                continue
-            stats.frames += 1
-            while len(frames) > 256:
-                frames.popitem(last=False)
-        elif topic == instruction:
-            current_instruction = msg.data
-        elif topic == episode:
-            parts = msg.data.split(maxsplit=1)
-            if parts and parts[0] == "start":
-                current_episode = parts[1] if len(parts) > 1 else str(index)
-        elif topic == action:
-            stats.actions += 1
-            image = frames.get(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
-            if image is None:
-                stats.unmatched_actions += 1
-                continue
-            yield BagStep(
-                current_episode, msg.instruction or current_instruction,
-                stamp_to_sec(msg.header.stamp), image,
-                np.asarray(msg.action, np.float64), tuple(msg.names), msg.action_space,
-            )  # fmt: skip
-    if problem:
-        raise BagError(problem)
+        def late(step: BagStep, released: float) -> None:
+            stats.late_steps.append({"episode": step.episode, "stamp": step.stamp,
+                                     "after": released})  # fmt: skip
+
+        steps = _paired_steps(reader, stats, camera, instruction, action, episode)
+        yield from reorder_by_stamp(steps, lambda s: s.stamp, reorder_window_s, late,
+                                    barrier=lambda s: s.episode)  # fmt: skip
+        stats.report = reader.report
+    finally:
+        stats.report = reader.report
+        reader.close()
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -234,11 +216,22 @@ class CommandChecker:
 @dataclass
 class ModelRun:
     name: str
-    predict: Callable[[np.ndarray, str], np.ndarray]
+    predict: Callable[[list[np.ndarray], list[str]], np.ndarray]  # a batch of frames
     info: dict[str, Any]
     checker: CommandChecker
     steps: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def _batches(steps: Iterator[BagStep], size: int) -> Iterator[list[BagStep]]:
+    batch: list[BagStep] = []
+    for step in steps:
+        batch.append(step)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def evaluate_bag(
@@ -248,11 +241,18 @@ def evaluate_bag(
     reference: str | None = None,
     progress: bool = True,
     loader: Callable[[str, str], Any] | None = None,
+    batch: int = BATCH,
+    reorder_window_s: float = REORDER_WINDOW_S,
+    gap_s: float = GAP_S,
 ) -> dict[str, Any]:
     """Replay `bag` through every model. The reference (default: the first model) is what
-    'faithfulness' is measured against. Problems in the bag end the replay early; what was
-    gathered is returned with `error` set."""
+    'faithfulness' is measured against. A corrupt chunk, a missing topic or an unknown type
+    raise BagError; a bag that breaks off is evaluated up to the break and returned with
+    `error` set; stamp disorder and gaps are reported under `stamps`. `batch` frames go through
+    a model at once where its adapter allows (1: frame by frame, as a live node runs)."""
     from tqdm import tqdm
+
+    from vla_pruned_ros.models.batch import predict_batch
 
     if not models:
         raise ValueError("give at least one model")
@@ -263,55 +263,77 @@ def evaluate_bag(
     reference = reference or models[0]
     names = list(dict.fromkeys([*models, reference]))
     stats = ReadStats()
-    steps = read_steps(bag, stats)
+    steps = read_steps(bag, stats, reorder_window_s=reorder_window_s, gap_s=gap_s)
     runs: dict[str, ModelRun] = {}
     recorded_checker = None
     error = None
     bag_start = bag_end = None
     bar = tqdm(desc=f"replay {bag.name}", unit="step", disable=not progress)
     try:
-        for step in steps:
+        for chunk in _batches(steps, max(1, batch)):
             if not runs:
-                task = task or ACTION_SPACE_TASK.get(step.action_space)
+                first = chunk[0]
+                task = task or ACTION_SPACE_TASK.get(first.action_space)
                 if task is None:
                     raise ValueError(f"cannot tell the task from action space "
-                                     f"{step.action_space!r}; pass --task")  # fmt: skip
+                                     f"{first.action_space!r}; pass --task")  # fmt: skip
                 for name in names:
                     policy = loader(name, task)
-                    check_action_space(policy.info, step.names, step.action_space,
+                    check_action_space(policy.info, first.names, first.action_space,
                                        f"bag {bag.name}")  # fmt: skip
-                    runs[name] = ModelRun(name, policy.predict, {
+                    runs[name] = ModelRun(name, lambda ims, ins, p=policy: predict_batch(
+                        p, ims, ins), {
                         "variant": policy.info.variant, "rank": policy.info.rank,
                         "memory_bytes": policy.info.memory_bytes,
                     }, CommandChecker(task))  # fmt: skip
                 recorded_checker = CommandChecker(task)
-            bag_start = step.stamp if bag_start is None else bag_start
-            bag_end = step.stamp
-            recorded_checker.check(step, step.recorded)
+            images = [s.image for s in chunk]
+            texts = [s.instruction for s in chunk]
             preds = {}
             for run in runs.values():
                 t0 = time.perf_counter()
-                preds[run.name] = np.asarray(run.predict(step.image, step.instruction), np.float64)
+                preds[run.name] = np.asarray(run.predict(images, texts), np.float64)
                 run.seconds += time.perf_counter() - t0
-            for run in runs.values():
-                pred = preds[run.name]
-                row = {"episode": step.episode, "stamp": step.stamp,
-                       **_compare(pred, step.recorded)}  # fmt: skip
-                ref = _compare(pred, preds[reference])
-                row.update({f"ref_{k}": v for k, v in ref.items()})
-                row["violations"] = run.checker.check(step, pred)
-                run.steps.append(row)
-            bar.update(1)
+            for i, step in enumerate(chunk):
+                bag_start = step.stamp if bag_start is None else min(bag_start, step.stamp)
+                bag_end = step.stamp if bag_end is None else max(bag_end, step.stamp)
+                recorded_checker.check(step, step.recorded)
+                for run in runs.values():
+                    pred = preds[run.name][i]
+                    row = {"episode": step.episode, "stamp": step.stamp,
+                           **_compare(pred, step.recorded)}  # fmt: skip
+                    ref = _compare(pred, preds[reference][i])
+                    row.update({f"ref_{k}": v for k, v in ref.items()})
+                    row["violations"] = run.checker.check(step, pred)
+                    run.steps.append(row)
+            bar.update(len(chunk))
+    except CorruptChunk:
+        raise
     except BagError as err:
         error = str(err)
     finally:
         bar.close()
+    if stats.report.truncated and error is None:
+        error = f"{bag}: the bag is truncated or corrupt: {stats.report.truncated}"
     if not runs:
         if error:
             raise BagError(error)
         raise BagError(f"{bag}: no recorded action could be paired with its camera frame")
     return _result(bag, task, reference, runs, recorded_checker, stats, error,
                    (bag_end or 0) - (bag_start or 0))  # fmt: skip
+
+
+def _stamps(stats: ReadStats) -> dict[str, Any]:
+    """Stamp disorder and silences the reader found, and what sorting could not mend."""
+    report = stats.report
+    return {
+        "out_of_order": [vars(i) for i in report.out_of_order],
+        "gaps": [{**vars(g), "seconds": g.seconds} for g in report.gaps],
+        "late_steps": stats.late_steps,
+        "crc_checked_chunks": report.crc_checked_chunks,
+        "crc_unchecked_chunks": report.crc_unchecked_chunks,
+        "truncated": report.truncated,
+    }
 
 
 def _result(bag, task, reference, runs, recorded_checker, stats, error, span) -> dict[str, Any]:
@@ -365,5 +387,6 @@ def _result(bag, task, reference, runs, recorded_checker, stats, error, span) ->
         "recorded_command_violations": recorded,
         "models": out_models,
         "warnings": stats.errors,
+        "stamps": _stamps(stats),
         "error": error,
     }

@@ -32,7 +32,39 @@ def markdown(result: dict[str, Any]) -> str:
         )
     rec = ", ".join(f"{k} {v}" for k, v in result["recorded_command_violations"].items())
     lines += ["", f"Recorded commands' own violations: {rec or 'none'}.", ""]
+    lines += stamp_lines(result.get("stamps"))
     return "\n".join(lines)
+
+
+def stamp_lines(stamps: dict[str, Any] | None) -> list[str]:
+    """What the reader found about the bag's stamps and chunks, in words: nothing is dropped
+    silently, so a reader of the report sees disorder, gaps and unchecked data."""
+    if not stamps:
+        return []
+    lines = []
+    disorder = stamps["out_of_order"]
+    if disorder:
+        shown = "; ".join(f"{d['topic']} {d['stamp_s']:.3f} s after {d['previous_s']:.3f} s"
+                          for d in disorder[:5])  # fmt: skip
+        more = f" (and {len(disorder) - 5} more)" if len(disorder) > 5 else ""
+        late = len(stamps["late_steps"])
+        lines.append(
+            f"Out-of-order stamps: {len(disorder)}: {shown}{more}; steps sorted back by stamp, "
+            f"{late} too late to sort (evaluated where they arrived)."
+        )
+    gaps = stamps["gaps"]
+    if gaps:
+        shown = "; ".join(f"{g['topic']} {g['start_s']:.3f}-{g['end_s']:.3f} s "
+                          f"({g['seconds']:.1f} s)" for g in gaps[:5])  # fmt: skip
+        more = f" (and {len(gaps) - 5} more)" if len(gaps) > 5 else ""
+        lines.append(f"Gaps in the recording: {len(gaps)}: {shown}{more}.")
+    if stamps["crc_unchecked_chunks"]:
+        unchecked, checked = stamps["crc_unchecked_chunks"], stamps["crc_checked_chunks"]
+        lines.append(
+            f"{unchecked} chunks carry no CRC (written without one) and could not be checked; "
+            f"{checked} were."
+        )
+    return [*lines, ""] if lines else []
 
 
 def plot(result: dict[str, Any], out: Path) -> Path:

@@ -11,7 +11,8 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from vla_pruned_ros.bags.play import BagError, BagPlayer, PlayOptions
+from vla_pruned_ros.bags.play import BagPlayer, PlayOptions
+from vla_pruned_ros.bags.reader import BagError
 
 PARAMETERS = {
     "bag": "",

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vla_pruned_ros import topic_names
+from vla_pruned_ros.frames import fit_frame
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
@@ -17,12 +20,6 @@ Frames = np.ndarray | list[np.ndarray]  # N x size x size x 3, or a list at nati
 
 class CalibrationDataError(ValueError):
     """Calibration data that cannot be used; the message says what is wrong."""
-
-
-def _fit(rgb: np.ndarray, size: int | None) -> np.ndarray:
-    import cv2
-
-    return rgb if size is None else cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def _frames(images: list[np.ndarray], size: int | None) -> Frames:
@@ -68,52 +65,51 @@ def frames_from_folder(folder: Path, size: int | None = 64) -> tuple[Frames, lis
         if bgr is None:
             raise CalibrationDataError(f"{f} cannot be decoded as an image")
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        images.append(_fit(rgb, size))
+        images.append(fit_frame(rgb, size))
     return _frames(images, size), texts
 
 
 def frames_from_bag(
-    bag: Path, camera: str = "camera/image_raw", instruction: str = "instruction",
+    bag: Path, camera: str = topic_names.CAMERA, instruction: str = topic_names.INSTRUCTION,
     every: int = 1, limit: int = 512, size: int | None = 64,
 ) -> tuple[Frames, list[str]]:  # fmt: skip
     """Camera frames (every `every`-th, at most `limit`) with the latest instruction before
-    each; frames before the first instruction are skipped."""
-    from rclpy.serialization import deserialize_message
+    each; frames before the first instruction are skipped. Read through the one bag reader
+    (no ROS needed); a bag cut short gives the frames before the cut."""
+    from vla_pruned_ros.bags.reader import BagError, BagReader
+    from vla_pruned_ros.frames import ImageRejected, decode_image
 
-    from vla_pruned_ros.bags.play import open_reader
-    from vla_pruned_ros.bags.types import rclpy_class
-    from vla_pruned_ros.ros.image_io import ImageRejected, image_to_rgb
-
-    cam, ins = (t if t.startswith("/") else f"/{t}" for t in (camera, instruction))
-    reader = open_reader(Path(bag))
     try:
-        conns = [c for c in reader.connections if c.topic in (cam, ins)]
-        present = {c.topic for c in conns}
-        missing = [t for t in (cam, ins) if t not in present]
+        reader = BagReader(Path(bag))
+    except BagError as err:
+        raise CalibrationDataError(str(err)) from None
+    try:
+        cam, ins = (topic_names.absolute(t) for t in (camera, instruction))
+        missing = [t for t in (cam, ins) if t not in reader.topics]
         if missing:
-            raise CalibrationDataError(
-                f"{bag} has no {missing}; it has {sorted(c.topic for c in reader.connections)}"
-            )
-        classes = {c.id: rclpy_class(c.msgtype) for c in conns}
+            raise CalibrationDataError(f"{bag} has no {missing}; it has {sorted(reader.topics)}")
         images, texts, current, seen = [], [], None, 0
-        for conn, _t, raw in reader.messages(conns):
-            msg = deserialize_message(bytes(raw), classes[conn.id])
-            if conn.topic == ins:
-                current = msg.data
-                continue
-            if current is None:
-                continue
-            seen += 1
-            if (seen - 1) % every:
-                continue
-            try:
-                rgb = image_to_rgb(msg)
-            except ImageRejected:
-                continue
-            images.append(_fit(rgb, size))
-            texts.append(current)
-            if len(images) >= limit:
-                break
+        try:
+            for rec in reader.records([cam, ins]):
+                msg = rec.message
+                if rec.topic == ins:
+                    current = msg.data
+                    continue
+                if current is None:
+                    continue
+                seen += 1
+                if (seen - 1) % every:
+                    continue
+                try:
+                    rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+                except ImageRejected:
+                    continue
+                images.append(fit_frame(rgb, size))
+                texts.append(current)
+                if len(images) >= limit:
+                    break
+        except BagError as err:
+            raise CalibrationDataError(str(err)) from None
     finally:
         reader.close()
     if not images:

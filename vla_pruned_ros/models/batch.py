@@ -1,0 +1,39 @@
+"""Many frames through a policy at once, for offline replay where every frame is known ahead:
+one forward pass per batch for the embedded VLA (its text features cached per instruction, as
+`predict` does), one `predict` call per frame for any other adapter. Kept beside the adapters,
+not in them, so the PolicyAdapter interface stays one method."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from vla_pruned_ros.frames import fit_frame
+
+
+def supports_batch(policy: object) -> bool:
+    """Whether `predict_batch` runs `policy` as one forward pass (the embedded VLA)."""
+    from vla_pruned_ros.models.embedded import EmbeddedPolicy
+
+    return type(policy) is EmbeddedPolicy
+
+
+def predict_batch(policy, images: Sequence[np.ndarray], instructions: Sequence[str]) -> np.ndarray:
+    """(N, action dims) float32 physical actions, row i the same as
+    `policy.predict(images[i], instructions[i])` (to float rounding)."""
+    if len(images) != len(instructions):
+        raise ValueError(f"{len(images)} images for {len(instructions)} instructions")
+    if not supports_batch(policy):
+        return np.stack([np.asarray(policy.predict(im, t), np.float32)
+                         for im, t in zip(images, instructions, strict=True)])  # fmt: skip
+    import torch
+
+    with torch.inference_mode():
+        size = policy.model.config.image_size
+        frames = np.stack([fit_frame(im, size) for im in images])
+        rows = {t: policy.text_features(t) for t in dict.fromkeys(instructions)}
+        text = torch.cat([rows[t] for t in instructions])
+        batch = torch.from_numpy(frames).to(text.device)
+        out = policy.model.act_from_features(batch, text, policy.task).float().cpu()
+        return policy.model.unnormalise(out, policy.task).numpy()
