@@ -3,7 +3,9 @@
     prune(model, method, pattern, calib=None, include=None, exclude=None) -> pruned copy
     gluestick(dense, pruned, rank)       -> copy whose pruned layers carry A (B x) corrections
     save_artifact(model, path, **fields) -> checksummed folder of safetensors + manifest.json
-    load_artifact(path, model_factory, mode="materialize" | "packed" | "semi_structured")
+    load_artifact(path, model_factory, mode=None)  -> None/"auto": sparse on CPU, else
+                                         "materialize" | "packed" | "semi_structured" | "sparse"
+    runtime_summary(model)               -> (modes per layer in one line, resident bytes)
     memory_report(model)                 -> byte counts (dense, packed, factors, resident)
 
 Methods: magnitude, Wanda, SparseGPT; patterns: unstructured fractions and N:M; ranks: an int or
@@ -16,6 +18,7 @@ from vla_pruned_ros.compression.artifact import (
     ArtifactError,
     load_artifact,
     read_manifest,
+    runtime_summary,
     save_artifact,
 )
 from vla_pruned_ros.compression.gluestick import GapFactors, GluestickLinear, gap_factors
@@ -29,7 +32,7 @@ from vla_pruned_ros.compression.rank_policy import (
     FixedRank,
     parse_rank_policy,
 )
-from vla_pruned_ros.compression.runtime import MODES
+from vla_pruned_ros.compression.runtime_modes import MODES
 
 __all__ = [
     "METHODS",
@@ -50,6 +53,7 @@ __all__ = [
     "prune",
     "prune_mask",
     "read_manifest",
+    "runtime_summary",
     "save_artifact",
     "select_linear",
 ]

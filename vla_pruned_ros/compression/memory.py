@@ -101,11 +101,18 @@ def _value_width(layer: GluestickLinear) -> int:
 
 
 def unmap_large_allocations(threshold: int = 1 << 20) -> bool:
-    """Keep allocations above `threshold` bytes in their own memory maps, returned to the system
-    when freed. glibc raises that threshold after large frees and then serves big tensors from
-    its heap, which it seldom gives back: filling a model tensor by tensor then leaves the freed
-    read buffers resident (measured on a 1.1B artifact: 3.1x the fp16 size at peak instead of
-    about 1.2x). Process-wide and harmless elsewhere; False where the C library is not glibc."""
+    """Opt in, for the whole process, to glibc serving allocations above `threshold` bytes from
+    their own memory maps, returned to the system when freed. An entry point that loads or
+    compresses a large model calls it once at start (`vla-prune`; the policy node and
+    benchmarks that measure load peaks should too); no library function calls it, because it
+    changes the allocator of every thread of the caller's process, which is the caller's
+    decision.
+
+    Why: glibc raises its mmap threshold after large frees and then serves big tensors from its
+    heap, which it seldom gives back, so filling a model tensor by tensor leaves the freed read
+    buffers resident (measured on a 1.1B artifact: 3.1x the fp16 size at peak instead of about
+    1.2x). The cost is a system call per large allocation. Returns False where the C library
+    is not glibc (nothing changed)."""
     import ctypes
 
     try:

@@ -8,6 +8,8 @@
   which, so a user never mistakes a fallback for a speed-up.
 - `sparse`: the compiled CPU kernel computes from the packed form (`sparse_runtime.py`); no
   dense copy of a layer exists at load or forward. Convolutions stay materialized (said per layer).
+
+Which layer takes which mode (and the list of modes, `auto` the default) is `runtime_modes.py`.
 """
 
 from __future__ import annotations
@@ -17,14 +19,6 @@ from torch import nn
 
 from vla_pruned_ros.compression.gluestick import GluestickConv2d, GluestickLinear
 from vla_pruned_ros.compression.packing import pack, unpack
-
-MODES = ("materialize", "packed", "semi_structured", "sparse")
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"unknown runtime mode {mode!r}; use one of {MODES}")
-    return mode
 
 
 class PackedGluestickLinear(GluestickLinear):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from vla_pruned_ros.compression import load_artifact, memory_report, save_artifact
-from vla_pruned_ros.compression.artifact import sha256_file
+from vla_pruned_ros.compression.artifact_layout import sha256_file
 from vla_pruned_ros.models.embedded import (
     DEFAULT_WEIGHTS,
     FROZEN_KEYS,
@@ -97,9 +97,9 @@ def embedded_factory(manifest: dict[str, Any]) -> EmbeddedVLA:
     return model
 
 
-def load_embedded_artifact(
-    path: Path, mode: str = "materialize", device: str = "cpu"
-) -> EmbeddedVLA:
+def load_embedded_artifact(path: Path, mode: str | None = None, device: str = "cpu") -> EmbeddedVLA:
+    """An embedded-VLA artifact on `device` (fp32 on CPU, fp16 on CUDA), its pruned layers in
+    `mode` (default `auto`: sparse on CPU, see `compression.runtime_modes`)."""
     dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
     return load_artifact(path, embedded_factory, mode=mode, device=device, dtype=dtype)
 

@@ -202,7 +202,7 @@ def compress_checkpoint(
 ) -> Path:
     """Stream a local checkpoint through magnitude pruning + GLUESTICK into an artifact that
     carries what deployment needs (`attach_deployment`)."""
-    from vla_pruned_ros.compression.artifact import sha256_file
+    from vla_pruned_ros.compression.artifact_layout import sha256_file
     from vla_pruned_ros.compression.streaming import safetensors_keys, stream_compress
 
     files = checkpoint_files(folder)
@@ -241,7 +241,7 @@ def source_identity(folder: Path, files: Sequence[Path]) -> dict[str, Any]:
     """The source model's name (its config's `_name_or_path` when that is a hub name, else the
     folder's name: never an absolute path of the machine that compressed it) and the sha256
     of its weights (of the one file, or of the sorted `name sha256` lines of its shards)."""
-    from vla_pruned_ros.compression.artifact import sha256_file
+    from vla_pruned_ros.compression.artifact_layout import sha256_file
 
     config = json.loads((Path(folder) / "config.json").read_text())
     name = config.get("_name_or_path") or ""
@@ -280,7 +280,7 @@ def attach_deployment(
     checkpoint's config/processor/tokenizer/code files (checksummed), the source's name and
     weight sha256, action statistics and the adapter with its options (`openvla` by default
     for a checkpoint with `norm_stats`, its only `unnorm_key` filled in)."""
-    from vla_pruned_ros.compression.artifact import attach_files
+    from vla_pruned_ros.compression.artifact_write import attach_files
 
     config = json.loads((Path(folder) / "config.json").read_text())
     actions = action_info(config)
@@ -388,7 +388,7 @@ def model_buffers(cls: type, config: Any) -> dict[str, torch.Tensor]:
 
 def load_checkpoint_artifact(
     artifact: Path,
-    mode: str = "materialize",
+    mode: str | None = None,
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
 ) -> nn.Module:
@@ -396,7 +396,8 @@ def load_checkpoint_artifact(
 
     The architecture is built on the meta device and the artifact's tensors are read one at a
     time into it, so a 7B artifact never costs a dense skeleton plus the loaded weights. `dtype`
-    is the compute dtype (default float32; bfloat16 halves a large model's memory). An artifact
+    is the compute dtype (default float32; bfloat16 halves a large model's memory); `mode` the
+    runtime mode of its pruned layers (default `auto`: sparse on CPU). An artifact
     of a remote-code architecture loads only with the loader's own `trust_remote_code=True`: a
     manifest never switches it on."""
     import tempfile

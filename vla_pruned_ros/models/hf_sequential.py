@@ -1,14 +1,14 @@
-"""Wanda and SparseGPT on a checkpoint too big to load twice: block by block, as the authors'
-code does. The model is built on the meta device; only the parts outside the transformer blocks
-(embeddings, rotary tables, final norm) are materialised. The inputs of the first block are caught
-for every calibration sample; then each block in turn is loaded from the shards, its linear
-layers' input statistics are gathered on those inputs, the layers are pruned (and corrected),
-the block is run again pruned to give the next block its inputs, written, and freed.
+"""Wanda and SparseGPT on a Hugging Face checkpoint too big to load twice, block by block: what
+is specific to a checkpoint folder. The model is built on the meta device; only the parts
+outside the transformer blocks (embeddings, rotary tables, final norm) are materialised; the
+transformer block list is found (`block_list`), calibration inputs come from the checkpoint's
+own tokenizer or processor, and `compression.blockwise` does the rest (catching the first
+block's inputs, pruning each block in turn, writing through the one artifact writer).
 """
 
 from __future__ import annotations
 
-import shutil
+import json
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,18 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from vla_pruned_ros.compression.artifact import DTYPES, finalize, new_manifest
-from vla_pruned_ros.compression.calibration import InputStats
-from vla_pruned_ros.compression.gluestick import corrected_weight, layer_factors
-from vla_pruned_ros.compression.memory import unmap_large_allocations
-from vla_pruned_ros.compression.patterns import parse_pattern
-from vla_pruned_ros.compression.prune import correction_record, pruned_weight
-from vla_pruned_ros.compression.streaming import (
-    iter_safetensors,
-    open_writers,
-    safetensors_keys,
-    write_layer,
+from vla_pruned_ros.compression.artifact_layout import DTYPES
+from vla_pruned_ros.compression.artifact_write import ArtifactWriter
+from vla_pruned_ros.compression.blockwise import (
+    catch_inputs,
+    compress_blocks,
+    sample_inputs,
+    write_tensors,
 )
+from vla_pruned_ros.compression.patterns import parse_pattern
+from vla_pruned_ros.compression.prune import correction_record
+from vla_pruned_ros.compression.safetensors_io import iter_safetensors, safetensors_keys
 from vla_pruned_ros.models.hf_checkpoint import (
     CheckpointError,
     architecture,
@@ -38,10 +37,6 @@ from vla_pruned_ros.models.hf_checkpoint import (
     rebuild_meta_buffers,
     select,
 )
-
-
-class _Caught(Exception):
-    pass
 
 
 def block_list(model: nn.Module, chosen: Collection[str] = ()) -> tuple[str, nn.ModuleList]:
@@ -93,16 +88,10 @@ def sequential_compress(
 ) -> Path:
     """Wanda / SparseGPT (or magnitude) block by block from a local checkpoint folder. Each
     `calib` sample is token ids (1 x T) or the keyword inputs of the model's forward (ids,
-    attention mask and pixel values from its processor, for a VLA). With
-    `correction="activation"` each layer's factors minimise its output error on the inputs it
-    gets from the already-compressed blocks before it (pruned + corrected, factors as stored),
-    and those compressed outputs feed the next block; with "svd" the next block sees the
-    pruned outputs, as the pruning authors' code does."""
-    from tqdm import tqdm
-
+    attention mask and pixel values from its processor, for a VLA). `correction` as
+    `compression.blockwise.compress_blocks` takes it."""
     if not calib:
         raise CheckpointError(f"{method} needs calibration inputs")
-    unmap_large_allocations()
     pattern = parse_pattern(pattern)
     files = checkpoint_files(folder)
     config, cls = architecture(folder, trust_remote_code)
@@ -120,130 +109,42 @@ def sequential_compress(
     if stray:
         raise CheckpointError(f"layer-by-layer {method} prunes only inside {prefix}; exclude "
                               f"{stray[:3]}")  # fmt: skip
-    by_file: dict[Path, list[str]] = {}
-    for k in outside:
-        by_file.setdefault(keys[k], []).append(k)
     original = {rename.get(k, k): k for k in (k for ks in file_keys.values() for k in ks)}
-    for f, wanted in by_file.items():
-        for raw, t in iter_safetensors(f, only={original[k] for k in wanted}):
-            _set_tensor(model, rename.get(raw, raw), t.float())
+
+    def fill(wanted: list[str]) -> None:  # these tensors from the shards into the model
+        by_file: dict[Path, set[str]] = {}
+        for k in wanted:
+            by_file.setdefault(keys[k], set()).add(original[k])
+        for f, raw_keys in by_file.items():
+            for raw, t in iter_safetensors(f, only=raw_keys):
+                _set_tensor(model, rename.get(raw, raw), t.float())
+
+    fill(outside)
     _tie_missing(model)
     rebuild_meta_buffers(model, config, skip=prefix)
-
-    caught: list[tuple[tuple, dict]] = []
-    first = blocks[0]
-
-    class Catcher(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = first
-
-        def forward(self, *args, **kwargs):
-            caught.append((args, kwargs))
-            raise _Caught
-
-    blocks[0] = Catcher()
-    with torch.no_grad():
-        for sample in calib:
-            inputs = dict(sample) if isinstance(sample, Mapping) else {"input_ids": sample}
-            try:
-                model(**inputs, use_cache=False)  # no cache: each block runs twice per sample
-            except _Caught:
-                pass
+    caught = catch_inputs(blocks, calib,
+                          lambda s: model(**sample_inputs(s), use_cache=False))  # fmt: skip
     if len(caught) != len(calib):
         raise CheckpointError(f"{len(calib) - len(caught)} calibration samples never reached "
                               f"{prefix}.0")  # fmt: skip
-    blocks[0] = first
-
     target = DTYPES[weight_dtype] if weight_dtype else None
-    out = Path(out)
-    tmp, writers = open_writers(out, overwrite, shard_bytes)
-    entries: dict[str, dict[str, Any]] = {}
-    kept = total = tokens = 0
-    try:
-        for i in tqdm(range(len(blocks)), desc=f"{method} {pattern} block", disable=not progress):
-            block_prefix = f"{prefix}.{i}."
-            block = blocks[i]
-            own = [k for k in keys if k.startswith(block_prefix)]
-            by_file = {}
-            for k in own:
-                by_file.setdefault(keys[k], set()).add(k)
-            for f, wanted in by_file.items():
-                for raw, t in iter_safetensors(f, only={original[k] for k in wanted}):
-                    _set_tensor(model, rename.get(raw, raw), t.float())
-            names = [n for n in chosen if n.startswith(block_prefix)]
-            stats, hooks = {}, []
-            for n in names:
-                layer = model.get_submodule(n)
-                xtx = method == "sparsegpt" or correction == "activation"
-                stats[n] = InputStats(layer.in_features, xtx)
-                hooks.append(layer.register_forward_hook(
-                    lambda _m, inp, _o, s=stats[n]: s.add(inp[0])))  # fmt: skip
-            with torch.no_grad():
-                for args, kwargs in caught:
-                    block(*args, **kwargs)
-            for h in hooks:
-                h.remove()
-            tokens = max((s.count for s in stats.values()), default=tokens)
-            for n in sorted(names):
-                layer = model.get_submodule(n)
-                dense = layer.weight.detach().clone()
-                pruned = pruned_weight(dense, method, pattern, stats[n])
-                factors = None
-                if rank and correction != "svd":
-                    stored = (pruned.to(target) if target is not None else pruned).float()
-                    factors = layer_factors(dense.float(), stored, rank, correction,
-                                            stats[n].xtx, damp, svd=svd)  # fmt: skip
-                entry = write_layer(n, dense, pruned, pattern, rank, svd, factor_dtype, target,
-                                    writers, method, factors)  # fmt: skip
-                entry["bias"] = f"{n}.bias" in keys
-                entries[n] = entry
-                kept, total = kept + entry["nonzero"], total + dense.numel()
-                if factors is not None:  # the next block sees the compressed block's output
-                    pruned = corrected_weight(pruned, factors, factor_dtype)
-                with torch.no_grad():
-                    layer.weight.copy_(pruned)
-            with torch.no_grad():
-                new = []
-                for args, kwargs in caught:
-                    result = block(*args, **kwargs)
-                    hidden = result[0] if isinstance(result, tuple) else result
-                    new.append(((hidden, *args[1:]), kwargs))
-                caught = new
-            for k in sorted(own):
-                name = k.rsplit(".", 1)[0]
-                if name in entries and k.endswith(".weight"):
-                    continue
-                module_name, _, leaf = k.rpartition(".")
-                t = getattr(model.get_submodule(module_name), leaf).detach()
-                if name in entries and k.endswith(".bias"):
-                    writers["pruned"].add(k, t.to(target) if target else t)
-                else:
-                    writers["weights"].add(k, t.to(target) if target and t.is_floating_point()
-                                           else t)  # fmt: skip
-            blocks[i] = block.to("meta")
-        for k in outside:
-            module_name, _, leaf = k.rpartition(".")
-            t = getattr(model.get_submodule(module_name), leaf).detach()
-            writers["weights"].add(k, t.to(target) if target and t.is_floating_point() else t)
-        for w in writers.values():
-            w.flush()
-        import json
-
-        manifest = new_manifest(entries, kept, total, weight_dtype, [], f"rank:{rank}", {
+    with ArtifactWriter(out, overwrite=overwrite, shard_bytes=shard_bytes) as writer:
+        tokens = compress_blocks(
+            model, prefix, blocks, caught, chosen, keys, fill, writer, method, pattern, rank,
+            svd=svd, factor_dtype=factor_dtype, target=target, correction=correction,
+            damp=damp, progress=progress,
+        )  # fmt: skip
+        write_tensors(model, outside, writer, target)
+        written = writer.finish(weight_dtype, f"rank:{rank}", {
             "method": method,
             "model_config": json.loads((Path(folder) / "config.json").read_text()),
             "trust_remote_code": trust_remote_code,
             "correction": correction_record(correction, damp, calib_source, tokens),
             "calibration": {"samples": len(calib), "order": "block by block, pruned inputs",
-                        "inputs": sorted(dict(calib[0]) if isinstance(calib[0], Mapping)
-                                         else ["input_ids"])},
+                            "inputs": sorted(dict(calib[0]) if isinstance(calib[0], Mapping)
+                                             else ["input_ids"])},
         })  # fmt: skip
-        finalize(tmp, out, manifest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return attach_deployment(out, folder)  # processor, tokenizer, code, source name and sha256
+    return attach_deployment(written, folder)  # processor, tokenizer, code, source name and sha256
 
 
 def _tie_missing(model: nn.Module) -> None:
