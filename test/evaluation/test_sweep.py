@@ -120,3 +120,40 @@ def test_a_retrained_model_is_not_served_from_the_cache(tmp_path: Path) -> None:
 def test_unknown_sweep_parameters_are_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown parameters \['rnaks'\]"):
         SweepConfig.from_file(_config(tmp_path, rnaks=[1]))
+
+
+def test_corrections_and_factor_dtypes_are_variants(tmp_path: Path) -> None:
+    """`corrections` and a list of `factor_dtype`s build one artifact per rank policy for each;
+    svd at fp16 keeps the main table's names (its cached cells stay valid), the others get a
+    suffix, the manifest records the correction, and a second build reuses every artifact."""
+    from vla_pruned_ros.compression import read_manifest
+    from vla_pruned_ros.evaluation.sweep import build_variants
+
+    cfg = SweepConfig.from_file(
+        _config(tmp_path, ranks=[2], corrections=["svd", "activation"],
+                factor_dtype=["float16", "int8"], calib_scenes=1,
+                include=["heads.*"])
+    )  # fmt: skip
+    variants = build_variants(cfg, progress=False)
+    names = [v.name for v in variants]
+    assert names == ["dense", "magnitude_2:4", "magnitude_2:4_r2", "magnitude_2:4_r2_int8",
+                     "magnitude_2:4_r2_act", "magnitude_2:4_r2_act_int8"]  # fmt: skip
+    by_name = {v.name: v for v in variants}
+    assert by_name["magnitude_2:4_r2_act_int8"].correction == "activation"
+    assert by_name["magnitude_2:4_r2_int8"].factor_dtype == "int8"
+    # stored cost of the correction: the artifact's bytes beyond the plain pruned model's
+    # (half at int8, safetensors headers aside)
+    extra = {n: by_name[n].memory["artifact_bytes"] - by_name["magnitude_2:4"].memory[
+        "artifact_bytes"] for n in names[2:]}  # fmt: skip
+    assert extra["magnitude_2:4_r2"] > 1.5 * extra["magnitude_2:4_r2_int8"] > 0
+    assert abs(extra["magnitude_2:4_r2_act"] - extra["magnitude_2:4_r2"]) < 300  # same shapes
+    recorded = {n: read_manifest(Path(by_name[n].artifact), verify=False)["extra"]["correction"]
+                for n in names[2:]}  # fmt: skip
+    assert recorded["magnitude_2:4_r2"]["correction"] == "svd"
+    assert recorded["magnitude_2:4_r2_act_int8"]["correction"] == "activation"
+    assert recorded["magnitude_2:4_r2_act"]["damp"] == cfg.damp
+    assert "training scenes 0-0" in recorded["magnitude_2:4_r2_act"]["calibration"]
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "art").glob("*/manifest.json")}
+    assert len(stamps) == 5
+    assert [v.name for v in build_variants(cfg, progress=False)] == names
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "art").glob("*/manifest.json")}

@@ -25,8 +25,24 @@ def _label(v: dict[str, Any]) -> str:
     if policy in ("rank:0", "0"):
         return f"{v['method']} {pattern} (pruned)"
     kind, _, value = policy.partition(":")
-    knob = {"rank": f"r={value}", "energy": f"energy {value}", "budget": f"budget {value}"}
-    return f"{v['method']} {pattern} + GLUESTICK {knob.get(kind, policy)}"
+    knob = {"rank": f"r={value}", "energy": f"energy {value}", "budget": f"budget {value}",
+            "activation-budget": f"activation-budget {value}"}  # fmt: skip
+    extra = [x for x in (v.get("correction") or "svd", v.get("factor_dtype") or "float16")
+             if x not in ("svd", "float16")]  # fmt: skip
+    tail = f" ({', '.join(extra)})" if extra else ""
+    return f"{v['method']} {pattern} + GLUESTICK {knob.get(kind, policy)}{tail}"
+
+
+def _line(v: dict[str, Any]) -> tuple[str, str, str, str]:
+    """A plot line: method, pattern, correction and factor dtype (the pruned model, rank 0,
+    starts every line of its method and pattern)."""
+    return (v["method"], v.get("pattern", ""), v.get("correction") or "svd",
+            v.get("factor_dtype") or "float16")  # fmt: skip
+
+
+def _dtypes(cfg: dict[str, Any]) -> str:
+    dtype = cfg["factor_dtype"]
+    return dtype if isinstance(dtype, str) else " / ".join(dtype)
 
 
 def _ms(summary: dict[str, Any]) -> str:
@@ -73,7 +89,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> Path:
     fixed = [v for v in variants if not _is_dense(v) and v["rank"] >= 0]
     ranks_all = sorted({v["rank"] for v in fixed})
     xs = {r: i for i, r in enumerate(ranks_all)}
-    groups = sorted({(v["method"], v.get("pattern", "")) for v in fixed})
+    groups = sorted({_line(v) for v in fixed if v["rank"] > 0} or {_line(v) for v in fixed})
     fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 3.8 * len(tasks)), squeeze=False)
     for ti, task in enumerate(tasks):
         for mi, metric in enumerate(("success", "unsafe")):
@@ -81,15 +97,22 @@ def plot(result: dict[str, Any], out_dir: Path) -> Path:
             d = dense["tasks"][task]["summary"][metric]
             ax.axhspan(*d["ci95"], color="gray", alpha=0.2)
             ax.axhline(d["rate"], color="gray", lw=1.5, label="dense")
-            for method, pattern in groups:
-                rows = sorted((v for v in fixed if (v["method"], v.get("pattern", "")) ==
-                               (method, pattern)), key=lambda v: v["rank"])  # fmt: skip
+            for group in groups:
+                rows = sorted((v for v in fixed if _line(v) == group
+                               or (v["rank"] == 0 and _line(v)[:2] == group[:2])),
+                              key=lambda v: v["rank"])  # fmt: skip
                 blocks = [v["tasks"][task]["summary"][metric] for v in rows]
                 y = [b["rate"] for b in blocks]
                 err = [[yy - b["ci95"][0] for yy, b in zip(y, blocks, strict=True)],
                        [b["ci95"][1] - yy for yy, b in zip(y, blocks, strict=True)]]  # fmt: skip
-                ax.errorbar([xs[v["rank"]] for v in rows], y, yerr=err, marker="o", capsize=3,
-                            label=f"{method} {pattern}")  # fmt: skip
+                ax.errorbar(
+                    [xs[v["rank"]] for v in rows],
+                    y,
+                    yerr=err,
+                    marker="o",
+                    capsize=3,
+                    label=" ".join(x for x in group if x not in ("svd", "float16")),
+                )
             ax.set_xticks(range(len(ranks_all)), [str(r) for r in ranks_all])
             ax.set(xlabel="GLUESTICK rank (0 = pruned only)", ylim=(-0.02, 1.02),
                    title=f"{TASK_TITLES.get(task, task)}: {metric} rate")  # fmt: skip
@@ -135,7 +158,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"Model: `{cfg['model']}`{weights_note(result)}; patterns {', '.join(cfg['patterns'])} on "
         f"{'every linear layer' if not cfg['include'] else ', '.join(cfg['include'])}"
         f"{' except ' + ', '.join(cfg['exclude']) if cfg['exclude'] else ''}; GLUESTICK factors "
-        f"{cfg['factor_dtype']}, {cfg['svd']} SVD. {cfg['episodes']} held-out scenes per task "
+        f"{_dtypes(cfg)}, {cfg['svd']} SVD. {cfg['episodes']} held-out scenes per task "
         f"(seeds from {cfg['seed']}), the same scenes for every variant, plus the first "
         f"{cfg['heldout_phrasing']} with held-out instruction templates; rates with 95 % Wilson "
         "intervals. Unsafe = an episode with at least one violation (collision for navigation; "

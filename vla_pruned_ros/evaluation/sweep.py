@@ -45,9 +45,15 @@ class SweepConfig(TableConfig):
     patterns: list[str] = field(default_factory=lambda: ["2:4"])
     # GLUESTICK rank policies: integers, "energy:F" or "budget:MB" (0, pruned only, always runs)
     ranks: list[int | str] = field(default_factory=lambda: [8, 16, 32, 64])
+    # a pattern's own rank policies instead of `ranks` ({"unstructured:0.7": [4, 8, 16, 32]})
+    pattern_ranks: dict[str, list[int | str]] = field(default_factory=dict)
+    # GLUESTICK corrections: "svd" (the paper's) and/or "activation" (the output error on the
+    # calibration frames); every rank policy is built with each
+    corrections: list[str] = field(default_factory=lambda: ["svd"])
     heldout_phrasing: int = 50  # episodes per cell with held-out instruction templates
     svd: str = "exact"
-    factor_dtype: str = "float16"
+    factor_dtype: str | list[str] = "float16"  # or several: each rank policy in each
+    damp: float = 0.01  # activation correction: damping of X^T X, share of its mean diagonal
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     artifacts_dir: str = "runs/sweep/artifacts"
@@ -71,6 +77,8 @@ class Variant:
     model_sha256: str = ""  # of the dense weights every variant was made from
     config_sha256: str = ""  # of the dense model's config, its action gains aside
     action_gain: dict[str, float] = field(default_factory=dict)  # the dense model's, per task
+    correction: str = ""  # "svd" or "activation" for a corrected variant, "" otherwise
+    factor_dtype: str = ""  # of the correction's factors, "" without one
 
 
 def source_weights(model: str) -> tuple[Path, str]:
@@ -116,13 +124,49 @@ def _policy_suffix(rank: int | str) -> str:
     return f"_r{text}" if text.isdigit() else "_" + text.replace(":", "-")
 
 
+def _correction_suffix(correction: str, factor_dtype: str) -> str:
+    """What a variant's name adds for a non-default correction or factor dtype (none for the
+    paper's svd at fp16, so the main table's names and cached cells stay as they were)."""
+    short = {"activation": "_act", "svd": ""}
+    dtypes = {"float16": "", "int8": "_int8", "float32": "_fp32"}
+    if correction not in short:
+        raise ValueError(f"unknown correction {correction!r}; use svd or activation")
+    if factor_dtype not in dtypes:
+        raise ValueError(f"unknown factor dtype {factor_dtype!r}; use {sorted(dtypes)}")
+    return short[correction] + dtypes[factor_dtype]
+
+
+def factor_dtypes(cfg: SweepConfig) -> list[str]:
+    """The config's factor dtypes as a list (one string is one dtype)."""
+    return [cfg.factor_dtype] if isinstance(cfg.factor_dtype, str) else list(cfg.factor_dtype)
+
+
+def variant_specs(cfg: SweepConfig, method: str, pattern: str) -> list[tuple[str, str, str, str]]:
+    """(name, rank policy, correction, factor dtype) of every variant of one method and
+    pattern: the plain pruned model first (rank '0'), then each rank policy with each
+    correction and factor dtype ('activation-budget:N' only with the activation correction: it
+    ranks by output error, which the plain SVD does not measure)."""
+    base = f"{method}_{pattern}"
+    ranks = cfg.pattern_ranks.get(pattern, cfg.ranks)
+    specs = [(base, "0", "", "")]
+    for correction in cfg.corrections:
+        for dtype in factor_dtypes(cfg):
+            suffix = _correction_suffix(correction, dtype)
+            specs += [(base + _policy_suffix(r) + suffix, str(r), correction, dtype)
+                      for r in ranks if str(r) != "0" and (correction == "activation"
+                      or not str(r).startswith("activation-budget"))]  # fmt: skip
+    return specs
+
+
 def _safe(name: str) -> str:
     return name.replace(":", "-").replace("/", "_")
 
 
 def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
-    """Dense plus, per method, the pruned model and one GLUESTICK model per rank (cached: an
-    artifact folder that already loads is reused)."""
+    """Dense plus, per method and pattern, the pruned model and one GLUESTICK model per rank
+    policy, correction and factor dtype (cached: an artifact folder that already loads is
+    reused). Wanda, SparseGPT and the activation correction calibrate on the same expert
+    frames (`calib_scenes` training scenes per task)."""
     from vla_pruned_ros.compression import memory_report, read_manifest
     from vla_pruned_ros.models.embedded import load_embedded
     from vla_pruned_ros.models.embedded_artifact import (
@@ -139,31 +183,34 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
                         action_gain=dense.config.action_gain)]  # fmt: skip
     root = Path(cfg.artifacts_dir)
     frames = None
+    calib_source = f"expert frames, training scenes 0-{cfg.calib_scenes - 1} of each task"
     for method in cfg.methods:
         for pattern in cfg.patterns:
-            specs = [0, *[r for r in cfg.ranks if str(r) != "0"]]
-            names = {
-                str(r): f"{method}_{pattern}" + (_policy_suffix(r) if str(r) != "0" else "")
-                for r in specs
-            }
-            missing = [r for r, n in names.items()
-                       if not reusable_artifact(root / _safe(n), sha, dense.config)]  # fmt: skip
-            if missing:
-                if method in ("wanda", "sparsegpt") and frames is None:
+            specs = variant_specs(cfg, method, pattern)
+            missing = [s for s in specs
+                       if not reusable_artifact(root / _safe(s[0]), sha, dense.config)]  # fmt: skip
+            # one compress call per (correction, dtype); the pruned model rides with the first
+            groups: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {}
+            for spec in missing:
+                key = (spec[2] or cfg.corrections[0], spec[3] or factor_dtypes(cfg)[0])
+                groups.setdefault(key, []).append(spec)
+            for (correction, dtype), group in groups.items():
+                needs_frames = method in ("wanda", "sparsegpt") or correction == "activation"
+                if needs_frames and frames is None:
                     from vla_pruned_ros.training.collect import expert_frames
 
                     seeds = list(range(cfg.calib_scenes))
                     frames = {t: expert_frames(t, seeds) for t in dense.config.action_dims}
                 models = compress(
-                    dense, method, pattern, missing, frames if method != "magnitude" else None,
-                    cfg.include or None, cfg.exclude or None, cfg.svd, cfg.factor_dtype,
-                    progress,
+                    dense, method, pattern, [s[1] for s in group],
+                    frames if needs_frames else None, cfg.include or None, cfg.exclude or None,
+                    cfg.svd, dtype, progress, correction=correction, damp=cfg.damp,
+                    calib_source=calib_source if correction == "activation" else "",
                 )  # fmt: skip
-                for rank in missing:
-                    save_embedded_artifact(
-                        models[rank], root / _safe(names[rank]), source, overwrite=True
-                    )
-            for rank, name in names.items():
+                for name, rank, _, _ in group:
+                    save_embedded_artifact(models[rank], root / _safe(name), source,
+                                           overwrite=True)  # fmt: skip
+            for name, rank, correction, dtype in specs:
                 folder = root / _safe(name)
                 model = load_embedded_artifact(folder, mode="packed")
                 report = memory_report(model, value_bytes=2)
@@ -176,7 +223,8 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
                 fixed = int(rank) if rank.isdigit() else -1
                 variants.append(Variant(name, method, fixed, str(folder), report, pattern,
                                         str(manifest["rank_policy"]), sha, conf,
-                                        dense.config.action_gain))  # fmt: skip
+                                        dense.config.action_gain, correction,
+                                        dtype))  # fmt: skip
     return variants
 
 
