@@ -35,8 +35,11 @@ def summarize(folder: Path) -> dict[str, Any]:
                 rest += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     stored = sum(size for name, size in files.items()  # tensors only, not the processor files
                  if name.endswith(".safetensors") and not name.startswith("spectra"))  # fmt: skip
+    from vla_pruned_ros.compression.runtime_modes import expected_resident
+
     return {
         "manifest": manifest,
+        "default_mode": expected_resident(folder, manifest),
         "file_bytes": files,
         "stored_bytes": stored,
         "dense_params": dense + rest,
@@ -83,6 +86,9 @@ def print_summary(s: dict[str, Any]) -> None:
         f"  {'stored (w/o spectra)':22s} {s['stored_bytes'] / 1e6:9.3f} MB = "
         f"{s['ratio_to_dense_fp16']:.3f} x dense fp16 ({s['dense_fp16_bytes'] / 1e6:.2f} MB)"
     )
+    from vla_pruned_ros.compression.runtime_modes import describe_expected
+
+    print(f"memory    loaded by default: {describe_expected(s['default_mode'])}")
     if m["provided_by_factory"]:
         print(f"  not stored (from the model factory): {', '.join(m['provided_by_factory'])}")
     deploy = (m.get("extra") or {}).get("deploy")

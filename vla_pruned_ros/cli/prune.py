@@ -17,8 +17,9 @@ from vla_pruned_ros.compression import METHODS, memory_report
 from vla_pruned_ros.compression.quantize import FACTOR_DTYPES
 
 
-def memory_table(report: dict) -> str:
-    """A small human table of a memory_report (MB, and ratios)."""
+def memory_table(report: dict, default_mode: str | None = None) -> str:
+    """A small human table of a memory_report (MB, and ratios), and what loading the artifact
+    in the default mode will hold in memory (`default_mode`, a `describe_expected` line)."""
     mb = 1e6
     rows = [
         ("dense fp32", report["dense_fp32_bytes"] / mb),
@@ -30,7 +31,17 @@ def memory_table(report: dict) -> str:
     ]
     lines = [f"  {name:26s} {value:9.2f} MB" for name, value in rows]
     lines.append(f"  {'ratio to dense fp16':26s} {report['ratio_to_dense_fp16']:9.3f}")
+    if default_mode:
+        lines.append(f"  loaded by default: {default_mode}")
     return "\n".join(lines)
+
+
+def default_mode_line(folder: Path, factory_bytes: int = 0) -> str:
+    """What `load_artifact(folder)` (the default mode, on CPU) will hold, from the files."""
+    from vla_pruned_ros.compression import read_manifest
+    from vla_pruned_ros.compression.runtime_modes import describe_expected, expected_resident
+
+    return describe_expected(expected_resident(folder, read_manifest(folder)), factory_bytes)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -184,6 +195,7 @@ def _stream(args: argparse.Namespace, folder: Path) -> int:
         print(f"vla-prune: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out} from {folder}; inspect it with vla-inspect {out}")
+    print(f"  loaded by default: {default_mode_line(out)}")
     return 0
 
 
@@ -268,6 +280,9 @@ def calibration_frames(args: argparse.Namespace, dense) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from vla_pruned_ros.compression.memory import unmap_large_allocations
+
+    unmap_large_allocations()  # large freed buffers go back to the system (see its docstring)
     from vla_pruned_ros.models.embedded import DEFAULT_WEIGHTS, load_embedded
     from vla_pruned_ros.models.embedded_artifact import compress, save_embedded_artifact
 
@@ -293,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {folder}  ({args.method} {args.pattern}, GLUESTICK {spec}, "
           f"factors {args.factor_dtype})")  # fmt: skip
-    print(memory_table(memory_report(model, value_bytes=2)))
+    from vla_pruned_ros.models.embedded import FROZEN_KEYS
+
+    state = model.state_dict()  # the frozen tables the factory provides, at fp32 on CPU
+    frozen = sum(state[k].numel() * 4 for k in FROZEN_KEYS if k in state)
+    print(memory_table(memory_report(model, value_bytes=2), default_mode_line(folder, frozen)))
     return 0
 
 

@@ -168,7 +168,9 @@ def expected_resident(
     in their modes, of the rest of the model at `compute_dtype`, their total, and the layer
     count per mode. Tensors the model factory provides (`provided_by_factory`, buffers rebuilt
     from a config) are not in the artifact and not counted. Only `auto`, `sparse` and
-    `materialize` are modelled."""
+    `materialize` are modelled. Sparse layers are counted as the compiled kernel holds them
+    (never building it: `vla-inspect` must stay quick); its pure-PyTorch fallback holds
+    (rows + 1) x 8 bytes less per unstructured layer."""
     requested = check_mode(mode)
     if requested not in (AUTO, "sparse", "materialize"):
         raise ValueError(f"expected_resident models auto, sparse and materialize, not {mode!r}")
@@ -177,7 +179,6 @@ def expected_resident(
         for f in kind_files(Path(folder), name, manifest):
             headers.update({k: {**v, "kind": name} for k, v in safetensors_keys(f).items()})
     width = torch.empty((), dtype=compute_dtype).element_size()
-    compiled = kernel_unavailable_reason() is None
 
     def stored(key: str) -> int:
         info = headers.get(key)
@@ -208,7 +209,7 @@ def expected_resident(
         if kind == "sparse":
             keys = ("values", "indices") if entry["storage"] == "nm" else ("values", "bitmask")
             size += sum(stored(f"{name}.{k}") for k in keys)
-            if entry["storage"] != "nm" and compiled:
+            if entry["storage"] != "nm":
                 size += (shape[0] + 1) * 8  # the kernel's per-row offsets (int64)
         else:
             size += math.prod(shape) * width

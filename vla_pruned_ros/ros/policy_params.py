@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from vla_pruned_ros.compression.runtime import MODES as RUNTIME_MODES
+from vla_pruned_ros.compression.runtime_modes import CHOICES as RUNTIME_MODES
 from vla_pruned_ros.monitor.stamps import CLOCK_SKEW_TOLERANCE_S
 from vla_pruned_ros.ros import topics
 
@@ -79,7 +79,10 @@ PARAMS: dict[str, ParamSpec] = {
         "nav", "which action head: nav | manip (a user's adapter: its own)", CONFIGURE
     ),
     "runtime_mode": ParamSpec(
-        "materialize", "how an artifact runs: " + " | ".join(RUNTIME_MODES), CONFIGURE
+        "auto",
+        "how an artifact's pruned layers run: " + " | ".join(RUNTIME_MODES) + " (auto: sparse "
+        "on CPU where the kernel serves a layer, materialize otherwise and on CUDA)",
+        CONFIGURE,
     ),
     "device": ParamSpec("cpu", "torch device: cpu, cuda, cuda:N", CONFIGURE),
     "image_topic": ParamSpec(topics.CAMERA, "camera input (sensor_msgs/Image)", CONFIGURE),
