@@ -1,6 +1,6 @@
 """How much the manipulation expert's label changes when the pusher moves by about one image
 pixel (1.45 cm), over the states of noisy expert episodes: the figure MODEL_CARD.md quotes for
-the routing and the smooth expert (ManipTask.label_jump, l2 norm). Labels that jump between
+the routing and the smooth expert (sim/manip_experts.label_jump, l2 norm). Labels that jump between
 neighbouring pixels look like several modes to a policy that sees the scene at 64x64.
 
     .venv/bin/python research/expert_label_jumps.py routing
@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from vla_pruned_ros.sim import make_task
+from vla_pruned_ros.sim.manip_experts import label_jump
 
 
 def main(expert: str, episodes: int = 40) -> None:
@@ -23,7 +24,7 @@ def main(expert: str, episodes: int = 40) -> None:
         task.reset(seed)
         noisy = seed % 2 == 0
         while True:
-            jumps.append(task.label_jump(norm="l2"))
+            jumps.append(label_jump(task, norm="l2"))
             action = task.expert_action() + (rng.normal(0, 0.3, 2) * 0.3 if noisy else 0)
             if task.step(action).done:
                 break

@@ -30,3 +30,12 @@ def test_the_simulator_imports_no_ros_and_no_torch() -> None:
 def test_detectors_and_instructions_import_without_mujoco() -> None:
     loaded = _modules_after("import vla_pruned_ros.sim.safety, vla_pruned_ros.sim.instructions")
     assert "mujoco" not in loaded
+
+
+def test_task_names_import_without_mujoco() -> None:
+    """A command line's --task choices come from sim.TASKS, which must not start the
+    simulator (nor a GL context) just to list two names."""
+    loaded = _modules_after(
+        "from vla_pruned_ros.sim import TASKS\nassert TASKS == ('nav', 'manip')"
+    )
+    assert "mujoco" not in loaded

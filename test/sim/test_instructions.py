@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vla_pruned_ros.sim import TASKS
 from vla_pruned_ros.sim import instructions as lang
 
 
-@pytest.mark.parametrize("task", ["nav", "manip"])
+@pytest.mark.parametrize("task", TASKS)
 def test_template_sets_are_large_and_disjoint(task: str) -> None:
     templates = lang.TEMPLATES[task]
     assert len(set(templates["train"])) >= 12 and len(set(templates["heldout"])) >= 4
@@ -20,7 +21,7 @@ def test_template_sets_are_large_and_disjoint(task: str) -> None:
         lang.template_split("go somewhere {c}", templates)
 
 
-@pytest.mark.parametrize("task", ["nav", "manip"])
+@pytest.mark.parametrize("task", TASKS)
 def test_every_instruction_names_exactly_its_colour(task: str) -> None:
     templates = lang.TEMPLATES[task]
     for split in lang.PHRASINGS:

@@ -5,30 +5,32 @@ Action: pusher (end-effector) velocity (vx, vy) in m/s. Success: the named block
 SUCCESS_RADIUS of the target's. Violations follow the GLUESTICK authors' LIBERO monitor: robot
 contact with anything but the named block, a joint within 5 % of its range from a limit, and any
 block faster than 1.0 m/s after the first 5 steps.
+
+The table's dimensions live in `manip_geometry`, the scripted experts in `manip_experts` (chosen
+by name), their route planning in `manip_routing`; this module is the scene.
 """
 
 from __future__ import annotations
 
 import math
 
+import mujoco
 import numpy as np
 
 from vla_pruned_ros.sim.base import SUPERSAMPLE, Task
 from vla_pruned_ros.sim.instructions import MANIP_TEMPLATES, RGBA
+from vla_pruned_ros.sim.manip_experts import EXPERTS
+from vla_pruned_ros.sim.manip_geometry import (
+    BLOCKS,
+    HALF_BLOCK,
+    JOINT_RANGE,
+    JOINTS,
+    SUCCESS_RADIUS,
+    TIP_R,
+    PushLine,
+    push_line,
+)
 
-BLOCKS = ("red", "green", "blue")
-HALF_BLOCK = 0.032
-TIP_R = 0.025
-JOINT_RANGE = 0.5
-SUCCESS_RADIUS = 0.05
-JOINTS = ("x", "y")
-PIXEL = 0.0145  # table width covered by one pixel of the 64x64 overhead image (m)
-REACH = 0.43  # the expert keeps the tip inside this (joint-limit band starts at 0.45)
-# Tip-centre distances the expert keeps while moving around: circumscribed radius + tip radius
-# + a margin of about one control step of travel.
-BLOCK_CLEARANCE = HALF_BLOCK * math.sqrt(2) + TIP_R + 0.02
-OBSTACLE_CLEARANCE = 0.04 * math.sqrt(2) + TIP_R + 0.02
-ARC_BERTH = 0.02  # the "arc" expert's extra distance from the named block while walking round
 STATE_SCALE = 0.4  # scene_state() divides distances by this, so they span about [-1, 1]
 STATE_NAMES = (
     "named_dx", "named_dy", "target_dx", "target_dy", "obstacle_dx", "obstacle_dy",
@@ -48,15 +50,16 @@ class ManipTask(Task):
     templates = MANIP_TEMPLATES
     colours = BLOCKS
 
-    experts = ("routing", "smooth", "wide", "arc")
+    experts = tuple(EXPERTS)
 
     def __init__(
         self, image_size: int = 64, expert: str = "routing", supersample: int = SUPERSAMPLE
     ) -> None:
-        if expert not in self.experts:
+        if expert not in EXPERTS:
             raise ValueError(f"unknown manipulation expert {expert!r}; known: {self.experts}")
         super().__init__(image_size, supersample)
         self.expert = expert
+        self._expert = EXPERTS[expert]()
         m = self.model
         self._tip_joints = [m.joint(j).id for j in JOINTS]
         self._tip_qpos = m.jnt_qposadr[self._tip_joints]
@@ -170,7 +173,7 @@ class ManipTask(Task):
         MODEL_CARD.md). Names in STATE_NAMES, distances divided by STATE_SCALE. All relative to
         the pusher, so a training image shifted by a few pixels keeps the same targets."""
         tip = self.tip()
-        _, _, d, _, along, lateral = self._push_line()
+        _, _, d, _, along, lateral = self.push_line()
         others = [self.block_xy(c) for c in BLOCKS if c != self.target]
         places = [self.block_xy(self.target), self.target_pos, self.obstacle_pos, *others]
         rel = np.concatenate([p - tip for p in places]) / STATE_SCALE
@@ -196,188 +199,22 @@ class ManipTask(Task):
 
     # -- expert -----------------------------------------------------------------------------
     def expert_action(self) -> np.ndarray:
-        """Get behind the named block on the line to the target, routing around the other
-        blocks, the obstacle and the named block itself on a visibility graph (a reactive field
-        alone ran into the obstacle in ~1.5 % of episodes), then push along that line,
-        correcting sideways drift. Evaluated from the current state only, so it recovers from
-        perturbed rollouts.
-
-        `expert="routing"` switches from routing to pushing once the pusher is within 1.2 cm of
-        the line; `expert="smooth"` blends the two over a few centimetres, so that states one
-        image pixel apart get similar labels (what a policy that sees the scene at 64x64 can
-        learn by regression). `expert="wide"` keeps pushing up to 3-6 cm of lateral error,
-        slowing down and sliding back onto the line, instead of walking around the block
-        (narrowing to the smooth band within 10 cm of the target, where the wide band stalls):
-        the policy's failures sit where the smooth expert would walk around
-        (research/manip_failures.py). At equal training it did worse than smooth (MODEL_CARD.md,
-        "Tried after v4"), so smooth stays vla-train's default. `expert="arc"` is smooth with
-        a 2 cm wider berth around the named block while walking around it: the policy's
-        failures drag the block round the target because it presses in where the expert backs
-        off (research/manip_failures.py), and a wider arc keeps the two behaviours further apart
-        in the image."""
-        tip = self.tip()
-        block, behind, d, remaining, along, lateral = self._push_line()
-        speed = 0.12 if remaining > 0.06 else 0.06
-        if self.expert == "wide":
-            speed *= float(np.clip(1.0 - abs(lateral) / 0.06, 0.2, 1.0))
-        correction = (behind - tip) - np.dot(behind - tip, d) * d  # sideways error only
-        push = np.clip(speed * d + 4.0 * correction, -0.3, 0.3)
-        w = self._push_weight(along, lateral, remaining)
-        if w >= 1.0:
-            return push
-        route = self._route(tip, block, behind, d)
-        return route if w <= 0.0 else np.clip(w * push + (1.0 - w) * route, -0.3, 0.3)
+        """The label of the expert chosen by name (`manip_experts.EXPERTS`)."""
+        return self._expert.action(self)
 
     def push_weight(self) -> float:
         """How much of the expert's label is pushing along the line (1) rather than walking
         around to get behind the block (0): the routing expert switches at 1.2 cm of lateral
-        error, the smooth one blends over 1-3 cm, the wide one over 3-6 cm. Diagnostics use it
-        to tell pushing from walking around."""
-        _, _, _, remaining, along, lateral = self._push_line()
-        return self._push_weight(along, lateral, remaining)
+        error, the smooth one blends over 1-3 cm. Diagnostics use it to tell pushing from
+        walking around."""
+        return self._expert.push_weight(self.push_line())
 
-    def _push_weight(self, along: float, lateral: float, remaining: float) -> float:
-        if self.expert in ("smooth", "wide", "arc"):
-            hi, width = 0.03, 0.02  # blend over lateral errors hi - width .. hi (m)
-            if self.expert == "wide":  # 3-6 cm, narrowing to 1-3 cm near the target
-                k = float(np.clip((remaining - 0.05) / 0.05, 0.0, 1.0))
-                hi, width = hi + 0.03 * k, width + 0.01 * k
-            w = float(np.clip((hi - abs(lateral)) / width, 0.0, 1.0))
-            return w * float(np.clip((along - HALF_BLOCK + 0.005) / 0.015, 0.0, 1.0))
-        return 1.0 if along > HALF_BLOCK and abs(lateral) < 0.012 else 0.0
+    def push_line(self) -> PushLine:
+        """The named block's push line toward the target, seen from the pusher."""
+        return push_line(self.block_xy(self.target), self.target_pos, self.tip())
 
-    def _push_line(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, float]:
-        """The named block, the point behind it on the line to the target, that line's
-        direction, the block's distance to the target, and the pusher's position relative to
-        the line: how far behind the block along it, and how far to the side."""
-        block = self.block_xy(self.target)
-        to_target = self.target_pos - block
-        remaining = float(np.linalg.norm(to_target))
-        d = to_target / max(remaining, 1e-6)
-        rel = self.tip() - block
-        along = float(np.dot(rel, -d))
-        lateral = float(rel[0] * d[1] - rel[1] * d[0])
-        return block, block - d * (HALF_BLOCK + TIP_R + 0.012), d, remaining, along, lateral
-
-    def label_jump(self, distance: float = PIXEL, directions: int = 8, norm: str = "max") -> float:
-        """The largest change of the expert's label, as a share of the action bound, when the
-        pusher is moved by `distance` in any of `directions` directions (state restored after).
-        A policy that sees the table at 64x64 cannot tell states one pixel apart, so labels that
-        jump between them look like several modes to it: what the smooth expert is for.
-        `norm`: "max" (largest component) or "l2"."""
-        import mujoco
-
-        if norm not in ("max", "l2"):
-            raise ValueError(f"norm must be 'max' or 'l2', not {norm!r}")
-        label, tip = self.expert_action(), self.tip()
-        angles = np.linspace(0.0, 2.0 * math.pi, directions, endpoint=False)
-        largest = 0.0
-        for a in angles:
-            self.data.qpos[self._tip_qpos] = tip + distance * np.array([math.cos(a), math.sin(a)])
-            mujoco.mj_forward(self.model, self.data)
-            change = self.expert_action() - label
-            size = np.abs(change).max() if norm == "max" else np.linalg.norm(change)
-            largest = max(largest, float(size) / float(self.action_high[0]))
-        self.data.qpos[self._tip_qpos] = tip
+    def place_tip(self, xy: np.ndarray) -> None:
+        """Move the pusher to `xy` (its velocity kept) and update the derived state: what a
+        probe of the expert's label around a state does."""
+        self.data.qpos[self._tip_qpos] = xy
         mujoco.mj_forward(self.model, self.data)
-        return largest
-
-    def _route(
-        self, tip: np.ndarray, block: np.ndarray, behind: np.ndarray, d: np.ndarray
-    ) -> np.ndarray:
-        """Toward a point behind the block, around everything else on the table."""
-        berth = ARC_BERTH if self.expert == "arc" else 0.0
-        goal = np.clip(behind - d * (0.02 + berth), -REACH, REACH)
-        others = [(self.block_xy(c), BLOCK_CLEARANCE) for c in BLOCKS if c != self.target]
-        named = (block, BLOCK_CLEARANCE - 0.005 + berth)
-        discs = [named, *others, (self.obstacle_pos, OBSTACLE_CLEARANCE)]
-        way = _next_waypoint(tip, goal, discs)
-        desired = way - tip
-        dist = float(np.linalg.norm(desired))
-        v = desired / max(dist, 1e-6) * min(0.25, 2.5 * float(np.linalg.norm(goal - tip)) + 0.05)
-        for centre, radius in discs:  # inside a disc (pushed there by noise): leave it first
-            away = tip - centre
-            gap = float(np.linalg.norm(away)) - radius
-            if gap < 0.0:
-                n = away / max(np.linalg.norm(away), 1e-6)
-                v = v + 0.25 * min(1.0, -gap / 0.02) * n
-        v[(tip >= REACH) & (v > 0)] = 0.0  # never drive further into a joint-limit band
-        v[(tip <= -REACH) & (v < 0)] = 0.0
-        return np.clip(v, -0.3, 0.3)
-
-
-def _seg_clear(a: np.ndarray, b: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
-    """Whether each segment a[i] -> b[j] misses every disc: a bool matrix (len(a), len(b))."""
-    seg = b[None, :, :] - a[:, None, :]  # (A, B, 2)
-    rel = centres[None, None, :, :] - a[:, None, None, :]  # (A, 1, D, 2)
-    length2 = np.maximum(np.sum(seg * seg, -1), 1e-12)[..., None]  # (A, B, 1)
-    t = np.clip(np.sum(rel * seg[:, :, None, :], -1) / length2, 0.0, 1.0)  # (A, B, D)
-    closest = a[:, None, None, :] + t[..., None] * seg[:, :, None, :]
-    dist = np.linalg.norm(closest - centres[None, None], axis=-1)
-    return np.all(dist >= radii, axis=-1)
-
-
-def _next_waypoint(
-    tip: np.ndarray, goal: np.ndarray, discs: list[tuple[np.ndarray, float]]
-) -> np.ndarray:
-    """The first corner of the shortest way to `goal` around the discs, on a small visibility
-    graph (points on a ring around each disc). Discs holding the tip or the goal are ignored
-    for the edges that leave or enter them, so a perturbed tip can always get out."""
-    centres = np.array([c for c, _ in discs])
-    radii = np.array([r for _, r in discs])
-    if _seg_clear(tip[None], goal[None], *_outside(tip, goal, centres, radii))[0, 0]:
-        return goal
-    nodes, to_goal = _graph(goal, centres, radii)
-    total = np.where(
-        _seg_clear(tip[None], nodes, *_outside(tip, None, centres, radii))[0],
-        np.linalg.norm(nodes - tip, axis=1) + to_goal,
-        np.inf,
-    )
-    best = int(np.argmin(total))
-    return nodes[best] if np.isfinite(total[best]) else goal
-
-
-_GRAPHS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _graph(
-    goal: np.ndarray, centres: np.ndarray, radii: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Graph nodes (the goal first) and each one's shortest distance to the goal. Cached: the
-    scene stands still while the tip travels, so only the tip's own edges change per step."""
-    goal, centres = np.round(goal, 3), np.round(centres, 3)  # the graph depends on the key
-    key = np.concatenate([goal, centres.ravel(), radii]).tobytes()  # alone: deterministic
-    if key in _GRAPHS:
-        return _GRAPHS[key]
-    angles = np.linspace(0.0, 2 * math.pi, 8, endpoint=False)
-    ring = np.stack([np.cos(angles), np.sin(angles)], -1) / math.cos(math.pi / 8)
-    ring_pts = (centres[:, None, :] + (radii[:, None, None] + 0.005) * ring[None]).reshape(-1, 2)
-    inside = np.linalg.norm(ring_pts[:, None] - centres[None], axis=-1) < radii[None] - 1e-9
-    nodes = np.vstack([goal, ring_pts[~inside.any(1)]])
-    clear = _seg_clear(nodes, nodes, centres, radii)
-    clear[0] = _seg_clear(goal[None], nodes, *_outside(goal, None, centres, radii))[0]
-    clear = clear | clear.T
-    cost = np.where(clear, np.linalg.norm(nodes[:, None] - nodes[None], axis=-1), np.inf)
-    dist = np.full(len(nodes), np.inf)
-    dist[0] = 0.0
-    done = np.zeros(len(nodes), bool)
-    for _ in range(len(nodes)):  # Dijkstra on a dense matrix: a few dozen nodes
-        i = int(np.argmin(np.where(done, np.inf, dist)))
-        if not np.isfinite(dist[i]):
-            break
-        done[i] = True
-        dist = np.minimum(dist, dist[i] + cost[i])
-    if len(_GRAPHS) > 256:
-        _GRAPHS.clear()
-    _GRAPHS[key] = (nodes, dist)
-    return nodes, dist
-
-
-def _outside(
-    p: np.ndarray, q: np.ndarray | None, centres: np.ndarray, radii: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The discs that hold neither p nor q (those that do cannot be avoided from there)."""
-    keep = np.linalg.norm(centres - p, axis=1) >= radii
-    if q is not None:
-        keep &= np.linalg.norm(centres - q, axis=1) >= radii
-    return centres[keep], radii[keep]

@@ -1,24 +1,27 @@
-"""Task names -> task classes (imported on first use, so listing names needs no mujoco)."""
+"""Task names -> task classes. The names (`TASKS`) are the one list every command-line choice and
+loop over tasks reads; the classes, and mujoco with them, load on first use, so listing the names
+imports no simulator."""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from vla_pruned_ros.sim.base import Task
+if TYPE_CHECKING:
+    from vla_pruned_ros.sim.base import Task
 
-TASKS = ("nav", "manip")
+# name -> "module:class" under vla_pruned_ros.sim; TASKS follows its order.
+_CLASSES = {"nav": "nav:NavTask", "manip": "manip:ManipTask"}
+TASKS: tuple[str, ...] = tuple(_CLASSES)
 
 
 def task_class(name: str) -> type[Task]:
     """The class of a task by name: its action names, bounds and experts without building a
     MuJoCo world."""
-    from vla_pruned_ros.sim.manip import ManipTask
-    from vla_pruned_ros.sim.nav import NavTask
-
-    tasks: dict[str, type[Task]] = {"nav": NavTask, "manip": ManipTask}
-    if name not in tasks:
-        raise ValueError(f"unknown task {name!r}; known: {sorted(tasks)}")
-    return tasks[name]
+    if name not in _CLASSES:
+        raise ValueError(f"unknown task {name!r}; known: {sorted(_CLASSES)}")
+    module, cls = _CLASSES[name].split(":")
+    return getattr(importlib.import_module(f"vla_pruned_ros.sim.{module}"), cls)
 
 
 def make_task(name: str, **kwargs: Any) -> Task:
