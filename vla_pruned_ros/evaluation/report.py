@@ -213,3 +213,107 @@ def findings(result: dict[str, Any]) -> list[str]:
                 )
             lines.append(text + ".")
     return lines
+
+
+def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table from several sweep results over the same dense weights and scenes (the main
+    table's svd rows beside a correction sweep's): variants united by name, the first part's
+    config kept. Parts about other weights, episodes or scenes are refused."""
+    first = parts[0]
+    same = ("model_sha256",)
+    for part in parts[1:]:
+        for key in same:
+            if part.get(key) != first.get(key):
+                raise ValueError(f"results differ in {key}: {part.get(key)} vs {first.get(key)}")
+        for key in ("episodes", "seed"):
+            if part["config"][key] != first["config"][key]:
+                raise ValueError(f"results differ in {key}")
+    seen: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for v in part["variants"]:
+            seen.setdefault(v["name"], v)
+    tasks = [t for t in first["config"]["tasks"] if all(t in v["tasks"] for v in seen.values())]
+    return {**first, "config": {**first["config"], "tasks": tasks}, "variants": list(seen.values())}
+
+
+def correction_bytes(v: dict[str, Any], variants: list[dict[str, Any]]) -> int:
+    """What a variant's correction costs as stored: its artifact's bytes beyond the plain pruned
+    model's of the same method and pattern (factors at their own dtype; 0 for that model)."""
+    pruned = next(p for p in variants if p["method"] == v["method"]
+                  and p.get("pattern") == v.get("pattern") and p["rank"] == 0)  # fmt: skip
+    return v["memory"]["artifact_bytes"] - pruned["memory"]["artifact_bytes"]
+
+
+def _corrected(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [v for v in result["variants"] if not _is_dense(v)]
+
+
+def correction_markdown(result: dict[str, Any]) -> str:
+    """Per task: each pruned and corrected variant with its correction, factor dtype, stored
+    correction bytes and success / unsafe rates (95 % Wilson intervals), dense first."""
+    variants = result["variants"]
+    dense = next(v for v in variants if _is_dense(v))
+    blocks = []
+    for task in result["config"]["tasks"]:
+        head = ["variant", "correction", "factors", "correction kB", "success", "unsafe"]
+        d = dense["tasks"][task]["summary"]
+        lines = [f"### {TASK_TITLES.get(task, task)} ({d['episodes']} episodes per row)", "",
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                 f"| dense | - | - | - | {_pct(d['success'])} | {_pct(d['unsafe'])} |"]  # fmt: skip
+        rows = sorted(_corrected(result), key=lambda v: (v["method"], v.get("pattern", ""),
+                      correction_bytes(v, variants), v.get("correction") or ""))  # fmt: skip
+        for v in rows:
+            s = v["tasks"][task]["summary"]
+            corrected = v["rank"] != 0
+            cells = [_label(v), (v.get("correction") or "svd") if corrected else "-",
+                     (v.get("factor_dtype") or "float16") if corrected else "-",
+                     f"{correction_bytes(v, variants) / 1e3:.0f}", _pct(s["success"]),
+                     _pct(s["unsafe"])]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def correction_plot(result: dict[str, Any], out: Path) -> Path:
+    """Success against stored correction bytes, one line per method, pattern, correction and
+    factor dtype (from the pruned model at 0), 95 % Wilson intervals, dense as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = result["variants"]
+    dense = next(v for v in variants if _is_dense(v))
+    tasks = result["config"]["tasks"]
+    lines = sorted({_line(v) for v in _corrected(result) if v["rank"] != 0})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        d = dense["tasks"][task]["summary"]["success"]
+        ax.axhspan(*d["ci95"], color="gray", alpha=0.2)
+        ax.axhline(d["rate"], color="gray", lw=1.5, label="dense")
+        for line in lines:
+            rows = [v for v in _corrected(result) if _line(v) == line
+                    or (v["rank"] == 0 and _line(v)[:2] == line[:2])]  # fmt: skip
+            rows.sort(key=lambda v: correction_bytes(v, variants))
+            x = [correction_bytes(v, variants) / 1e3 for v in rows]
+            blocks = [v["tasks"][task]["summary"]["success"] for v in rows]
+            y = [b["rate"] for b in blocks]
+            err = [[yy - b["ci95"][0] for yy, b in zip(y, blocks, strict=True)],
+                   [b["ci95"][1] - yy for yy, b in zip(y, blocks, strict=True)]]  # fmt: skip
+            style = "-" if line[2] == "activation" else "--"
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, ls=style,
+                        label=" ".join(x for x in line if x != "float16"))  # fmt: skip
+            for xx, yy, v in zip(x, y, rows, strict=True):
+                if v["rank"] > 0:
+                    ax.annotate(f"r{v['rank']}", (xx, yy), fontsize=7, xytext=(3, -9),
+                                textcoords="offset points")  # fmt: skip
+        ax.set_xscale("symlog", linthresh=50)  # the pruned model at 0, ranks 1-32 logarithmic
+        ax.set(xlabel="stored correction kB (0 = pruned only)", ylabel="success rate",
+               ylim=(-0.02, 1.02), title=f"{TASK_TITLES.get(task, task)}: success vs "
+               "correction bytes")  # fmt: skip
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
