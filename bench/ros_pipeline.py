@@ -14,8 +14,9 @@ camera rate from this process, and measures:
 `--overhead` measures instead, in one process, the node's per-frame cost outside the model for a
 checkpoint adapter (`openvla` on the OpenVLA-contract fixture of test/checkpoint_fixtures.py, or
 `--artifact FOLDER` with `--adapter`): sensor_msgs/Image -> RGB conversion, the processor
-(image and tokenised prompt) and the model's own `predict_action`, per frame, with the prompt
-cached per instruction (the adapter's default) and without.
+(image and tokenised prompt) and the model's own `predict_action`, per frame: the processor
+with the prompt tokenised each frame, the prompt cached per instruction, and the image through
+`models/pixel_inputs.py` (the processor's own resize, exactly; or area averaging).
 
     .venv/bin/python bench/ros_pipeline.py --overhead [--frames 100]
 
@@ -77,7 +78,8 @@ def _artifact(requested: str, tmp: Path) -> tuple[str, str]:
 
 
 def overhead(artifact: str, adapter: str, frames: int, options: dict) -> int:
-    """Per-frame milliseconds of conversion, processor and model for a checkpoint adapter."""
+    """Per-frame milliseconds of conversion, processor and model for a checkpoint adapter, four
+    ways, interleaved frame by frame in this one process (so machine load hits them alike)."""
     import torch
 
     from vla_pruned_ros.models.registry import load_policy
@@ -87,35 +89,48 @@ def overhead(artifact: str, adapter: str, frames: int, options: dict) -> int:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(8)]
     msgs = [rgb_to_image(im, sec_to_stamp(0.0)) for im in images]
-    rows = []
-    for cached in (True, False):
-        policy = load_policy(artifact, "nav", adapter=adapter, cache_prompt=cached, **options)
-        conv, prep, model = [], [], []
-        for i in range(frames + 5):
+    variants = {
+        "processor, prompt each frame": dict(cache_prompt=False),
+        "processor image, prompt cached": dict(cache_prompt=True),
+        "fast pixels (exact), prompt cached": dict(cache_prompt=True),
+        "fast pixels, area resize, prompt cached": dict(cache_prompt=True, resize="area"),
+    }
+    policies = {}
+    for name, extra in variants.items():
+        policies[name] = load_policy(artifact, "nav", adapter=adapter, **extra, **options)
+    policies["processor image, prompt cached"]._pixels = None  # the image processor itself
+    for name, policy in policies.items():
+        print(f"  {name}: image through {policy.pixel_path}")
+    times = {name: ([], [], []) for name in policies}
+    actions = {name: [] for name in policies}
+    for i in range(frames + 5):
+        for name, policy in policies.items():
             t0 = time.perf_counter()
             rgb = image_to_rgb(msgs[i % len(msgs)])
             t1 = time.perf_counter()
             inputs = policy.inputs(rgb, "go to the red marker")
             t2 = time.perf_counter()
             with torch.inference_mode():
-                policy.model.predict_action(**inputs, unnorm_key=policy.unnorm_key,
-                                            do_sample=False)  # fmt: skip
+                action = policy.model.predict_action(**inputs, unnorm_key=policy.unnorm_key,
+                                                     do_sample=False)  # fmt: skip
             t3 = time.perf_counter()
             if i >= 5:  # warm-up frames left out
-                conv.append(1e3 * (t1 - t0))
-                prep.append(1e3 * (t2 - t1))
-                model.append(1e3 * (t3 - t2))
-        outside = [a + b for a, b in zip(conv, prep, strict=True)]
-        rows.append((f"prompt cached: {cached}", _p50_p99(conv), _p50_p99(prep),
-                     _p50_p99(outside), _p50_p99(model)))  # fmt: skip
+                for series, ms in zip(times[name], (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                    series.append(1e3 * ms)
+                actions[name].append(np.asarray(action, np.float32))
     print(
-        f"{artifact} through adapter {adapter}, 640x480 rgb8 frames, {frames} frames, "
-        "1 torch thread; ms p50 / p99"
+        f"{artifact} through adapter {adapter}, 640x480 rgb8 frames, {frames} frames each, "
+        "variants interleaved, 1 torch thread; ms p50 / p99"
     )
-    print("| run | Image -> RGB | processor + prompt | outside the model | predict_action |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print("| run | Image -> RGB | processor + prompt | outside the model | predict_action |"
+          " actions equal to the first row's |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    first = next(iter(actions.values()))
+    for name, (conv, prep, model) in times.items():
+        outside = [a + b for a, b in zip(conv, prep, strict=True)]
+        same = sum(np.array_equal(a, b) for a, b in zip(actions[name], first, strict=True))
+        print(f"| {name} | {_p50_p99(conv)} | {_p50_p99(prep)} | {_p50_p99(outside)} | "
+              f"{_p50_p99(model)} | {same}/{len(first)} |")  # fmt: skip
     return 0
 
 

@@ -397,3 +397,35 @@ def write_tiny_family(family: str, folder: Path, seed: int = 0) -> Any:
     model = TINY_FAMILIES[family]().eval()
     model.save_pretrained(folder)
     return model
+
+
+# --- a text-action checkpoint: a tiny Llama that answers in numbers (the `text` adapter) ---
+
+TEXT_ACTION_NUMBERS = 100  # the vocabulary's words: "0" .. "99"
+
+
+def write_text_action_fixture(folder: Path, seed: int = 0) -> Path:
+    """A tiny random-weight Llama (`LlamaForCausalLM`, saved with `save_pretrained`) whose
+    word-level tokenizer knows only specials and the numbers 0-99, so every answer it
+    generates is a run of numbers: a `text` adapter rule such as `^\\s*(\\d+)` always parses it.
+    The special tokens' output rows are zeroed so greedy decoding does not stop at once."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    specials = ["<pad>", "<unk>", "<s>", "</s>"]
+    vocab = specials + [str(i) for i in range(TEXT_ACTION_NUMBERS)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
+                                        bos_token="<s>", eos_token="</s>")  # fmt: skip
+    torch.manual_seed(seed)
+    config = _tiny_text(LlamaConfig, vocab_size=len(vocab), pad_token_id=0, bos_token_id=2,
+                        eos_token_id=3, tie_word_embeddings=False)  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight[: len(specials)] = 0.0
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

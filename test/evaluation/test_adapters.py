@@ -219,3 +219,43 @@ def test_lerobot_contract_observation_keys_and_install_hint(tmp_path: Path) -> N
             load_policy(str(folder), "manip", adapter="lerobot")
     with pytest.raises(FileNotFoundError, match="not a LeRobot policy folder"):
         load_policy(str(tmp_path), "manip", adapter="lerobot")
+
+
+def test_fast_pixels_equal_the_image_processor_and_decline_what_they_cannot_do(
+    two_datasets,
+) -> None:
+    """The fixture's SigLIP-style processor through models/pixel_inputs.py: bit-identical
+    pixel_values on a 640x480 frame (the check is |diff| <= 1e-5; it measures 0); area resize
+    equals fit_frame then the processor; a centre-cropping processor is left to itself."""
+    from transformers import AutoProcessor, CLIPImageProcessorPil
+
+    from vla_pruned_ros.frames import fit_frame
+    from vla_pruned_ros.models.pixel_inputs import TOLERANCE, fast_pixels
+
+    image = AutoProcessor.from_pretrained(two_datasets, trust_remote_code=True,
+                                          local_files_only=True).image_processor  # fmt: skip
+    frame = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    exact, how = fast_pixels(image)
+    assert exact is not None, how
+    want = image(frame, return_tensors="np")["pixel_values"]
+    assert np.abs(exact(frame).numpy() - want).max() <= TOLERANCE
+    np.testing.assert_array_equal(exact(frame).numpy(), want)
+    area, how = fast_pixels(image, "area")
+    fitted = fit_frame(frame, image.size["height"])
+    np.testing.assert_array_equal(area(frame).numpy(),
+                                  image(fitted, return_tensors="np")["pixel_values"])  # fmt: skip
+    assert not np.array_equal(area(frame).numpy(), want), "area resize is not the processor's"
+    crop = CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    none, why = fast_pixels(crop)
+    assert none is None and "do_center_crop" in why, why
+
+
+def test_presets_refuse_unknown_options_and_name_theirs(two_datasets) -> None:
+    with pytest.raises(ValueError, match="takes no option 'unorm_key'; its options: .*unnorm_key"):
+        load_policy(str(two_datasets), "nav", adapter="openvla", unorm_key="fractal",
+                    trust_remote_code=True)  # fmt: skip
+    with pytest.raises(ValueError, match="embedded adapter takes no option 'unnorm_key'"):
+        load_policy("embedded", "nav", unnorm_key="fractal")
+    with pytest.raises(ValueError, match="resize 'nearest' is not one of"):
+        load_policy(str(two_datasets), "nav", adapter="openvla", unnorm_key="fractal",
+                    trust_remote_code=True, resize="nearest")  # fmt: skip

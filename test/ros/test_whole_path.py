@@ -3,8 +3,9 @@
 --model DIR` -> an artifact -> `vla-ros up` on a bringup YAML beside it that names only the
 artifact, the adapter and its options, with paths relative to the YAML's own folder -> the
 policy node and the safety monitor over DDS -> a gated command on cmd_vel equal to the dense
-model's mapped action -> a contact stops it at the gate while the policy keeps acting -> Ctrl-C
-(SIGINT) -> a clean exit with the monitor's report written."""
+model's mapped action -> a contact stops it at the gate while the policy keeps acting (its
+/diagnostics say how the model runs and what it holds) -> Ctrl-C (SIGINT) -> a clean exit with
+the monitor's report written."""
 
 from __future__ import annotations
 
@@ -129,6 +130,9 @@ def test_a_checkpoint_folder_to_a_gated_command_and_a_clean_exit(
         assert len(held) >= 3, f"{len(held)} gated commands during the stop"
         assert all(x == 0.0 for x in held), "the gate passed a command during the contact's stop"
         assert len(camera.actions) > n_actions, "the policy stopped; the gate was to stop it"
+        loaded = [values for _, values in camera.diagnostics if values.get("model")]
+        assert loaded, "no /diagnostics from the loaded policy"
+        assert "runtime_modes" in loaded[-1] and float(loaded[-1]["resident_mb"]) > 0, loaded[-1]
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -46,6 +46,11 @@ from vla_pruned_ros.cli.adapter_args import adapter_parameters, add_adapter_argu
 from vla_pruned_ros.ros.dds import use_localhost_profile
 
 GRACE_S = 8.0
+# How long `vla-ros replay`'s player waits for every input's subscriber before it plays: the
+# policy subscribes only once its model has loaded, which for a checkpoint on a loaded machine
+# took over a minute (a 20 s wait played the whole bag to a policy still loading). The player
+# starts as soon as all have subscribed, so a long wait costs nothing when loading is quick.
+REPLAY_WAIT_S = 180.0
 # The bringup file's reader lives in vla_pruned_ros/bringup.py, shared with the launch files;
 # re-exported here for callers of `vla_pruned_ros.cli.ros_up`.
 __all__ = ["BringupError", "NodeSpec", "entry_modules", "load_bringup", "run_graph"]
@@ -236,7 +241,8 @@ def replay(bag: Path, task: str, artifact: str, rate: float, report_dir: Path,
     specs, _ = load_bringup(package_file(f"config/bringup_replay_{task}.yaml"))
     for spec in specs:
         if spec.executable == "bag_player":
-            spec.overrides.update(bag=str(bag.resolve()), rate=rate)
+            spec.overrides.update(bag=str(bag.resolve()), rate=rate,
+                                  wait_for_subscribers_s=REPLAY_WAIT_S)  # fmt: skip
         if spec.executable == "safety_monitor":
             spec.overrides["report_dir"] = str(report_dir)
         if spec.executable == "policy_node":

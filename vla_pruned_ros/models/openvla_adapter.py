@@ -5,7 +5,8 @@ template and the action statistics (`norm_stats`) its config carries.
 Remote code (OpenVLA ships `modeling_prismatic.py`) runs only when the deployment opts in with
 `trust_remote_code`; a manifest never switches it on. OpenVLA's processor is an image processor
 and a tokenizer side by side (`processing_prismatic.py`), so the tokenised prompt is computed
-once per instruction and only the image is processed per frame.
+once per instruction and only the image is processed per frame, by `pixel_inputs.fast_pixels`
+(the processor's own steps, checked equal at load) where the image processor allows.
 """
 
 from __future__ import annotations
@@ -100,6 +101,14 @@ def _auto_map_model(folder: Path, trust_remote_code: bool) -> torch.nn.Module:
     return get_class_from_dynamic_module(next(iter(entries.values())), folder)(config)
 
 
+def model_variant(folder: Path, model: torch.nn.Module) -> str:
+    """'dense' for a checkpoint folder; for an artifact 'gluestick' when any layer carries a
+    correction (rank > 0), else 'pruned' (VLAAction.variant, diagnostics)."""
+    if not (folder / "manifest.json").is_file():
+        return "dense"
+    return "gluestick" if any(getattr(m, "rank", 0) for m in model.modules()) else "pruned"
+
+
 def load_processor(folder: Path, trust_remote_code: bool) -> Any:
     """The checkpoint's processor from its own files (never a hub)."""
     if not any((folder / f).is_file() for f in PROCESSOR_FILES):
@@ -124,7 +133,7 @@ class OpenVLAPolicy:
     def __init__(self, model: Any, processor: Any, norm_stats: dict[str, Any], unnorm_key: str = "",
                  model_id: str = "openvla", variant: str = "dense",
                  action_names: tuple[str, ...] | None = None, prompt: str = OPENVLA_PROMPT,
-                 cache_prompt: bool = True) -> None:  # fmt: skip
+                 cache_prompt: bool = True, resize: str = "processor") -> None:  # fmt: skip
         if not callable(getattr(model, "predict_action", None)):
             raise TypeError(f"{type(model).__name__} has no predict_action(): not an OpenVLA "
                             "checkpoint; use adapter 'text' or 'module:Class'")  # fmt: skip
@@ -144,6 +153,14 @@ class OpenVLAPolicy:
                                tuple(high.tolist()), memory)  # fmt: skip
         split = hasattr(processor, "tokenizer") and hasattr(processor, "image_processor")
         self._split = cache_prompt and split
+        self._pixels, self.pixel_path = None, "the processor (prompt not cached)"
+        if self._split:
+            from vla_pruned_ros.models.pixel_inputs import fast_pixels
+
+            self._pixels, why = fast_pixels(processor.image_processor, resize)
+            self.pixel_path = why if self._pixels is not None else f"the image processor: {why}"
+        if resize != "processor" and self._pixels is None:
+            raise ValueError(f"resize {resize!r} cannot apply: {self.pixel_path}")
         self._text: dict[str, dict[str, torch.Tensor]] = {}
         self._device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self._dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
@@ -161,9 +178,11 @@ class OpenVLAPolicy:
             if text is None:
                 text = dict(self.processor.tokenizer(prompt, return_tensors="pt"))
                 self._text = {prompt: text}  # one instruction at a time: keep only the latest
-            # the array itself: the processor would convert a PIL image back to one (half its cost)
             rgb = np.ascontiguousarray(image)
-            pixels = self.processor.image_processor(rgb, return_tensors="pt")["pixel_values"]
+            if self._pixels is not None:  # the processor's steps without its per-call cost
+                pixels = self._pixels(rgb)
+            else:  # the array itself: the processor would convert a PIL image back to one
+                pixels = self.processor.image_processor(rgb, return_tensors="pt")["pixel_values"]
             out = {**text, "pixel_values": pixels}
         dev, dtype = self._device, self._dtype
         return {k: v.to(dev, dtype) if v.is_floating_point() else v.to(dev) for k, v in out.items()}
@@ -184,8 +203,10 @@ def load_openvla_policy(artifact: str, task: str = "", *, unnorm_key: str = "",
                         trust_remote_code: bool = False, mode: str = "materialize",
                         device: str = "cpu", action_names: list[str] | None = None,
                         prompt: str = OPENVLA_PROMPT, cache_prompt: bool = True,
-                        **_: Any) -> OpenVLAPolicy:  # fmt: skip
-    """`adapter: openvla` for a checkpoint folder or an artifact of one."""
+                        resize: str = "processor") -> OpenVLAPolicy:  # fmt: skip
+    """`adapter: openvla` for a checkpoint folder or an artifact of one. `resize`: "processor"
+    (the checkpoint's own resize, exactly) or "area" (`frames.fit_frame`: cheaper on large
+    frames, not the resize it was trained with); see models/pixel_inputs.py."""
     folder = Path(artifact).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"artifact {folder} is not a folder")
@@ -194,10 +215,8 @@ def load_openvla_policy(artifact: str, task: str = "", *, unnorm_key: str = "",
     processor = load_processor(folder, trust_remote_code)
     model = load_model(folder, trust_remote_code, mode, device)
     stats = getattr(model, "norm_stats", None) or config.get("norm_stats") or {}
-    variant = "dense"
-    if (folder / "manifest.json").is_file():
-        variant = "gluestick" if any(getattr(m, "rank", 0) for m in model.modules()) else "pruned"
+    variant = model_variant(folder, model)
     names = tuple(action_names) if action_names else None
     return OpenVLAPolicy(model, processor, stats, unnorm_key, model_id=folder.name,
                          variant=variant, action_names=names, prompt=prompt,
-                         cache_prompt=cache_prompt)  # fmt: skip
+                         cache_prompt=cache_prompt, resize=resize)  # fmt: skip

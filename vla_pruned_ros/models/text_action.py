@@ -4,7 +4,11 @@
 A rule is a regular expression and the action it means: `action` is the vector when the rule
 matches, plus `per_unit` times the number the expression's first group captured. The first rule
 that matches (searched, case-insensitive) wins; an answer no rule matches is an error that
-quotes the answer and the patterns, so a deployment sees why it got no action.
+quotes the answer and the patterns, so a deployment sees why it got no action (the node logs it
+once and counts it as a model error).
+
+A checkpoint whose processor is only a tokenizer (a language model, say a Llama fine-tuned to
+answer in action words) is driven by the instruction alone.
 """
 
 from __future__ import annotations
@@ -89,11 +93,20 @@ class TextActionPolicy:
         self.prompt, self.max_new_tokens = prompt, max_new_tokens
         self.last_text = ""
 
+    @property
+    def text_only(self) -> bool:
+        """A checkpoint with a tokenizer and no image processor (a language model) answers
+        from the instruction alone; the frame only paces it."""
+        return getattr(self.processor, "image_processor", None) is None
+
     def answer(self, image: np.ndarray, instruction: str) -> str:
         from PIL import Image
 
         text = self.prompt.format(instruction=instruction.strip())
-        inputs = self.processor(text=text, images=Image.fromarray(image), return_tensors="pt")
+        if self.text_only:
+            inputs = self.processor(text, return_tensors="pt")
+        else:
+            inputs = self.processor(text=text, images=Image.fromarray(image), return_tensors="pt")
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
                                       do_sample=False)  # fmt: skip
@@ -112,17 +125,17 @@ def load_text_policy(artifact: str, task: str = "nav", *, mode: str = "materiali
                      action_names: Sequence[str] = ("linear_x", "angular_z"),
                      action_low: Sequence[float] = (-0.5, -1.0),
                      action_high: Sequence[float] = (0.5, 1.0), prompt: str = NAVILA_PROMPT,
-                     max_new_tokens: int = 16, action_space: str = "base_velocity",
-                     **_: Any) -> TextActionPolicy:  # fmt: skip
+                     max_new_tokens: int = 16,
+                     action_space: str = "base_velocity") -> TextActionPolicy:  # fmt: skip
     """`adapter: text` for a checkpoint folder (or an artifact of one) with a processor."""
-    from vla_pruned_ros.models.openvla_adapter import load_model, load_processor
+    from vla_pruned_ros.models.openvla_adapter import load_model, load_processor, model_variant
 
     folder = Path(artifact).expanduser()
     processor = load_processor(folder, trust_remote_code)
     model = load_model(folder, trust_remote_code, mode, device)
     names = tuple(action_names)
     memory = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    info = PolicyInfo(folder.name, "dense", -1, action_space, names, tuple(action_low),
-                      tuple(action_high), memory)  # fmt: skip
+    info = PolicyInfo(folder.name, model_variant(folder, model), -1, action_space, names,
+                      tuple(action_low), tuple(action_high), memory)  # fmt: skip
     return TextActionPolicy(model, processor, TextActionParser(rules, len(names)), info, prompt,
                             int(max_new_tokens))  # fmt: skip
