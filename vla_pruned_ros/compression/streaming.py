@@ -4,7 +4,8 @@ sharded artifact, never holding more than one layer (plus a bounded write buffer
 This is how a 7B checkpoint is compressed on a robot team's workstation: no second copy of the
 model, no model instantiation. It supports what needs no activations (magnitude pruning, any
 pattern, fixed-rank GLUESTICK); Wanda and SparseGPT need calibration activations and go through
-the in-memory `prune()`.
+the in-memory `prune()` or block by block (`blockwise.py`), which writes its layers with
+`compress_layer` here. Every path writes through `artifact_write.ArtifactWriter`.
 """
 
 from __future__ import annotations
