@@ -12,7 +12,12 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
-from vla_pruned_ros.bringup import bag_play_command, launch_nodes, typed_overrides
+from vla_pruned_ros.bringup import (
+    POLICY_LAUNCH_ARGUMENTS,
+    bag_play_command,
+    launch_nodes,
+    policy_overrides,
+)
 from vla_pruned_ros.launch_graph import node_actions
 from vla_pruned_ros.paths import package_file
 
@@ -20,7 +25,7 @@ from vla_pruned_ros.paths import package_file
 def _graph(context) -> list:
     arg = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     bringup = package_file(f"config/bringup_replay_{arg('task')}.yaml")
-    extra = {"policy_node": typed_overrides({"artifact": arg("artifact")})}
+    extra = {"policy_node": policy_overrides({k: arg(k) for k in POLICY_LAUNCH_ARGUMENTS})}
     play = ExecuteProcess(cmd=bag_play_command(bringup, arg("bag"), arg("rate")), output="screen")
     return [play, *node_actions(launch_nodes(bringup, extra))]
 
@@ -31,7 +36,7 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument("bag", description="rosbag2 folder to replay"),
             DeclareLaunchArgument("task", default_value="nav", choices=["nav", "manip"]),
             DeclareLaunchArgument("rate", default_value="1.0"),
-            DeclareLaunchArgument("artifact", default_value=""),
+            *(DeclareLaunchArgument(k, default_value="") for k in POLICY_LAUNCH_ARGUMENTS),
             OpaqueFunction(function=_graph),
         ]
     )

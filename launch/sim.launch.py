@@ -4,7 +4,8 @@
 
 The graph is `config/bringup_<task>.yaml`, the file `vla-ros up config/bringup_<task>.yaml`
 runs: nodes, parameter files and overrides come from there (`vla_pruned_ros/bringup.py`), and
-the arguments below only add overrides (empty: as the file says). The policy node is a
+the arguments below only add overrides (empty: as the file says; the policy takes
+`artifact` and the adapter arguments, POLICY_LAUNCH_ARGUMENTS). The policy node is a
 `LifecycleNode` driven configure -> activate, each result checked (`launch_graph.py`).
 """
 
@@ -12,7 +13,12 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
-from vla_pruned_ros.bringup import launch_nodes, typed_overrides
+from vla_pruned_ros.bringup import (
+    POLICY_LAUNCH_ARGUMENTS,
+    launch_nodes,
+    policy_overrides,
+    typed_overrides,
+)
 from vla_pruned_ros.launch_graph import node_actions
 from vla_pruned_ros.paths import package_file
 
@@ -22,7 +28,7 @@ def _graph(context) -> list:
     bringup = package_file(f"config/bringup_{arg('task')}.yaml")
     extra = {
         "sim_node": typed_overrides({"episodes": arg("episodes")}),
-        "policy_node": typed_overrides({"artifact": arg("artifact")}),
+        "policy_node": policy_overrides({k: arg(k) for k in POLICY_LAUNCH_ARGUMENTS}),
     }
     return node_actions(launch_nodes(bringup, extra))
 
@@ -32,7 +38,7 @@ def generate_launch_description() -> LaunchDescription:
         [
             DeclareLaunchArgument("task", default_value="nav", choices=["nav", "manip"]),
             DeclareLaunchArgument("episodes", default_value=""),
-            DeclareLaunchArgument("artifact", default_value=""),
+            *(DeclareLaunchArgument(k, default_value="") for k in POLICY_LAUNCH_ARGUMENTS),
             OpaqueFunction(function=_graph),
         ]
     )

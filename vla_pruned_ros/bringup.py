@@ -236,6 +236,26 @@ def typed_overrides(values: dict[str, str]) -> dict[str, object]:
     return {key: yaml.safe_load(value) for key, value in values.items() if value != ""}
 
 
+# The policy node's parameters a launch file takes as arguments (`ros2 launch ... adapter:=openvla
+# trust_remote_code:=true`), the same ones `vla-ros` takes as flags (cli/adapter_args.py).
+POLICY_LAUNCH_ARGUMENTS = ("artifact", "adapter", "adapter_options", "unnorm_key",
+                           "trust_remote_code")  # fmt: skip
+
+
+def policy_overrides(values: dict[str, str]) -> dict[str, object]:
+    """Launch arguments for the policy node as its overrides: typed like `typed_overrides`,
+    except `adapter_options`, which the node takes as YAML/JSON text; a bad adapter name is a
+    BringupError naming the valid ones. Empty means "as the bringup file says"."""
+    from vla_pruned_ros.models.registry import adapter_problem
+
+    text = {k: v for k, v in values.items() if k == "adapter_options" and v != ""}
+    out = {**typed_overrides({k: v for k, v in values.items() if k not in text}), **text}
+    problem = adapter_problem(str(out.get("adapter", "")))
+    if problem:
+        raise BringupError(problem)
+    return out
+
+
 def bag_player_spec(path: Path) -> NodeSpec:
     """The `bag_player` node of a replay bringup file; BringupError when it has none."""
     specs, _ = load_bringup(path)
