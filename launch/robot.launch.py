@@ -1,7 +1,7 @@
 """On a robot: the VLA policy node and the safety monitor (command gate).
 
     ros2 launch vla_pruned_ros robot.launch.py artifact:=/path/to/artifact
-    ros2 launch vla_pruned_ros robot.launch.py artifact:=ART adapter:=openvla trust_remote_code:=1
+    ros2 launch vla_pruned_ros robot.launch.py artifact:=A adapter:=openvla trust_remote_code:=true
 
 The graph is a bringup file (`bringup:=`, default `config/bringup_robot.yaml`), the same one
 `vla-ros up` runs; `artifact`, the adapter arguments (`adapter`, `adapter_options`,
