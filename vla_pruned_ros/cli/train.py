@@ -26,6 +26,7 @@ from vla_pruned_ros.models.embedded import (
     load_tokenizer,
     save_embedded,
 )
+from vla_pruned_ros.paths import atomic_write
 from vla_pruned_ros.sim import TASKS, task_class
 from vla_pruned_ros.sim.base import SUPERSAMPLE
 from vla_pruned_ros.training.collect import CollectConfig, collect
@@ -90,11 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         "--manip-expert",
         choices=task_class("manip").experts,
         default="smooth",
-        help="the manipulation expert that demonstrates (sim/manip.py: smooth blends routing "
-        "and pushing, so neighbouring states get similar labels; at equal training it doubled "
-        "held-out success over routing; wide, which keeps pushing instead of walking around, "
-        "did worse than smooth, as did arc, which walks round the block with a wider berth; "
-        "MODEL_CARD.md)",
+        help="the manipulation expert that demonstrates (sim/manip_experts.py: smooth blends "
+        "routing and pushing, so neighbouring states get similar labels; at equal training it "
+        "doubled held-out success over routing; MODEL_CARD.md)",
     )
     parser.add_argument(
         "--action-head",
@@ -181,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights": str(path),
         "weights_bytes": path.stat().st_size,
     }
-    (args.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(args.workdir / "summary.json", json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -11,6 +11,7 @@ import torch
 
 from vla_pruned_ros.models.embedded_config import FROZEN_KEYS, EmbeddedVLAConfig, minilm_path
 from vla_pruned_ros.models.embedded_net import EmbeddedVLA
+from vla_pruned_ros.paths import atomic_path, atomic_write
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -38,9 +39,10 @@ def save_embedded(model: EmbeddedVLA, folder: Path) -> Path:
         if k not in FROZEN_KEYS and not k.startswith("state_heads.")  # training-only readouts
     }
     path = folder / "model.safetensors"
-    save_file(state, str(path), metadata={"format": "vla_pruned_ros.embedded_vla/1"})
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "vla_pruned_ros.embedded_vla/1"})
     shipped = dataclasses.replace(model.config, state_dims={})
-    (folder / "config.json").write_text(shipped.to_json())
+    atomic_write(folder / "config.json", shipped.to_json())
     return path
 
 

@@ -2,7 +2,7 @@
 
     python -m vla_pruned_ros.sim.check --task nav --episodes 50
     python -m vla_pruned_ros.sim.check --task manip --episodes 200 --first-seed 1000000 --noise 0.3
-    python -m vla_pruned_ros.sim.check --task manip --expert wide --episodes 200
+    python -m vla_pruned_ros.sim.check --task manip --expert smooth --episodes 200
 
 With --noise the executed action is the expert's plus Gaussian noise (a share of the action
 bound), as data collection does, which shows whether the expert recovers from the states a
@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from vla_pruned_ros.sim.registry import TASKS, make_task
+from vla_pruned_ros.paths import atomic_write
+from vla_pruned_ros.sim.registry import TASKS, make_task, task_class
 
 
 def run_expert(
@@ -85,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phrasing", choices=("train", "heldout"), default="train")
     parser.add_argument("--noise", type=float, default=0.0, help="action noise std / bound")
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--expert", default="", help="one of the task's experts (manip: "
-                        "routing, smooth, wide); default: the task's own")  # fmt: skip
+    manip = ", ".join(task_class("manip").experts)
+    parser.add_argument("--expert", default="", help=f"one of the task's experts (manip: "
+                        f"{manip}); default: the task's own")  # fmt: skip
     parser.add_argument("--json", help="also write the summary and records here")
     args = parser.parse_args(argv)
     result = run_expert(
@@ -105,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n  failed seeds {s['failed_seeds'][:20]}  unsafe seeds {s['unsafe_seeds'][:20]}"
     )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        atomic_write(args.json, json.dumps(result, indent=1))
     return 0
 
 

@@ -15,6 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
+from vla_pruned_ros.paths import atomic_path
+
 
 @dataclass
 class Demonstrations:
@@ -72,7 +74,8 @@ class Demonstrations:
             tensors["states"] = self.states.astype(np.float32)
         meta = {"task": self.task, "instructions": json.dumps(self.instructions)}
         meta["meta"] = json.dumps(self.meta)
-        save_file(tensors, str(path), metadata=meta)
+        with atomic_path(path) as tmp:  # a killed collection must not leave a cache
+            save_file(tensors, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, path: Path) -> Demonstrations:

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from vla_pruned_ros.models.embedded import EmbeddedVLA
+from vla_pruned_ros.paths import atomic_path, atomic_write
 from vla_pruned_ros.training.dataset import Demonstrations, GroupedSampler
 
 
@@ -79,12 +80,11 @@ def save_checkpoint(model: EmbeddedVLA, opt: torch.optim.Optimizer, step: int, p
     for idx, per_param in state["state"].items():
         for key, value in per_param.items():
             tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value).contiguous()
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
     groups = [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
     meta = {"step": step, "param_groups": groups}
-    path.with_suffix(".json").write_text(json.dumps(meta))
+    atomic_write(path.with_suffix(".json"), json.dumps(meta))
 
 
 def load_checkpoint(model: EmbeddedVLA, opt: torch.optim.Optimizer, path: Path) -> int:
@@ -221,7 +221,7 @@ def train(
             save_checkpoint(model, opt, step + 1, ckpt)
             log["seconds"] = log.get("seconds", 0.0) + time.monotonic() - t0
             t0 = time.monotonic()
-            log_path.write_text(json.dumps(log))
+            atomic_write(log_path, json.dumps(log))
             if bar.disable:  # no terminal (nohup, CI): one line per checkpoint instead
                 line = _progress_line(step + 1, cfg.steps, float(log["seconds"]), running)
                 print(line, flush=True)
