@@ -68,6 +68,27 @@ def test_sim_via_ray_equals_the_in_process_run(local_ray, tiny, tmp_path: Path) 
     assert there["summary"]["success"] == here["summary"]["success"]
 
 
+def test_a_sweep_via_ray_equals_the_in_process_table(local_ray, tiny, tmp_path: Path) -> None:
+    from vla_pruned_ros.evaluation.sweep import SweepConfig, run_sweep
+
+    def sweep(ray_address: str, cells: str) -> dict:
+        cfg = SweepConfig(model=tiny, tasks=["nav"], episodes=3, methods=["magnitude"],
+                          patterns=["2:4"], ranks=[4], heldout_phrasing=1, shard_episodes=2,
+                          ray=ray_address, artifacts_dir=str(tmp_path / "art"),
+                          cells_dir=str(tmp_path / cells))  # fmt: skip
+        return run_sweep(cfg, progress=False)
+
+    here, there = sweep("", "here"), sweep("local", "ray")
+    assert [v["name"] for v in there["variants"]] == ["dense", "magnitude_2:4", "magnitude_2:4_r4"]
+    assert there["failed"] == [] and len(list((tmp_path / "ray").iterdir())) == 6
+    drop = ("latency_ms",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in there["rows"]] == [
+        {k: v for k, v in r.items() if k not in drop} for r in here["rows"]
+    ]
+    for a, b in zip(there["variants"], here["variants"], strict=True):
+        assert a["tasks"]["nav"]["episodes"] == b["tasks"]["nav"]["episodes"]
+
+
 def test_a_killed_worker_is_retried_and_a_failing_cell_reported(local_ray, tiny) -> None:
     """SIGKILL a worker in the middle of an item: Ray re-runs the item, the episodes come back
     once each and equal to the in-process ones; a cell whose model is missing fails with its

@@ -163,14 +163,12 @@ class EvaluationFailed(RuntimeError):
     """A run's episodes could not all be run (the first error, after Ray's retries)."""
 
 
-def run_jobs(jobs: list[EvalJob], options: Parallel | int | None = None,
+def run_jobs(jobs: list[EvalJob], options: Parallel | None = None,
              desc: str = "") -> list[dict[str, Any]]:  # fmt: skip
     """Records in job order, in this process by default. Raises EvaluationFailed with the
-    first error. (An int, the retired process pool's worker count, runs in this process.)"""
-    if not isinstance(options, Parallel):
-        options = Parallel(progress=False)
+    first error."""
     name = desc or "episodes"
-    cell = run_cells({name: jobs}, options, desc)[name]
+    cell = run_cells({name: jobs}, options or Parallel(progress=False), desc)[name]
     if cell.error is not None:
         raise EvaluationFailed(cell.error)
     return cell.records

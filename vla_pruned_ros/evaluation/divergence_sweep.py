@@ -14,14 +14,14 @@ from typing import Any
 
 from vla_pruned_ros.evaluation.report import weights_note
 from vla_pruned_ros.evaluation.sweep import (
-    SweepConfig,
     TableConfig,
     Variant,
-    _cell,
     _safe,
     config_sha256,
+    failures,
     reusable_artifact,
     source_weights,
+    table_cells,
 )
 from vla_pruned_ros.params_file import params_dataclass
 
@@ -135,15 +135,17 @@ def build(cfg: DivergenceConfig, progress: bool = True) -> list[tuple[Plan | Non
 
 
 def run(cfg: DivergenceConfig, progress: bool = True) -> dict[str, Any]:
-    sweep_cfg = SweepConfig(episodes=cfg.episodes, seed=cfg.seed, workers=cfg.workers,
-                            tasks=cfg.tasks, cells_dir=cfg.cells_dir)  # fmt: skip
+    """The table; every cell through the sweep's run loop (cached, parallel). A variant with a
+    failed cell is left out and listed under `failed`."""
     rows = []
     built = build(cfg, progress)
+    cells = table_cells(cfg, [(v, t, "train") for _, v in built for t in cfg.tasks], progress)
+    failed = failures(cells)
+    lost = {f["variant"] for f in failed}
     for plan, variant in built:
-        tasks = {}
-        for task in cfg.tasks:
-            cell = _cell(sweep_cfg, variant, task, progress)
-            tasks[task] = {"summary": cell["summary"]}
+        if variant.name in lost:
+            continue
+        tasks = {t: {"summary": cells[(variant.name, t, "train")]["summary"]} for t in cfg.tasks}
         structure = variant.memory.pop("structure", None) or {}
         rows.append({
             "name": variant.name,
@@ -164,6 +166,7 @@ def run(cfg: DivergenceConfig, progress: bool = True) -> dict[str, Any]:
         "model_sha256": built[0][1].model_sha256,
         "action_gain": built[0][1].action_gain,
         "variants": rows,
+        "failed": failed,
     }
 
 

@@ -2,8 +2,10 @@
 variant on the same held-out scenes of every task.
 
 Artifacts are built once (prune once per method, one GLUESTICK model per rank) and evaluated
-through the same `load_policy` path the ROS node uses. Each (variant, task) cell is saved as
-soon as it finishes, so an interrupted sweep picks up where it stopped.
+through the same `load_policy` path the ROS node uses. The cells left to run go through one
+parallel call (evaluation/parallel.py: in process, or Ray tasks with `ray`); each (variant, task)
+cell is saved as soon as it finishes, so an interrupted sweep picks up where it stopped, and a
+cell that fails is reported with its error while the rest of the table completes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vla_pruned_ros.evaluation.closed_loop import EvalJob, heldout_seeds, run_jobs
+from vla_pruned_ros.evaluation.closed_loop import (
+    EpisodeCell,
+    EvalJob,
+    heldout_seeds,
+    run_cells,
+    shared_model,
+)
+from vla_pruned_ros.evaluation.parallel import Parallel
 from vla_pruned_ros.evaluation.stats import summarize
 from vla_pruned_ros.params_file import params_dataclass
 
@@ -27,16 +36,25 @@ KEEP = ("seed", "success", "unsafe", "collisions", "violations", "steps", "spl",
 
 @dataclass
 class TableConfig:
-    """What every closed-loop table shares: the model, tasks, scenes, workers, caches, outputs."""
+    """What every closed-loop table shares: the model, tasks, scenes, where it runs, caches,
+    outputs."""
 
     model: str = "embedded"
     tasks: list[str] = field(default_factory=lambda: ["nav", "manip"])
     episodes: int = 200
     seed: int = 0
-    workers: int = 2
+    ray: str = ""  # "" in process; "local", "auto", "HOST:PORT", "ray://HOST:10001" (docs/ray.md)
+    num_cpus: float = 1.0  # per task, and its torch threads (part of what the table is)
+    num_gpus: float = 0.0  # per task; fractions share a device
+    shard_episodes: int = 10  # episodes per task
+    max_retries: int = 3  # re-runs of a task whose worker died
     calib_scenes: int = 8
     cells_dir: str = "runs/sweep/cells"
     plots_dir: str = "docs/img"
+
+    def parallel(self, progress: bool = True) -> Parallel:
+        return Parallel(self.ray or None, self.num_cpus, self.num_gpus, self.max_retries,
+                        self.shard_episodes, progress)  # fmt: skip
 
 
 @dataclass
@@ -228,11 +246,14 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
     return variants
 
 
-def _cell(
-    cfg: SweepConfig, variant: Variant, task: str, progress: bool, phrasing: str = "train"
-) -> dict[str, Any]:
-    """One (variant, task) cell on held-out scenes; `phrasing='heldout'` runs the first
-    `heldout_phrasing` scenes with held-out instruction templates, cached separately."""
+CellId = tuple[str, str, str]  # (variant name, task, phrasing)
+
+
+def _cell_file(cfg: TableConfig, variant: Variant, task: str, phrasing: str
+               ) -> tuple[Path, dict[str, Any], int]:  # fmt: skip
+    """A cell's cache file, the key a cached cell must match, and its number of episodes;
+    `phrasing='heldout'` is the first `heldout_phrasing` scenes with held-out instruction
+    templates, cached separately."""
     episodes = cfg.episodes if phrasing == "train" else cfg.heldout_phrasing
     suffix = "" if phrasing == "train" else f"__{phrasing}"
     path = Path(cfg.cells_dir) / f"{_safe(variant.name)}__{task}{suffix}.json"
@@ -242,41 +263,76 @@ def _cell(
            "action_gain": variant.action_gain.get(task, 1.0)}  # fmt: skip
     if phrasing != "train":
         key["phrasing"] = phrasing
-    if path.is_file():
-        cached = json.loads(path.read_text())
-        if cached.get("key") == key:
-            return cached
-    from tqdm import tqdm
+    return path, key, episodes
 
-    jobs = [EvalJob(task, variant.artifact, s, phrasing)
-            for s in heldout_seeds(cfg.seed, episodes)]  # fmt: skip
-    records = list(tqdm(run_jobs(jobs, cfg.workers), total=len(jobs), unit="ep",
-                        desc=f"{variant.name} {task} {phrasing}",
-                        disable=not progress))  # fmt: skip
-    cell = {
-        "key": key,
-        "summary": summarize(records),
-        "episodes": [{k: r.get(k) for k in KEEP if k in r} for r in records],
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cell))
-    os.replace(tmp, path)
-    return cell
+
+def table_cells(cfg: TableConfig, wanted: list[tuple[Variant, str, str]], progress: bool = True
+                ) -> dict[CellId, dict[str, Any]]:  # fmt: skip
+    """Every (variant, task, phrasing) cell: from its cache file when the key matches, else run
+    with the others left (one parallel call, one progress bar) and saved as it finishes. A cell
+    that failed is {"error": ...}."""
+    out: dict[CellId, dict[str, Any]] = {}
+    todo: dict[str, list[EvalJob]] = {}
+    files: dict[str, tuple[CellId, Path, dict[str, Any]]] = {}
+    for variant, task, phrasing in wanted:
+        cid = (variant.name, task, phrasing)
+        path, key, episodes = _cell_file(cfg, variant, task, phrasing)
+        if path.is_file():
+            cached = json.loads(path.read_text())
+            if cached.get("key") == key:
+                out[cid] = cached
+                continue
+        name = " ".join(cid)
+        model = shared_model(variant.artifact)
+        todo[name] = [EvalJob(task, model, s, phrasing) for s in heldout_seeds(cfg.seed, episodes)]
+        files[name] = (cid, path, key)
+
+    def save(name: str, cell: EpisodeCell) -> None:
+        cid, path, key = files[name]
+        if cell.error is not None:
+            out[cid] = {"key": key, "error": cell.error}
+            return
+        out[cid] = {
+            "key": key,
+            "summary": summarize(cell.records),
+            "episodes": [{k: r.get(k) for k in KEEP if k in r} for r in cell.records],
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(out[cid]))
+        os.replace(tmp, path)
+
+    if todo:
+        run_cells(todo, cfg.parallel(progress), f"{len(todo)} cells", save)
+    return out
+
+
+def failures(cells: dict[CellId, dict[str, Any]]) -> list[dict[str, str]]:
+    """The failed cells, as the results JSON lists them."""
+    return [{"variant": v, "task": t, "phrasing": p, "error": c["error"]}
+            for (v, t, p), c in cells.items() if "error" in c]  # fmt: skip
 
 
 def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict[str, Any]:
+    """The table. A variant with a failed cell is left out of `rows` and `variants` and listed
+    under `failed` with the error; the rest of the table is complete."""
     variants = build_variants(cfg, progress)
     dense_bytes = variants[0].memory["total_bytes"]
+    phrasings = ["train"] + (["heldout"] if cfg.heldout_phrasing > 0 else [])
+    cells = table_cells(cfg, [(v, t, p) for v in variants for t in cfg.tasks for p in phrasings],
+                        progress)  # fmt: skip
+    failed = failures(cells)
+    lost = {f["variant"] for f in failed}
     out, flat = [], []
     for variant in variants:
+        if variant.name in lost:
+            continue
         tasks = {}
         for task in cfg.tasks:
-            cell = _cell(cfg, variant, task, progress)
+            cell = cells[(variant.name, task, "train")]
             summary = dict(cell["summary"])
             if cfg.heldout_phrasing > 0:
-                summary["heldout_phrasing"] = _cell(cfg, variant, task, progress,
-                                                    "heldout")["summary"]  # fmt: skip
+                summary["heldout_phrasing"] = cells[(variant.name, task, "heldout")]["summary"]
             tasks[task] = {"summary": summary, "episodes": cell["episodes"]}
             flat.append({
                 "task": task, "variant": variant.name, "method": variant.method or "dense",
@@ -300,4 +356,5 @@ def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict[str, Any]:
         "action_gain": variants[0].action_gain if variants else {},
         "rows": flat,
         "variants": out,
+        "failed": failed,
     }
