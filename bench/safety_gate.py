@@ -30,6 +30,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from vla_pruned_ros.evaluation.closed_loop import EvalJob, heldout_seeds, run_jobs  # noqa: E402
 from vla_pruned_ros.evaluation.gated_loop import GATE_MODES  # noqa: E402
+from vla_pruned_ros.evaluation.parallel import Parallel  # noqa: E402
 from vla_pruned_ros.evaluation.stats import wilson_interval  # noqa: E402
 
 SECTION = "## Collisions with the gate in the loop: direction-aware zones on and off"
@@ -40,9 +41,18 @@ READING = (
     "'none' is the policy alone; 'stop' is the stop-and-hold gate (each touch stops, the hold "
     "ends, the policy drives in again); 'direction' keeps motion toward a touched or scanned "
     "obstacle blocked (nav: stop and slowdown zones from the 36-beam scan and contacts; manip: "
-    "remembered contact points, the pusher slides past them). Episodes are chaotic: the same "
+    "remembered contact surfaces from each contact's point and normal over the step's physics "
+    "substeps, speed into them limited by time to collision and to a creep at contact, the "
+    "pusher keeps the part along them). Episodes are chaotic: the same "
     "seed can differ between runs with different thread counts, so read totals, not seeds."
 )
+
+
+def parallel(workers: int) -> Parallel:
+    """In this process for 0 or 1 workers, else that many one-CPU Ray tasks on this machine."""
+    if workers <= 1:
+        return Parallel(progress=False)
+    return Parallel(ray="local", num_cpus=1.0, progress=False)
 
 
 def summarize_gate(records: list[dict]) -> dict:
@@ -102,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=["nav", "manip"])
     parser.add_argument("--gates", nargs="+", default=list(GATE_MODES), choices=GATE_MODES)
     parser.add_argument("--model", default="embedded")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="0 or 1: in this process")
     parser.add_argument("--out", type=Path, help="results file to write this section into")
     parser.add_argument("--json", type=Path, help="per-episode records")
     args = parser.parse_args(argv)
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for task in args.tasks:
         jobs = [EvalJob(task, args.model, s, gate=g) for g in args.gates for s in seeds]
-        records = list(run_jobs(jobs, args.workers))
+        records = list(run_jobs(jobs, parallel(args.workers)))
         for r in records:
             r.pop("step_latency_ms", None)
         records_out += records

@@ -242,3 +242,16 @@ def test_normals_must_match_the_contacts() -> None:
         SafetyMonitor(LIMITS, zones=PUSHER).on_contacts(
             [BLOCK], 0.0, points=[(0.0, 0.0)], normals=[(1.0, 0.0), (0.0, 1.0)]
         )
+
+
+def test_a_creep_speed_lets_a_pusher_press_on_gently_and_never_faster() -> None:
+    """`contact_creep_speed`: at a touched surface the pusher may keep pressing at that speed
+    (keeping its one contact instead of releasing and re-touching), the along part whole."""
+    monitor = SafetyMonitor(
+        LIMITS, zones=ZoneConfig(**{**vars(PUSHER), "contact_creep_speed": 0.05})
+    )
+    gated(monitor, [0.2, 0.0, 0.0], 0.0)
+    monitor.on_contacts([BLOCK], 0.1, points=[(0.025, 0.0)], normals=[(1.0, 0.0)])
+    out = gated(monitor, [0.3, 0.1, 0.0], 0.2)
+    assert out[0] == pytest.approx(0.05) and out[1] == pytest.approx(0.1)
+    assert gated(monitor, [0.03, 0.0, 0.0], 0.2) == [0.03, 0.0, 0.0]

@@ -17,7 +17,9 @@ Sources (one class each, like Nav2's):
   as a patch of the obstacle's surface: within `contact_patch_radius` of the point along the
   surface, the command's component into the normal is limited so the footprint closes the gap
   to `stop_distance` no faster than over `approach_time_s` (Nav2's "approach" zone, for a
-  contact), and not at all inside it; motion along the surface and away passes. A point alone
+  contact), and inside it to `contact_creep_speed` (0 for the mobile base; the pusher may press
+  on gently, so it keeps the contact it has and slides round a corner instead of stalling);
+  motion along the surface and away passes. A point alone
   blocks only a corridor as wide as the robot, so a policy that came back 2 cm beside its first
   touch, or crossed the whole slowdown band within one control period, hit the same obstacle
   again (research/gate_collisions.py). A contact without a normal is a point in the corridor; one
@@ -65,6 +67,12 @@ class ZoneConfig:
     # Toward a remembered surface a command may close the gap to stop_distance in no less than
     # this (s): v_into <= gap / approach_time_s, a time-to-collision limit that holds at any speed.
     approach_time_s: float = 0.2
+    # Into a touched surface inside stop_distance, at most this (m/s; 0: nothing). A pusher that
+    # may press on gently keeps the contact it has (one collision, not a release and a re-touch)
+    # and slides round a corner the way the policy expects the physics to take it; with 0 the
+    # policy pushed on into the blocked direction and the episode stalled there
+    # (research/gate_collisions.py). A base that must not touch keeps 0.
+    contact_creep_speed: float = 0.0
     # A holonomic robot (the tabletop pusher) keeps the part of a blocked command that slides
     # past the obstacle; a differential-drive base cannot move sideways, so it stops instead.
     holonomic: bool = False
@@ -87,6 +95,10 @@ class ZoneConfig:
         if self.contact_patch_radius < 0:
             raise ValueError(
                 f"zones.contact_patch_radius must be >= 0, got {self.contact_patch_radius}"
+            )
+        if self.contact_creep_speed < 0:
+            raise ValueError(
+                f"zones.contact_creep_speed must be >= 0, got {self.contact_creep_speed}"
             )
         if self.approach_time_s <= 0:
             raise ValueError(f"zones.approach_time_s must be > 0, got {self.approach_time_s}")
@@ -277,14 +289,15 @@ def approach_limits(
     """For each remembered surface the robot is in front of (its centre within
     `contact_patch_radius` of the point along the surface, not behind it): the normal and the
     largest speed into it that passes, the gap to `stop_distance` over `approach_time_s`
-    (0 inside it). Robot frame, robot at the origin."""
+    (`contact_creep_speed` inside it, 0 by default). Robot frame, robot at the origin."""
     out = []
     for (px, py), (nx, ny) in surfaces:
         ahead = px * nx + py * ny  # the centre's distance to the surface along the normal
         lateral = abs(px * ny - py * nx)
         if ahead < 0.0 or lateral > config.contact_patch_radius:
             continue
-        out.append(((nx, ny), max(0.0, ahead - config.stop_distance) / config.approach_time_s))
+        gap = max(0.0, ahead - config.stop_distance)
+        out.append(((nx, ny), max(config.contact_creep_speed, gap / config.approach_time_s)))
     return out
 
 
