@@ -182,10 +182,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the block (smoke runs)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--skip", nargs="*", default=[],
+                        help="leave out variants whose name starts with one of these")  # fmt: skip
     args = parser.parse_args()
     load0 = os.getloadavg()
     layers = build_layers(BLOCK, 64, args.scale)
-    v = variants(layers)
+    v = {k: p for k, p in variants(layers).items() if not k.startswith(tuple(args.skip))}
     bw = read_bandwidth()
     rows = []
     nbytes = {k: _nbytes(p) for k, p in v.items()}

@@ -77,6 +77,57 @@ def test_kernel_equals_materialize(pattern, values) -> None:
     assert sparse(x3).shape == (2, 5, d_out)
 
 
+@pytest.mark.parametrize("pattern", ["2:4", "4:8", "unstructured:0.5"])
+def test_few_token_and_many_token_paths_equal_the_dense_reference(pattern) -> None:
+    """Both kernel paths (per-row compact dot; panels of 16 tokens through the micro-kernel),
+    each forced for the same inputs, against the dense layer: shapes not multiples of 16 (2:4
+    rows that start mid-byte when d_in % 8 == 4), token counts that leave a partial panel,
+    bias/no bias, factors absent/fp16/int8, 2-D and 3-D inputs."""
+    k = kernel()
+    default = k.set_tuning(0, 0)
+    gen = torch.Generator().manual_seed(11)
+    try:
+        for d_out, d_in, rank, factor_dtype, bias in (
+            (37, 20, 0, "float16", True),
+            (33, 72, 4, "int8", False),
+            (130, 264, 8, "float16", True),
+            (16, 4096, 0, "float16", False),
+        ):
+            if not pattern.startswith("unstructured") and d_in % int(pattern.split(":")[1]):
+                continue
+            ref = _layer(d_out, d_in, pattern, rank, factor_dtype, bias)
+            sparse = to_sparse(ref, torch.float16)
+            for shape in ((1, d_in), (5, d_in), (17, d_in), (2, 20, d_in)):
+                x = torch.randn(*shape, generator=gen)
+                want = ref(x)
+                for path, small in (("few", 10**6), ("many", 1)):
+                    k.set_tuning(small, 0)
+                    got = sparse(x)
+                    assert got.shape == want.shape
+                    case = (pattern, d_out, d_in, rank, factor_dtype, bias, shape, path)
+                    assert _rel(got, want) < 1e-3, case
+    finally:
+        k.set_tuning(*default)
+
+
+def test_nm_index_check_in_place_and_in_slices() -> None:
+    """The compiled in-place index check and the sliced pure-PyTorch one agree, slices that do
+    not divide the layer included."""
+    from vla_pruned_ros.compression.packing import nm_indices_valid, nm_indices_valid_sliced
+
+    for pattern, (n, m) in (("4:8", (4, 8)), ("2:4", (2, 4))):
+        w = _pruned(64, 96, pattern, torch.Generator().manual_seed(4))
+        bits = pack(w.half(), pattern)["indices"]
+        bad = bits.clone()
+        bad[-1] = 0xFF if m == 8 else 0x00  # 4:8: out of order; 2:4: a duplicate position
+        groups = 64 * 96 // m
+        assert nm_indices_valid(bits, n, m, 64, 96)
+        assert not nm_indices_valid(bad, n, m, 64, 96)
+        for per_slice in (1, 7, 100, 10**6):
+            assert nm_indices_valid_sliced(bits, n, m, groups, per_slice), (pattern, per_slice)
+            assert not nm_indices_valid_sliced(bad, n, m, groups, per_slice), (pattern, per_slice)
+
+
 def test_malformed_packed_tensors_raise() -> None:
     layer = _layer(16, 32, "2:4", 0, "float16", True)
     packed = pack(layer.weight.half(), "2:4")

@@ -13,6 +13,7 @@ import hashlib
 import os
 import platform
 import shutil
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -54,6 +55,20 @@ def cache_dir() -> Path:
     return Path(root) / "torch_extensions" / f"sparse_linear_{key}"
 
 
+STALE_LOCK_S = 1200.0
+
+
+def _drop_stale_lock(lock: Path) -> None:
+    """torch's build lock outlives a build that was killed (a test timeout, Ctrl-C), and every
+    later load then waits on it forever. A lock older than any build (20 min) is removed."""
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            lock.unlink()
+            warnings.warn(f"removed a stale sparse-kernel build lock {lock}", stacklevel=3)
+    except FileNotFoundError:
+        pass
+
+
 def _build() -> ModuleType | None:
     if os.environ.get("VLA_SPARSE_KERNEL", "1") == "0":
         _state["reason"] = "disabled by VLA_SPARSE_KERNEL=0"
@@ -72,6 +87,7 @@ def _build() -> ModuleType | None:
 
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
+    _drop_stale_lock(folder / "lock")
     try:
         return load(
             name="vla_sparse_linear",

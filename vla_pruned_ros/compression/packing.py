@@ -68,6 +68,39 @@ def index_bits(m: int) -> int:
     return max(1, math.ceil(math.log2(m)))
 
 
+def nm_indices_valid(bits: torch.Tensor, n: int, m: int, d_out: int, d_in: int) -> bool:
+    """Whether `bits` (uint8, the right length already checked) names N distinct positions in
+    order in every group of M of a (d_out x d_in) weight. Checked in place by the compiled
+    kernel where it exists, else a slice of groups at a time: loading must not hold a byte per
+    index of a whole layer (22 MB for a 7B MLP row block) next to the model it fills."""
+    from vla_pruned_ros.compression.kernels import kernel
+
+    k = kernel()
+    if k is None:
+        return nm_indices_valid_sliced(bits, n, m, d_out * d_in // m)
+    try:
+        k.validate_nm(bits.contiguous(), n, m, d_out, d_in)
+    except RuntimeError:
+        return False
+    return True
+
+
+def nm_indices_valid_sliced(bits: torch.Tensor, n: int, m: int, groups: int,
+                            per_slice: int = 1 << 18) -> bool:  # fmt: skip
+    """`nm_indices_valid` in pure PyTorch, about `per_slice` groups unpacked at a time."""
+    width = index_bits(m)
+    per_byte = 8 // math.gcd(8, n * width)  # slices start on a byte boundary
+    step = max(per_byte, per_slice // per_byte * per_byte)
+    for g0 in range(0, groups, step):
+        count = min(step, groups - g0) * n
+        first = g0 * n * width // 8
+        idx = unpack_bits(bits[first : first + math.ceil(count * width / 8)], width, count)
+        idx = idx.reshape(-1, n)
+        if bool((idx >= m).any()) or bool((idx[:, 1:] <= idx[:, :-1]).any()):
+            return False
+    return True
+
+
 def storage_kind(pattern: Pattern | str) -> str:
     return "nm" if parse_pattern(pattern).kind == "nm" else "bitmask"
 

@@ -5,9 +5,15 @@
 // weights in row-major order, a 1-bit-per-weight mask and per-row offsets into the values).
 // A (d_out, r) and B (r, d_in) are fp16/bf16/fp32 or int8 with one scale each.
 //
-// Each output row is expanded into a small fp32 buffer that stays in L1 and dotted with the
-// tokens (few tokens), or a tile of rows is expanded and multiplied with a GEMM (many tokens):
-// the dense weight of a layer never exists. Rows are spread over threads (at::parallel_for).
+// Few tokens (batch 1 is bound by the bytes read): for 2:4 each row is read once, straight from
+// its values and index bytes: 8 values are widened at once and multiplied with the 8 inputs
+// their indices name (two index bytes decoded into a lane permutation of 16 inputs), so no
+// dense row is ever written. Other patterns widen a row into an L1 buffer and dot it.
+// Many tokens: the tokens are packed into panels of 16, a few rows at a time are decoded into
+// their kept values and column offsets (A's row appended, so the same pass adds A z) and a
+// register-blocked micro-kernel multiplies each kept value with 16 tokens (no BLAS call inside
+// the threads: MKL nested in at::parallel_for ran 10-20x slower on a loaded machine): the dense
+// weight of a layer never exists. Rows are spread over threads (at::parallel_for).
 // AVX2+FMA+F16C paths are compiled where the compiler targets them; a portable scalar path
 // elsewhere (aarch64). Inputs are validated once (validate_nm, bitmask_row_offsets) and every
 // call re-checks the shapes it relies on, so a malformed tensor raises instead of reading out of
@@ -43,87 +49,115 @@ Kind kind_of(const torch::Tensor& t) {
   }
 }
 
-// ---- dense fp32 helpers ---------------------------------------------------------------------
-inline float dot(const float* a, const float* b, int64_t n) {
+inline size_t elem_size(Kind k) { return k == F32 ? 4 : (k == I8 ? 1 : 2); }
+
+// Element i of a stored array, as fp32.
+template <Kind K>
+inline float load1(const char* p, float scale, int64_t i) {
+  if constexpr (K == F32) return reinterpret_cast<const float*>(p)[i];
+  if constexpr (K == F16) return static_cast<float>(reinterpret_cast<const c10::Half*>(p)[i]);
+  if constexpr (K == BF16) return static_cast<float>(reinterpret_cast<const c10::BFloat16*>(p)[i]);
+  if constexpr (K == I8) return static_cast<float>(reinterpret_cast<const int8_t*>(p)[i]) * scale;
+  return 0.f;
+}
+
+#if VPR_AVX2
+// Elements i..i+8 of a stored array, as fp32.
+template <Kind K>
+inline __m256 load8(const char* p, float scale, int64_t i) {
+  if constexpr (K == F32) return _mm256_loadu_ps(reinterpret_cast<const float*>(p) + i);
+  if constexpr (K == F16)
+    return _mm256_cvtph_ps(_mm_loadu_si128(
+        reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(p) + i)));
+  if constexpr (K == BF16)
+    return _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(
+            reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(p) + i))),
+        16));
+  if constexpr (K == I8)
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                             reinterpret_cast<const __m128i*>(p + i)))),
+                         _mm256_set1_ps(scale));
+  return _mm256_setzero_ps();
+}
+
+inline float hsum(__m256 acc) {
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  return _mm_cvtss_f32(h);
+}
+#endif
+
+// Dispatch a call templated on the storage kind.
+template <class F>
+inline auto by_kind(Kind k, F&& f) {
+  switch (k) {
+    case F16: return f(std::integral_constant<Kind, F16>{});
+    case BF16: return f(std::integral_constant<Kind, BF16>{});
+    case I8: return f(std::integral_constant<Kind, I8>{});
+    default: return f(std::integral_constant<Kind, F32>{});
+  }
+}
+
+// sum_i w[i] x[i] over n stored values, widened on the fly.
+template <Kind K>
+float dot_k(const char* w, float scale, const float* x, int64_t n) {
   int64_t i = 0;
   float s = 0.f;
 #if VPR_AVX2
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-  for (; i + 32 <= n; i += 32) {
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), a1);
-    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), a2);
-    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), a3);
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_fmadd_ps(load8<K>(w, scale, i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(load8<K>(w, scale, i + 8), _mm256_loadu_ps(x + i + 8), a1);
   }
-  for (; i + 8 <= n; i += 8)
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), a0);
-  __m256 acc = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-  s = _mm_cvtss_f32(h);
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load8<K>(w, scale, i), _mm256_loadu_ps(x + i), a0);
+  s = hsum(_mm256_add_ps(a0, a1));
 #endif
-  for (; i < n; ++i) s += a[i] * b[i];
+  for (; i < n; ++i) s += load1<K>(w, scale, i) * x[i];
   return s;
 }
 
 // Convert n stored values to fp32.
-inline void widen(const void* src, Kind k, float scale, int64_t n, float* dst) {
+template <Kind K>
+void widen_k(const char* src, float scale, int64_t n, float* dst) {
   int64_t i = 0;
-  switch (k) {
-    case F32: std::memcpy(dst, src, n * sizeof(float)); return;
-    case F16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-#if VPR_AVX2
-      for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(s + i))));
-#endif
-      const c10::Half* h = static_cast<const c10::Half*>(src);
-      for (; i < n; ++i) dst[i] = static_cast<float>(h[i]);
-      return;
-    }
-    case BF16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-#if VPR_AVX2
-      for (; i + 8 <= n; i += 8) {
-        __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(s + i)));
-        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
-      }
-#endif
-      const c10::BFloat16* b = static_cast<const c10::BFloat16*>(src);
-      for (; i < n; ++i) dst[i] = static_cast<float>(b[i]);
-      return;
-    }
-    case I8: {
-      const int8_t* s = static_cast<const int8_t*>(src);
-#if VPR_AVX2
-      __m256 sc = _mm256_set1_ps(scale);
-      for (; i + 8 <= n; i += 8) {
-        __m256i w = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(s + i)));
-        _mm256_storeu_ps(dst + i, _mm256_mul_ps(_mm256_cvtepi32_ps(w), sc));
-      }
-#endif
-      for (; i < n; ++i) dst[i] = static_cast<float>(s[i]) * scale;
-      return;
-    }
+  if constexpr (K == F32) {
+    std::memcpy(dst, src, n * sizeof(float));
+    return;
   }
+#if VPR_AVX2
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8<K>(src, scale, i));
+#endif
+  for (; i < n; ++i) dst[i] = load1<K>(src, scale, i);
 }
 
-inline size_t elem_size(Kind k) { return k == F32 ? 4 : (k == I8 ? 1 : 2); }
+inline void widen(const char* src, Kind k, float scale, int64_t n, float* dst) {
+  by_kind(k, [&](auto K) { widen_k<decltype(K)::value>(src, scale, n, dst); });
+}
 
-// ---- row expanders: row o of a (rows x cols) matrix, as fp32 into buf[0..cols) ---------------
+constexpr int64_t kMaxT = 4;  // tokens per pass over a row in the few-token path
+
+// ---- rows of a (rows x cols) matrix -----------------------------------------------------------
+// Each kind of row gives `expand(o, buf)`: row o as fp32 into buf[0..cols), and
+// `dots(o, x, ldx, T, s, buf)`: s[t] = row o . x[t*ldx ..] for T <= kMaxT tokens (buf: scratch of
+// cols + 8 floats).
 struct DenseRows {
   const char* data;
   Kind kind;
   float scale;
   int64_t cols;
-  void expand(int64_t o, float* buf) const {
-    widen(data + o * cols * elem_size(kind), kind, scale, cols, buf);
+  const char* row(int64_t o) const { return data + o * cols * elem_size(kind); }
+  void expand(int64_t o, float* buf) const { widen(row(o), kind, scale, cols, buf); }
+  void dots(int64_t o, const float* x, int64_t ldx, int64_t T, float* s, float*) const {
+    by_kind(kind, [&](auto K) {
+      for (int64_t t = 0; t < T; ++t) s[t] = dot_k<decltype(K)::value>(row(o), scale, x + t * ldx, cols);
+    });
   }
 };
 
-// 2:4 lookup: for a byte of four 2-bit indices (two groups), the dense lane of each value.
+// 2:4 lookup for expand: for a byte of four 2-bit indices (two groups), the dense lane of each
+// value.
 struct Table24 {
   int32_t perm[256][8];
   int32_t mask[256][8];
@@ -143,29 +177,108 @@ const Table24& table24() {
   return t;
 }
 
+// 2:4 row dot, portable: group g's two indices are the nibble q0 + g of the stream.
+template <Kind K>
+void dots24_scalar(const char* v, const uint8_t* bits, int64_t q0, int64_t g0, int64_t cols,
+                   const float* x, int64_t ldx, int64_t T, float* s) {
+  for (int64_t g = g0, groups = cols / 4; g < groups; ++g) {
+    const int64_t q = q0 + g;
+    const unsigned nib = (bits[q >> 1] >> ((q & 1) * 4)) & 15;
+    const float v0 = load1<K>(v, 1.f, 2 * g), v1 = load1<K>(v, 1.f, 2 * g + 1);
+    const int64_t c0 = 4 * g + (nib & 3), c1 = 4 * g + (nib >> 2);
+    for (int64_t t = 0; t < T; ++t) s[t] += v0 * x[t * ldx + c0] + v1 * x[t * ldx + c1];
+  }
+}
+
+#if VPR_AVX2
+// 2:4 row dot, AVX2: per 16 inputs, two index bytes (8 indices) become one permutation that
+// picks, from the two 8-wide halves of the inputs, the input each of the 8 values multiplies.
+// The row's index bytes start at p (byte-aligned row).
+template <Kind K, int T>
+void dots24_avx(const char* v, const uint8_t* p, int64_t cols, const float* x, int64_t ldx,
+                float* s) {
+  const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m256i three = _mm256_set1_epi32(3);
+  const __m256i base = _mm256_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4);
+  __m256 acc[T][2];
+  for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  const int64_t chunks = cols / 16;
+  auto step = [&](int64_t c, int u) {
+    uint16_t w;
+    std::memcpy(&w, p + 2 * c, 2);
+    const __m256i idx = _mm256_add_epi32(
+        _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w), shifts), three), base);
+    const __m256 vals = load8<K>(v, 1.f, 8 * c);
+    for (int t = 0; t < T; ++t) {
+      const float* xt = x + t * ldx + 16 * c;
+      const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xt), idx);
+      const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xt + 8), idx);
+      acc[t][u] = _mm256_fmadd_ps(vals, _mm256_blend_ps(lo, hi, 0xF0), acc[t][u]);
+    }
+  };
+  int64_t c = 0;
+  for (; c + 2 <= chunks; c += 2) {
+    step(c, 0);
+    step(c + 1, 1);
+  }
+  if (c < chunks) step(c, 0);
+  for (int t = 0; t < T; ++t) s[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1]));
+  dots24_scalar<K>(v, p, 0, chunks * 4, cols, x, ldx, T, s);
+}
+#endif
+
 struct NMRows {
   const char* values;  // (rows, k) with k = cols / m * n
   Kind kind;
   const uint8_t* bits;  // ceil(rows * k * width / 8) bytes, validated
   int64_t nbytes, n, m, width, cols, k;
 
+  const char* row(int64_t o) const { return values + o * k * elem_size(kind); }
+
+  void dots(int64_t o, const float* x, int64_t ldx, int64_t T, float* s, float* buf) const {
+    if (n == 2 && m == 4 && kind != I8) {
+      const int64_t q0 = o * (cols / 4);  // nibble of the row's first group
+      by_kind(kind, [&](auto K) {
+        constexpr Kind KK = decltype(K)::value;
+#if VPR_AVX2
+        if (q0 % 2 == 0) {
+          const uint8_t* p = bits + q0 / 2;
+          switch (T) {
+            case 1: dots24_avx<KK, 1>(row(o), p, cols, x, ldx, s); return;
+            case 2: dots24_avx<KK, 2>(row(o), p, cols, x, ldx, s); return;
+            case 3: dots24_avx<KK, 3>(row(o), p, cols, x, ldx, s); return;
+            default: dots24_avx<KK, 4>(row(o), p, cols, x, ldx, s); return;
+          }
+        }
+#endif
+        std::fill(s, s + T, 0.f);
+        dots24_scalar<KK>(row(o), bits, q0, 0, cols, x, ldx, T, s);
+      });
+      return;
+    }
+    expand(o, buf);
+    for (int64_t t = 0; t < T; ++t) s[t] = dot_k<F32>(reinterpret_cast<const char*>(buf), 1.f, x + t * ldx, cols);
+  }
+
   void expand(int64_t o, float* buf) const {
-    const char* v = values + o * k * elem_size(kind);
+    const char* v = row(o);
     const int64_t first = o * k;  // index of the row's first value in the bit stream
 #if VPR_AVX2
-    if (n == 2 && m == 4 && kind != F32 && kind != I8 && (first * width) % 8 == 0) {
+    if (n == 2 && m == 4 && (kind == F16 || kind == BF16) && (first * width) % 8 == 0) {
       const Table24& t = table24();
       const uint8_t* p = bits + first * width / 8;
-      const uint16_t* s = reinterpret_cast<const uint16_t*>(v);
       const int64_t whole = cols / 8;  // bytes of 4 indices = 8 dense lanes
       for (int64_t g = 0; g < whole; ++g) {
-        __m128i raw = _mm_loadl_epi64((const __m128i*)(s + 4 * g));
-        __m256 vals = kind == F16 ? _mm256_cvtph_ps(raw)
-                                  : _mm256_castsi256_ps(_mm256_slli_epi32(
-                                        _mm256_cvtepu16_epi32(raw), 16));
+        const __m128i raw = _mm_loadl_epi64(
+            reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(v) + 4 * g));
+        const __m256 vals = kind == F16 ? _mm256_cvtph_ps(raw)
+                                        : _mm256_castsi256_ps(_mm256_slli_epi32(
+                                              _mm256_cvtepu16_epi32(raw), 16));
         const uint8_t b = p[g];
-        __m256 d = _mm256_permutevar8x32_ps(vals, _mm256_loadu_si256((const __m256i*)t.perm[b]));
-        d = _mm256_and_ps(d, _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i*)t.mask[b])));
+        __m256 d = _mm256_permutevar8x32_ps(
+            vals, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.perm[b])));
+        d = _mm256_and_ps(d, _mm256_castsi256_ps(
+                                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.mask[b]))));
         _mm256_storeu_ps(buf + 8 * g, d);
       }
       if (whole * 8 < cols) expand_scalar(o, buf, whole * 8 / m);
@@ -179,7 +292,7 @@ struct NMRows {
   void expand_scalar(int64_t o, float* buf, int64_t group0) const {
     const int64_t groups = cols / m;
     std::fill(buf + group0 * m, buf + cols, 0.f);
-    const char* v = values + o * k * elem_size(kind);
+    const char* v = row(o);
     const int64_t mask = (1 << width) - 1;
     for (int64_t g = group0; g < groups; ++g) {
       for (int64_t j = 0; j < n; ++j) {
@@ -189,9 +302,7 @@ struct NMRows {
         uint32_t word = bits[byte];
         if (byte + 1 < nbytes) word |= uint32_t(bits[byte + 1]) << 8;
         const int64_t pos = (word >> (bit & 7)) & mask;  // < m: validated at load
-        float x;
-        widen(v + idx * elem_size(kind), kind, 1.f, 1, &x);
-        buf[g * m + pos] = x;
+        widen(v + idx * elem_size(kind), kind, 1.f, 1, buf + g * m + pos);
       }
     }
   }
@@ -203,6 +314,11 @@ struct MaskRows {
   const uint8_t* bits;
   const int64_t* offsets;  // rows + 1, validated against the bitmask
   int64_t cols;
+
+  void dots(int64_t o, const float* x, int64_t ldx, int64_t T, float* s, float* buf) const {
+    expand(o, buf);
+    for (int64_t t = 0; t < T; ++t) s[t] = dot_k<F32>(reinterpret_cast<const char*>(buf), 1.f, x + t * ldx, cols);
+  }
 
   void expand(int64_t o, float* buf) const {
     std::fill(buf, buf + cols, 0.f);
@@ -229,57 +345,198 @@ struct MaskRows {
   }
 };
 
-constexpr int64_t kSmallT = 8;  // up to this many tokens: expand each row once, dot per token
+// Tuning (set_tuning, for benchmarks): up to g_small_tokens tokens the few-token path; above,
+// rows decoded together hold about g_tile_floats values and as many offsets (per thread).
+int64_t g_small_tokens = 16;
+int64_t g_tile_floats = int64_t(1) << 17;
 
-// out (rows x T, row-major) = M x^T [+ bias] [+ A2 z^T] for M given by `e`, x (T x cols) fp32.
-template <class E, class E2>
-void rows_times(const E& e, int64_t rows, int64_t cols, const float* x, int64_t T,
-                const float* bias, const E2* e2, int64_t cols2, const float* z, float* out) {
-  if (rows == 0) return;
-  if (T <= kSmallT) {
-    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1));
-    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-      std::vector<float> buf(cols + 8), buf2(cols2 + 8);
-      for (int64_t o = begin; o < end; ++o) {
-        e.expand(o, buf.data());
-        if (e2) e2->expand(o, buf2.data());
-        for (int64_t t = 0; t < T; ++t) {
-          float s = dot(buf.data(), x + t * cols, cols);
-          if (bias) s += bias[o];
-          if (e2) s += dot(buf2.data(), z + t * cols2, cols2);
-          out[o * T + t] = s;
+// out (rows x T, row-major) = M x^T [+ bias] [+ A z^T] for M given by `e`, x (T x cols) fp32,
+// z (T x r) fp32 and A's rows given by `a` (or null).
+template <class E>
+void few_tokens(const E& e, int64_t rows, int64_t cols, const float* x, int64_t T,
+                const float* bias, const DenseRows* a, const float* z, float* out) {
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> buf(cols + 8);
+    float s[kMaxT], sa[kMaxT];
+    for (int64_t o = begin; o < end; ++o) {
+      for (int64_t t0 = 0; t0 < T; t0 += kMaxT) {
+        const int64_t nt = std::min(kMaxT, T - t0);
+        e.dots(o, x + t0 * cols, cols, nt, s, buf.data());
+        if (a) a->dots(o, z + t0 * a->cols, a->cols, nt, sa, nullptr);
+        for (int64_t t = 0; t < nt; ++t)
+          out[o * T + t0 + t] = s[t] + (bias ? bias[o] : 0.f) + (a ? sa[t] : 0.f);
+      }
+    }
+  });
+}
+
+// ---- many tokens: a register-blocked micro-kernel over the kept weights ---------------------
+// The tokens are packed into panels of kTB: panel[b][c][t] = x[b*kTB + t][c] (c < cols), then
+// z[b*kTB + t][c - cols] (the A part), zero past the last token. A row is decoded once into its
+// kept values (fp32) and their panel offsets c*kTB, and each of its values is multiplied with
+// kTB tokens at once: two loads and two FMAs per kept weight per kTB tokens, no dense row.
+constexpr int64_t kTB = 16;
+
+// out[0..kTB) = init + sum_j vals[j] * panel[offs[j] .. + kTB)
+inline void micro16(const float* vals, const int32_t* offs, int64_t cnt, const float* panel,
+                    float init, float* out) {
+#if VPR_AVX2
+  __m256 a0 = _mm256_set1_ps(init), a1 = a0;
+  __m256 a2 = _mm256_setzero_ps(), a3 = a2, a4 = a2, a5 = a2, a6 = a2, a7 = a2;
+  int64_t j = 0;
+  for (; j + 4 <= cnt; j += 4) {
+    const float* p0 = panel + offs[j];
+    const float* p1 = panel + offs[j + 1];
+    const float* p2 = panel + offs[j + 2];
+    const float* p3 = panel + offs[j + 3];
+    const __m256 v0 = _mm256_broadcast_ss(vals + j), v1 = _mm256_broadcast_ss(vals + j + 1);
+    const __m256 v2 = _mm256_broadcast_ss(vals + j + 2), v3 = _mm256_broadcast_ss(vals + j + 3);
+    a0 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(p0), a0);
+    a1 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(p0 + 8), a1);
+    a2 = _mm256_fmadd_ps(v1, _mm256_loadu_ps(p1), a2);
+    a3 = _mm256_fmadd_ps(v1, _mm256_loadu_ps(p1 + 8), a3);
+    a4 = _mm256_fmadd_ps(v2, _mm256_loadu_ps(p2), a4);
+    a5 = _mm256_fmadd_ps(v2, _mm256_loadu_ps(p2 + 8), a5);
+    a6 = _mm256_fmadd_ps(v3, _mm256_loadu_ps(p3), a6);
+    a7 = _mm256_fmadd_ps(v3, _mm256_loadu_ps(p3 + 8), a7);
+  }
+  for (; j < cnt; ++j) {
+    const float* p0 = panel + offs[j];
+    const __m256 v0 = _mm256_broadcast_ss(vals + j);
+    a0 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(p0), a0);
+    a1 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(p0 + 8), a1);
+  }
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a4, a6)));
+  _mm256_storeu_ps(out + 8, _mm256_add_ps(_mm256_add_ps(a1, a3), _mm256_add_ps(a5, a7)));
+#else
+  float acc[kTB];
+  for (int64_t t = 0; t < kTB; ++t) acc[t] = init;
+  for (int64_t j = 0; j < cnt; ++j) {
+    const float v = vals[j];
+    const float* p = panel + offs[j];
+    for (int64_t t = 0; t < kTB; ++t) acc[t] += v * p[t];
+  }
+  std::memcpy(out, acc, sizeof(acc));
+#endif
+}
+
+// Kept values of row o of a 2:4 / N:M / bitmask / dense matrix as (fp32 value, c*kTB) pairs,
+// columns from `col0`; returns how many.
+inline int64_t decode_row(const DenseRows& e, int64_t o, int64_t col0, float* vals, int32_t* offs) {
+  e.expand(o, vals);
+  for (int64_t c = 0; c < e.cols; ++c) offs[c] = int32_t((col0 + c) * kTB);
+  return e.cols;
+}
+
+inline int64_t decode_row(const NMRows& e, int64_t o, int64_t col0, float* vals, int32_t* offs) {
+  const char* v = e.row(o);
+  const int64_t mask = (1 << e.width) - 1;
+  by_kind(e.kind, [&](auto K) {
+    constexpr Kind KK = decltype(K)::value;
+    int64_t j0 = 0;
+    const int64_t q0 = o * (e.cols / 4);
+#if VPR_AVX2
+    if (e.n == 2 && e.m == 4 && q0 % 2 == 0) {  // 8 values and offsets from two index bytes
+      const uint8_t* p = e.bits + q0 / 2;
+      const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+      const __m256i three = _mm256_set1_epi32(3);
+      const __m256i base = _mm256_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12);
+      const __m256i tb = _mm256_set1_epi32(int32_t(kTB));
+      for (int64_t c = 0; c < e.cols / 16; ++c, j0 += 8) {
+        uint16_t w;
+        std::memcpy(&w, p + 2 * c, 2);
+        __m256i col = _mm256_add_epi32(
+            _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w), shifts), three), base);
+        col = _mm256_add_epi32(col, _mm256_set1_epi32(int32_t(col0 + 16 * c)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(offs + j0), _mm256_mullo_epi32(col, tb));
+        _mm256_storeu_ps(vals + j0, load8<KK>(v, 1.f, j0));
+      }
+    }
+#endif
+    for (int64_t j = j0; j < e.k; ++j) {
+      const int64_t bit = (o * e.k + j) * e.width;
+      const int64_t byte = bit >> 3;
+      uint32_t word = e.bits[byte];
+      if (byte + 1 < e.nbytes) word |= uint32_t(e.bits[byte + 1]) << 8;
+      const int64_t pos = (word >> (bit & 7)) & mask;  // < m: validated at load
+      vals[j] = load1<KK>(v, 1.f, j);
+      offs[j] = int32_t((col0 + j / e.n * e.m + pos) * kTB);
+    }
+  });
+  return e.k;
+}
+
+inline int64_t decode_row(const MaskRows& e, int64_t o, int64_t col0, float* vals, int32_t* offs) {
+  int64_t next = e.offsets[o], cnt = 0;
+  const int64_t first = o * e.cols;
+  for (int64_t bit = first, end = first + e.cols; bit < end; ++bit) {
+    if (!((e.bits[bit >> 3] >> (bit & 7)) & 1)) continue;
+    widen(e.values + next * elem_size(e.kind), e.kind, 1.f, 1, vals + cnt);
+    offs[cnt++] = int32_t((col0 + bit - first) * kTB);
+    ++next;
+  }
+  return cnt;
+}
+
+// out (rows x T, row-major) as in few_tokens, for many tokens.
+template <class E>
+void many_tokens(const E& e, int64_t rows, int64_t cols, const float* x, int64_t T,
+                 const float* bias, const DenseRows* a, const float* z, float* out) {
+  const int64_t r = a ? a->cols : 0;
+  const int64_t ke = cols + r;
+  TORCH_CHECK(ke * kTB < (int64_t(1) << 31), "sparse_linear: layer too wide for int32 offsets");
+  const int64_t nb = (T + kTB - 1) / kTB;
+  auto panels = torch::zeros({nb, ke, kTB}, torch::kFloat32);
+  float* pp = panels.data_ptr<float>();
+  at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t t = 0; t < std::min(kTB, T - b * kTB); ++t) {
+        const float* xt = x + (b * kTB + t) * cols;
+        float* dst = pp + b * ke * kTB + t;
+        for (int64_t c = 0; c < cols; ++c) dst[c * kTB] = xt[c];
+        for (int64_t c = 0; c < r; ++c) dst[(cols + c) * kTB] = z[(b * kTB + t) * r + c];
+      }
+    }
+  });
+  // Rows decoded together (about g_tile_floats values + offsets), then every token panel.
+  const int64_t chunk = std::clamp<int64_t>(g_tile_floats / (2 * ke), 1, 64);
+  const int64_t chunks = (rows + chunk - 1) / chunk;
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    std::vector<float> vals(chunk * ke + 8);
+    std::vector<int32_t> offs(chunk * ke + 8);
+    std::vector<int64_t> cnt(chunk);
+    float acc[kTB];
+    for (int64_t ci = c0; ci < c1; ++ci) {
+      const int64_t r0 = ci * chunk, nr = std::min(chunk, rows - r0);
+      for (int64_t i = 0; i < nr; ++i) {
+        float* v = vals.data() + i * ke;
+        int32_t* f = offs.data() + i * ke;
+        cnt[i] = decode_row(e, r0 + i, 0, v, f);
+        if (a) cnt[i] += decode_row(*a, r0 + i, cols, v + cnt[i], f + cnt[i]);
+      }
+      for (int64_t b = 0; b < nb; ++b) {
+        const float* panel = pp + b * ke * kTB;
+        const int64_t nt = std::min(kTB, T - b * kTB);
+        for (int64_t i = 0; i < nr; ++i) {
+          const int64_t o = r0 + i;
+          micro16(vals.data() + i * ke, offs.data() + i * ke, cnt[i], panel,
+                  bias ? bias[o] : 0.f, acc);
+          std::memcpy(out + o * T + b * kTB, acc, nt * sizeof(float));
         }
       }
-    });
-    return;
-  }
-  // Many tokens: expand a tile of rows (about 2 MB of fp32), one GEMM per tile.
-  const int64_t tile = std::clamp<int64_t>((int64_t(1) << 19) / std::max<int64_t>(cols, 1), 16,
-                                           1024);
-  auto xt = torch::from_blob(const_cast<float*>(x), {T, cols}, torch::kFloat32).t();
-  torch::Tensor zt = e2 ? torch::from_blob(const_cast<float*>(z), {T, cols2}, torch::kFloat32).t()
-               : torch::Tensor();
-  auto w = torch::empty({std::min(tile, rows), cols}, torch::kFloat32);
-  torch::Tensor w2 = e2 ? torch::empty({std::min(tile, rows), cols2}, torch::kFloat32) : torch::Tensor();
-  for (int64_t r0 = 0; r0 < rows; r0 += tile) {
-    const int64_t r = std::min(tile, rows - r0);
-    float* wp = w.data_ptr<float>();
-    float* w2p = e2 ? w2.data_ptr<float>() : nullptr;
-    at::parallel_for(0, r, 8, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        e.expand(r0 + i, wp + i * cols);
-        if (e2) e2->expand(r0 + i, w2p + i * cols2);
-      }
-    });
-    auto o = torch::from_blob(out + r0 * T, {r, T}, torch::kFloat32);
-    if (bias) {
-      auto b = torch::from_blob(const_cast<float*>(bias + r0), {r, 1}, torch::kFloat32);
-      at::addmm_out(o, b.expand({r, T}), w.narrow(0, 0, r), xt);
-    } else {
-      at::mm_out(o, w.narrow(0, 0, r), xt);
     }
-    if (e2) o.addmm_(w2.narrow(0, 0, r), zt);
-  }
+  });
+}
+
+template <class E>
+void rows_times(const E& e, int64_t rows, int64_t cols, const float* x, int64_t T,
+                const float* bias, const DenseRows* a, const float* z, float* out) {
+  if (rows == 0 || T == 0) return;
+  if (T <= g_small_tokens)
+    few_tokens(e, rows, cols, x, T, bias, a, z, out);
+  else
+    many_tokens(e, rows, cols, x, T, bias, a, z, out);
 }
 
 struct Factors {
@@ -324,15 +581,14 @@ torch::Tensor run(const E& e, int64_t d_out, int64_t d_in, const torch::Tensor& 
   auto yt = torch::empty({d_out, T}, torch::kFloat32);
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   if (f.present) {
-    auto zt = torch::empty({f.r, T}, torch::kFloat32);
-    rows_times<DenseRows, DenseRows>(f.b, f.r, d_in, x.data_ptr<float>(), T, nullptr, nullptr, 0,
-                                     nullptr, zt.data_ptr<float>());
+    auto zt = torch::empty({f.r, T}, torch::kFloat32);  // B x, then A z in the same pass as W x
+    rows_times(f.b, f.r, d_in, x.data_ptr<float>(), T, nullptr, nullptr, nullptr,
+               zt.data_ptr<float>());
     auto z = zt.t().contiguous();
-    rows_times<E, DenseRows>(e, d_out, d_in, x.data_ptr<float>(), T, bp, &f.a, f.r,
-                             z.data_ptr<float>(), yt.data_ptr<float>());
+    rows_times(e, d_out, d_in, x.data_ptr<float>(), T, bp, &f.a, z.data_ptr<float>(),
+               yt.data_ptr<float>());
   } else {
-    rows_times<E, DenseRows>(e, d_out, d_in, x.data_ptr<float>(), T, bp, nullptr, 0, nullptr,
-                             yt.data_ptr<float>());
+    rows_times(e, d_out, d_in, x.data_ptr<float>(), T, bp, nullptr, nullptr, yt.data_ptr<float>());
   }
   return T == 1 ? yt.view({1, d_out}) : yt.t().contiguous();
 }
@@ -469,10 +725,18 @@ torch::Tensor bitmask_linear(const torch::Tensor& x, const torch::Tensor& values
 
 bool vectorized() { return VPR_AVX2; }
 
+// Set the few-token limit and the tile size (values <= 0 leave one unchanged); returns both.
+std::vector<int64_t> set_tuning(int64_t small_tokens, int64_t tile_floats) {
+  if (small_tokens > 0) g_small_tokens = small_tokens;
+  if (tile_floats > 0) g_tile_floats = tile_floats;
+  return {g_small_tokens, g_tile_floats};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("validate_nm", &validate_nm);
   mod.def("bitmask_row_offsets", &bitmask_row_offsets);
   mod.def("nm_linear", &nm_linear);
   mod.def("bitmask_linear", &bitmask_linear);
   mod.def("vectorized", &vectorized, "True when built with the AVX2/FMA/F16C paths");
+  mod.def("set_tuning", &set_tuning, "few-token limit and tile size (<= 0: unchanged)");
 }
