@@ -72,8 +72,8 @@ def test_a_sweep_via_ray_equals_the_in_process_table(local_ray, tiny, tmp_path: 
     from vla_pruned_ros.evaluation.sweep import SweepConfig, run_sweep
 
     def sweep(ray_address: str, cells: str) -> dict:
-        cfg = SweepConfig(model=tiny, tasks=["nav"], episodes=3, methods=["magnitude"],
-                          patterns=["2:4"], ranks=[4], heldout_phrasing=1, shard_episodes=2,
+        cfg = SweepConfig(model=tiny, tasks=["nav"], episodes=2, methods=["magnitude"],
+                          patterns=["2:4"], ranks=[4], heldout_phrasing=1, shard_episodes=1,
                           ray=ray_address, artifacts_dir=str(tmp_path / "art"),
                           cells_dir=str(tmp_path / cells))  # fmt: skip
         return run_sweep(cfg, progress=False)
