@@ -44,6 +44,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from other users' processes
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

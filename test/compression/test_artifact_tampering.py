@@ -18,7 +18,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vla_pruned_ros.compression import ArtifactError, gluestick, load_artifact, prune, save_artifact
-from vla_pruned_ros.compression.artifact import _canonical, sha256_file
+from vla_pruned_ros.compression.artifact import (
+    _canonical,
+    attach_files,
+    read_manifest,
+    sha256_file,
+)
 
 
 def _model() -> nn.Module:
@@ -147,3 +152,19 @@ def test_artifacts_are_readable_by_other_users(art) -> None:
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
     modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in folder.iterdir()}
     assert modes and set(modes.values()) == {0o644}, modes
+
+
+def test_files_attached_through_a_relative_path_are_listed_and_readable(
+    art, tmp_path, monkeypatch
+) -> None:
+    """`vla-prune --output art` passes a relative folder to attach_files (processor files)."""
+    folder, _ = art
+    (tmp_path / "tokenizer.json").write_text("{}")
+    monkeypatch.chdir(folder.parent)
+    attach_files(Path(folder.name), {"processor/tokenizer.json": tmp_path / "tokenizer.json"})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert "processor/tokenizer.json" in manifest["files"]
+    assert stat.S_IMODE((folder / "processor").stat().st_mode) == 0o755
+    assert stat.S_IMODE((folder / "processor/tokenizer.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((folder / "manifest.json").stat().st_mode) == 0o644
+    read_manifest(folder, verify=True)  # the re-signed manifest verifies

@@ -40,6 +40,7 @@ from vla_pruned_ros.compression.artifact_verify import read_manifest
 from vla_pruned_ros.compression.gluestick import GluestickConv2d
 from vla_pruned_ros.compression.packing import pack
 from vla_pruned_ros.compression.prune import compressed_layers
+from vla_pruned_ros.paths import atomic_path
 
 _ALWAYS_WRITTEN = ("pruned", "factors", "weights")  # in one-file mode, even when empty
 
@@ -241,12 +242,11 @@ def attach_files(
         dest = folder / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)
-        for d in [dest, *dest.relative_to(folder).parents]:
+        for d in [rel, *rel.parents]:  # relative parts: folder itself may be a relative path
             os.chmod(folder / d, FOLDER_MODE if (folder / d).is_dir() else FILE_MODE)
         manifest["files"][rel.as_posix()] = sha256_file(dest)
     manifest["source"] = {**manifest.get("source", {}), **(source or {})}
     manifest["extra"] = {**manifest.get("extra", {}), **(extra or {})}
-    tmp = folder / f".{MANIFEST}.tmp"
-    write_manifest(tmp, manifest)
-    tmp.replace(folder / MANIFEST)
+    with atomic_path(folder / MANIFEST) as tmp:
+        write_manifest(tmp, manifest)
     return folder
