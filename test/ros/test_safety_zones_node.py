@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cmd_watcher import Watcher
-from geometry_msgs.msg import Point, Twist, Vector3
+from geometry_msgs.msg import Twist, Vector3
 from nav_msgs.msg import Odometry
 from vla_pruned_ros_msgs.msg import Contacts
 
@@ -79,51 +79,3 @@ def test_monitor_blocks_the_command_toward_a_contact_and_passes_one_away(monitor
     state["v"] = -0.3
     t_back = time.monotonic()
     assert watcher.spin_until(lambda: passed(-0.3, t_back), 10.0), "backing away was blocked"
-
-
-def test_monitor_uses_the_contact_normal_a_side_touch_passes_forward_a_front_one_blocks(
-    monitor,
-) -> None:
-    """Contacts.msg with positions and normals: a touch beside the robot (normal +y) leaves
-    forward free, which a contact without geometry would block (placed along the motion); a
-    touch ahead reported wall-first (its normal from the wall into the base, reversed by the
-    monitor's robot-first filter) blocks forward and passes backing away."""
-    watcher, node = monitor, monitor.node
-    cmd_pub = node.create_publisher(Twist, topics.CMD_RAW, 10)
-    contacts_pub = node.create_publisher(Contacts, topics.CONTACTS, topics.EVIDENCE_DEPTH)
-    odom_pub = node.create_publisher(Odometry, topics.ODOM, 10)
-    state = {"v": 0.3, "next": 0.0}
-
-    def drive() -> bool:
-        now = time.monotonic()
-        if now >= state["next"]:
-            state["next"] = now + 0.1
-            cmd_pub.publish(Twist(linear=Vector3(x=state["v"])))
-            odom = Odometry()
-            odom.pose.pose.orientation.w = 1.0
-            odom_pub.publish(odom)
-        return False
-
-    def sent_since(since: float) -> list[float]:
-        return [x for when, x in watcher.cmds if when > since]
-
-    assert watcher.spin_until(lambda: drive() or 0.3 in sent_since(0.0), 30.0)
-    side = Contacts(body_a=["base"], body_b=["wall_n"], force=[5.0])
-    side.position, side.normal = [Point(x=0.0, y=0.15)], [Vector3(y=1.0)]
-    contacts_pub.publish(side)
-    contacts_pub.publish(Contacts())
-    t_side = time.monotonic()
-    watcher.spin_until(drive, 1.5)
-    after_side = sent_since(t_side + 0.3)
-    assert after_side and all(x == pytest.approx(0.3) for x in after_side), after_side
-    front = Contacts(body_a=["wall_e"], body_b=["base"], force=[5.0])
-    front.position, front.normal = [Point(x=0.15, y=0.0)], [Vector3(x=-1.0)]
-    contacts_pub.publish(front)
-    contacts_pub.publish(Contacts())
-    t_front = time.monotonic()
-    watcher.spin_until(drive, 1.5)
-    after_front = sent_since(t_front + 0.3)
-    assert after_front and all(x == 0.0 for x in after_front), after_front
-    state["v"] = -0.3
-    t_back = time.monotonic()
-    assert watcher.spin_until(lambda: drive() or -0.3 in sent_since(t_back), 10.0)

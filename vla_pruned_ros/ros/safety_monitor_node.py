@@ -47,7 +47,7 @@ from vla_pruned_ros_msgs.msg import Contacts, SafetyEvent, SafetyStatus, VLAActi
 
 from vla_pruned_ros.monitor import SafetyLimits, SafetyMonitor, write_reports
 from vla_pruned_ros.monitor.categories import CATEGORIES
-from vla_pruned_ros.monitor.detectors import select_robot_contacts
+from vla_pruned_ros.monitor.detectors import robot_contacts
 from vla_pruned_ros.monitor.limits import RANGES
 from vla_pruned_ros.monitor.zones import ZoneConfig, scan_angles
 from vla_pruned_ros.ros import topics
@@ -331,28 +331,19 @@ class SafetyMonitorNode(LifecycleNode):
         self.monitor.on_policy_heartbeat(self._now())
 
     def _on_contacts(self, msg: Contacts) -> None:
-        contacts = list(zip(msg.body_a, msg.body_b, msg.force, strict=True))
-        geometry = len(msg.position) == len(contacts) == len(msg.normal) and bool(contacts)
-        points = [(p.x, p.y) for p in msg.position] if geometry else None
-        normals = [(n.x, n.y) for n in msg.normal] if geometry else None
-        self._robot_contacts(contacts, points, normals)
+        # Contacts.msg carries no geometry yet: adding position/normal arrays would make every
+        # bag recorded before unreadable for this node (CDR has no optional trailing fields),
+        # so that waits for the fixture bags to be re-recorded. Without geometry the monitor
+        # places each contact along the motion (monitor/zones.py).
+        self._robot_contacts(zip(msg.body_a, msg.body_b, msg.force, strict=True))
 
     def _on_gz_contacts(self, msg) -> None:
         self._robot_contacts(gz_contacts_to_tuples(msg))
 
-    def _robot_contacts(self, contacts, points=None, normals=None) -> None:
-        """The robot's contacts (the one filter, `monitor.detectors.select_robot_contacts`,
-        with the robot body first) to the monitor, each point and normal carried along (a
-        normal reverses when the sides swap)."""
-        kept = select_robot_contacts(contacts, self.robot_bodies)
-        where = None if points is None else [points[i] for i, _, _ in kept]
-        facing = None
-        if normals is not None:
-            facing = [
-                (-normals[i][0], -normals[i][1]) if swapped else normals[i]
-                for i, _, swapped in kept
-            ]
-        self.monitor.on_contacts([c for _, c, _ in kept], self._now(), points=where, normals=facing)
+    def _robot_contacts(self, contacts) -> None:
+        """The robot's contacts to the monitor, through the one filter
+        (`monitor.detectors.robot_contacts`: robot body first, Gazebo-scoped names)."""
+        self.monitor.on_contacts(robot_contacts(contacts, self.robot_bodies), self._now())
 
     def _on_scan(self, msg: LaserScan) -> None:
         angles = scan_angles(msg.angle_min, msg.angle_increment, len(msg.ranges))

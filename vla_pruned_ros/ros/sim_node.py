@@ -9,7 +9,7 @@ odometry + a range scan (navigation) or joint states (manipulation). Episodes st
 `end`. With `episodes` > 0 the node exits after the last one, writing its results.
 
 Contacts are the robot's over the whole control step (every physics substep, largest force per
-body pair, with its world point and normal), not only those left at its end. For manipulation
+body pair), not only those left at its end. For manipulation
 the node leaves out contacts with the object the instruction names: touching that block is the
 task, not a violation.
 
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, TransformStamped, Twist, TwistStamped, Vector3
+from geometry_msgs.msg import TransformStamped, Twist, TwistStamped
 from lifecycle_msgs.msg import State
 from lifecycle_msgs.srv import GetState
 from nav_msgs.msg import Odometry
@@ -292,14 +292,12 @@ class SimNode(Node):
         contacts = Contacts()
         contacts.header.stamp = stamp
         allowed = f"block_{self.task.target}" if self.task.name == "manip" else None
-        for c in self.task.step_contacts:  # every substep's, with point and normal
+        for c in self.task.step_contacts:  # every substep's
             if allowed in (c.body, c.other):
                 continue
             contacts.body_a.append(c.body)
             contacts.body_b.append(c.other)
             contacts.force.append(c.force)
-            contacts.position.append(Point(x=c.position[0], y=c.position[1], z=c.position[2]))
-            contacts.normal.append(Vector3(x=c.normal[0], y=c.normal[1], z=c.normal[2]))
         self.contacts_pub.publish(contacts)
         if self.task.name == "nav":
             self._publish_nav(stamp)

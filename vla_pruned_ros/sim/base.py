@@ -48,8 +48,8 @@ class StepResult:
 
 @dataclass(frozen=True)
 class ContactRecord:
-    """One body pair's contact, with where it is and which way it faces (world frame): what a
-    Contacts message carries and the safety gate's zones need to block only motion into it."""
+    """One body pair's contact, with where it is and which way it faces (world frame): what the
+    safety gate's zones need to block only motion into it (the in-process gate reads it)."""
 
     body: str
     other: str
