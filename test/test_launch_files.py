@@ -287,7 +287,7 @@ def test_replay_without_a_topic_list_is_refused(tmp_path: Path) -> None:
     player = tmp_path / "config/player.yaml"
     player.write_text("vla_bag_player:\n  ros__parameters:\n    topics: ['']\n")
     bringup = tmp_path / "config/bringup.yaml"
-    bringup.write_text("nodes:\n  - executable: bag_player\n    params: [config/player.yaml]\n")
+    bringup.write_text("nodes:\n  - executable: bag_player\n    params: [player.yaml]\n")
     with pytest.raises(BringupError, match="only the robot's inputs"):
         bag_play_command(bringup, "BAG", "1.0")
 

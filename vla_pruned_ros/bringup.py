@@ -47,6 +47,8 @@ from pathlib import Path
 
 import yaml
 
+from vla_pruned_ros.topic_names import absolute
+
 PACKAGE = "vla_pruned_ros"
 ROLES = ("node", "safety")
 SAFETY_EXECUTABLE = "safety_monitor"
@@ -277,7 +279,7 @@ def bag_topics(spec: NodeSpec) -> list[str]:
             if "topics" in section:
                 topics = list(section["topics"])
     topics = list(spec.overrides.get("topics", topics))
-    topics = [t if t.startswith("/") else f"/{t}" for t in topics if t]
+    topics = [absolute(t) for t in topics if t]
     if not topics:
         raise BringupError(
             f"{spec.name}: no 'topics' listed: a replay must play only the robot's inputs, "

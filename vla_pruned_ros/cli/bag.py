@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from vla_pruned_ros.bags.play import BagError, PlayOptions, open_reader
+from vla_pruned_ros.bags.play import PlayOptions, open_reader
+from vla_pruned_ros.bags.reader import BagError
 
 
 def _record(args: argparse.Namespace) -> int:

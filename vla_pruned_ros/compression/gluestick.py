@@ -53,9 +53,6 @@ class GapFactors:
     def relative_error(self) -> float:
         return self.error / self.gap_norm if self.gap_norm > 0 else 0.0
 
-    def frobenius_error(self) -> float:
-        return self.error
-
     def energy_kept(self) -> float:
         return 1.0 - self.relative_error**2 if self.gap_norm > 0 else 1.0
 

@@ -64,7 +64,7 @@ def _check_remote_code(folder: Path, config: dict[str, Any], trust_remote_code: 
         )
 
 
-def load_model(folder: Path, trust_remote_code: bool, mode: str = "materialize",
+def load_model(folder: Path, trust_remote_code: bool, mode: str | None = None,
                device: str = "cpu") -> torch.nn.Module:  # fmt: skip
     """The model of a checkpoint folder (dense) or of an artifact made from one."""
     if (folder / "manifest.json").is_file():
@@ -200,7 +200,7 @@ class OpenVLAPolicy:
 
 
 def load_openvla_policy(artifact: str, task: str = "", *, unnorm_key: str = "",
-                        trust_remote_code: bool = False, mode: str = "materialize",
+                        trust_remote_code: bool = False, mode: str | None = None,
                         device: str = "cpu", action_names: list[str] | None = None,
                         prompt: str = OPENVLA_PROMPT, cache_prompt: bool = True,
                         resize: str = "processor") -> OpenVLAPolicy:  # fmt: skip

@@ -100,13 +100,14 @@ def check_options(adapter: str, loader: Callable[..., Any], options: dict[str, A
 def load_policy(
     artifact: str,
     task: str,
-    mode: str = "materialize",
+    mode: str | None = None,
     device: str = "cpu",
     adapter: str = EMBEDDED,
     **options: Any,
 ) -> PolicyAdapter:
     """`artifact` ('embedded', an artifact folder or a saved model's folder) through `adapter`.
-    `options` are the adapter's (unnorm_key, trust_remote_code, action_map, ...)."""
+    `options` are the adapter's (unnorm_key, trust_remote_code, action_map, ...); `mode` is how
+    a compressed artifact's pruned layers run (None: `auto`, see `compression.runtime_modes`)."""
     options = dict(options)
     action_map = options.pop("action_map", None)
     folder = Path(artifact).expanduser() if artifact not in ("", EMBEDDED) else None
@@ -124,8 +125,8 @@ def load_policy(
     return policy
 
 
-def _load(artifact: str, folder: Path | None, task: str, mode: str, device: str, adapter: str,
-          options: dict[str, Any]) -> PolicyAdapter:  # fmt: skip
+def _load(artifact: str, folder: Path | None, task: str, mode: str | None, device: str,
+          adapter: str, options: dict[str, Any]) -> PolicyAdapter:  # fmt: skip
     if folder is not None and not folder.exists():
         raise FileNotFoundError(f"artifact {folder} does not exist")
     if adapter == "openvla":
@@ -158,7 +159,7 @@ def _load(artifact: str, folder: Path | None, task: str, mode: str, device: str,
                          "(only action_map); for a checkpoint set adapter to one of "
                          f"{', '.join(PRESETS[1:])} or module:Class")  # fmt: skip
     if folder is None:
-        return EmbeddedPolicy(load_embedded(), task)
+        return EmbeddedPolicy(load_embedded().to(device), task)
     hint = not_embedded_hint(folder)
     if hint:
         raise ValueError(hint)
@@ -167,4 +168,4 @@ def _load(artifact: str, folder: Path | None, task: str, mode: str, device: str,
 
         model = load_embedded_artifact(folder, mode=mode, device=device)
         return EmbeddedPolicy(model, task, artifact_info(model))
-    return EmbeddedPolicy(load_embedded(folder), task, {"model_id": folder.name})
+    return EmbeddedPolicy(load_embedded(folder).to(device), task, {"model_id": folder.name})

@@ -119,7 +119,7 @@ class TextActionPolicy:
         return self.parser.parse(self.last_text)
 
 
-def load_text_policy(artifact: str, task: str = "nav", *, mode: str = "materialize",
+def load_text_policy(artifact: str, task: str = "nav", *, mode: str | None = None,
                      device: str = "cpu", trust_remote_code: bool = False,
                      rules: Sequence[Mapping[str, Any]] = NAVILA_RULES,
                      action_names: Sequence[str] = ("linear_x", "angular_z"),

@@ -20,7 +20,6 @@ one arrives. Parameters are applied live or refused with a reason (`ros/policy_p
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time
@@ -41,6 +40,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from vla_pruned_ros_msgs.msg import VLAAction
 
+from vla_pruned_ros.evaluation.stats import percentile
 from vla_pruned_ros.models.base import PolicyAdapter
 from vla_pruned_ros.models.instruction import check_instruction
 from vla_pruned_ros.monitor.categories import CLOCK_SKEW
@@ -118,9 +118,13 @@ class PolicyNode(LifecycleNode):
 
     # -- lifecycle --------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from vla_pruned_ros.compression.memory import unmap_large_allocations
         from vla_pruned_ros.models.adapters import adapter_options
         from vla_pruned_ros.models.registry import load_policy
 
+        # The node is the process's owner, so it may set glibc's allocator policy: freed load-time
+        # buffers go back to the OS instead of staying in the node's resident memory.
+        unmap_large_allocations()
         device = self.p("device")
         if device.startswith("cuda"):
             import torch
@@ -409,7 +413,7 @@ class PolicyNode(LifecycleNode):
         if fault is not None and fault[0] >= level:
             level, message = fault[0], f"{message}; {fault[1]}"
         status.level, status.message = level, message
-        lat = sorted(self.latencies)
+        lat = list(self.latencies)
         times = list(self._last_publish_times)
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
         values = {
@@ -419,10 +423,8 @@ class PolicyNode(LifecycleNode):
             "memory_mb": f"{info.memory_bytes / 1e6:.2f}" if info else "",
             "runtime_modes": self.runtime_modes if info else "",
             "resident_mb": f"{self.resident_bytes / 1e6:.2f}" if info else "",
-            "latency_p50_ms": f"{lat[len(lat) // 2]:.2f}" if lat else "",
-            "latency_p99_ms": f"{lat[min(len(lat) - 1, math.ceil(0.99 * len(lat)) - 1)]:.2f}"
-            if lat
-            else "",
+            "latency_p50_ms": f"{percentile(lat, 50):.2f}" if lat else "",
+            "latency_p99_ms": f"{percentile(lat, 99):.2f}" if lat else "",
             "rate_hz": f"{rate:.2f}",
             "frames_received": str(self.slot.received),
             "frames_dropped": str(self.slot.dropped),
