@@ -32,6 +32,7 @@ from vla_pruned_ros.evaluation.closed_loop import EvalJob, heldout_seeds, run_jo
 from vla_pruned_ros.evaluation.gated_loop import GATE_MODES  # noqa: E402
 from vla_pruned_ros.evaluation.parallel import Parallel  # noqa: E402
 from vla_pruned_ros.evaluation.stats import wilson_interval  # noqa: E402
+from vla_pruned_ros.sim.registry import TASKS  # noqa: E402
 
 SECTION = "## Collisions with the gate in the loop: direction-aware zones on and off"
 READING = (
@@ -109,7 +110,7 @@ def write_section(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=200, help="held-out scenes per task")
-    parser.add_argument("--tasks", nargs="+", default=["nav", "manip"])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--gates", nargs="+", default=list(GATE_MODES), choices=GATE_MODES)
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--workers", type=int, default=2, help="0 or 1: in this process")

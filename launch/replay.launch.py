@@ -20,6 +20,7 @@ from vla_pruned_ros.bringup import (
 )
 from vla_pruned_ros.launch_graph import node_actions
 from vla_pruned_ros.paths import package_file
+from vla_pruned_ros.sim.registry import TASKS
 
 
 def _graph(context) -> list:
@@ -34,7 +35,7 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [
             DeclareLaunchArgument("bag", description="rosbag2 folder to replay"),
-            DeclareLaunchArgument("task", default_value="nav", choices=["nav", "manip"]),
+            DeclareLaunchArgument("task", default_value="nav", choices=list(TASKS)),
             DeclareLaunchArgument("rate", default_value="1.0"),
             *(DeclareLaunchArgument(k, default_value="") for k in POLICY_LAUNCH_ARGUMENTS),
             OpaqueFunction(function=_graph),

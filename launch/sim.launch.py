@@ -21,6 +21,7 @@ from vla_pruned_ros.bringup import (
 )
 from vla_pruned_ros.launch_graph import node_actions
 from vla_pruned_ros.paths import package_file
+from vla_pruned_ros.sim.registry import TASKS
 
 
 def _graph(context) -> list:
@@ -36,7 +37,7 @@ def _graph(context) -> list:
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [
-            DeclareLaunchArgument("task", default_value="nav", choices=["nav", "manip"]),
+            DeclareLaunchArgument("task", default_value="nav", choices=list(TASKS)),
             DeclareLaunchArgument("episodes", default_value=""),
             *(DeclareLaunchArgument(k, default_value="") for k in POLICY_LAUNCH_ARGUMENTS),
             OpaqueFunction(function=_graph),

@@ -33,6 +33,7 @@ from vla_pruned_ros.evaluation.closed_loop import (
 )
 from vla_pruned_ros.evaluation.parallel import LOCAL, ClusterUnavailable, Parallel
 from vla_pruned_ros.evaluation.stats import summarize
+from vla_pruned_ros.sim.registry import TASKS
 
 
 def evaluate(task: str, model: str, episodes: int, seed: int, heldout_phrasing: int,
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vla-eval", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("sim", help="closed-loop episodes in the MuJoCo tasks")
-    sim.add_argument("--task", choices=["nav", "manip"], required=True)
+    sim.add_argument("--task", choices=TASKS, required=True)
     sim.add_argument("--model", default="embedded")
     sim.add_argument("--episodes", type=int, default=200)
     sim.add_argument(
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sim.add_argument("--json", type=Path)
     gain = sub.add_parser("gain", help="calibrate the action gain on calibration scenes")
-    gain.add_argument("--task", choices=["nav", "manip"], required=True)
+    gain.add_argument("--task", choices=TASKS, required=True)
     gain.add_argument("--model", default="embedded")
     gain.add_argument("--gains", default="1,1.3,1.6,2,2.5,3", help="comma-separated")
     gain.add_argument("--episodes", type=int, default=400, help="calibration scenes per gain")
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     bag.add_argument("--reference", help="model the others are compared to (default: first)")
     bag.add_argument(
-        "--task", choices=["nav", "manip"], help="default: from the recorded actions' action_space"
+        "--task", choices=TASKS, help="default: from the recorded actions' action_space"
     )
     add_adapter_arguments(bag)
     _parallel_arguments(bag, defaults=True)
@@ -223,7 +224,7 @@ def _table_arguments(sub: argparse.ArgumentParser, config: str) -> None:
     sub.add_argument("--config", type=Path, default=None,
                      help=f"parameters (default: the package's {config})")  # fmt: skip
     sub.add_argument("--episodes", type=int)
-    sub.add_argument("--tasks", nargs="+", choices=["nav", "manip"])
+    sub.add_argument("--tasks", nargs="+", choices=TASKS)
     _parallel_arguments(sub, defaults=False)
     sub.add_argument("--json", help="results JSON (default from the config)")
     sub.add_argument("--markdown", help="results markdown (default from the config)")

@@ -44,6 +44,7 @@ from vla_pruned_ros.bringup import (  # noqa: F401 (re-exports)
 )
 from vla_pruned_ros.cli.adapter_args import adapter_parameters, add_adapter_arguments
 from vla_pruned_ros.ros.dds import use_localhost_profile
+from vla_pruned_ros.sim.registry import TASKS
 
 GRACE_S = 8.0
 # How long `vla-ros replay`'s player waits for every input's subscriber before it plays: the
@@ -299,14 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the environment's DDS settings (default: single-host profile, see ros/dds.py)",
     )
     run = sub.add_parser("demo", help="the main job: both tasks in simulation, then a summary")
-    run.add_argument("--tasks", nargs="+", default=["nav", "manip"], choices=["nav", "manip"])
+    run.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     run.add_argument("--episodes", type=int, default=3)
     run.add_argument("--artifact", default="embedded")
     run.add_argument("--reports", type=Path, default=Path("reports/run"))
     add_adapter_arguments(run)
     rep = sub.add_parser("replay", help="a bag's inputs through the live policy and monitor")
     rep.add_argument("bag", type=Path)
-    rep.add_argument("--task", choices=["nav", "manip"], required=True)
+    rep.add_argument("--task", choices=TASKS, required=True)
     rep.add_argument("--artifact", default="embedded")
     rep.add_argument("--rate", type=float, default=1.0)
     rep.add_argument("--reports", type=Path, default=Path("reports/replay"))
