@@ -29,6 +29,8 @@ from vla_pruned_ros.evaluation.closed_loop import (
 from vla_pruned_ros.evaluation.parallel import Parallel
 from vla_pruned_ros.evaluation.stats import summarize
 from vla_pruned_ros.params_file import params_dataclass
+from vla_pruned_ros.paths import atomic_write
+from vla_pruned_ros.sim.registry import TASKS
 
 NODE = "vla_eval_sweep"
 KEEP = ("seed", "success", "unsafe", "collisions", "violations", "steps", "spl", "distance_to_goal")
@@ -40,7 +42,7 @@ class TableConfig:
     outputs."""
 
     model: str = "embedded"
-    tasks: list[str] = field(default_factory=lambda: ["nav", "manip"])
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
     episodes: int = 200
     seed: int = 0
     ray: str = ""  # "" in process; "local", "auto", "HOST:PORT", "ray://HOST:10001" (docs/ray.md)
@@ -297,10 +299,7 @@ def table_cells(cfg: TableConfig, wanted: list[tuple[Variant, str, str]], progre
             "summary": summarize(cell.records),
             "episodes": [{k: r.get(k) for k in KEEP if k in r} for r in cell.records],
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out[cid]))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(out[cid]))
 
     if todo:
         run_cells(todo, cfg.parallel(progress), f"{len(todo)} cells", save)

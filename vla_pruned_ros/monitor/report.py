@@ -9,12 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vla_pruned_ros.monitor.categories import CATEGORIES
+from vla_pruned_ros.paths import atomic_write
 
 
 @dataclass(frozen=True)
@@ -74,20 +73,6 @@ class EpisodeReport:
         }
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_reports(episodes: list[EpisodeReport], directory: Path, stem: str = "safety") -> Path:
     """Write `<stem>.json` (all details) and `<stem>.csv` (a row per episode); return the JSON."""
     directory = Path(directory)
@@ -98,7 +83,7 @@ def write_reports(episodes: list[EpisodeReport], directory: Path, stem: str = "s
         "violations": {c: sum(e.counts[c] for e in episodes) for c in CATEGORIES},
     }
     json_path = directory / f"{stem}.json"
-    _atomic_write(json_path, json.dumps({"summary": summary, "episodes": dicts}, indent=2))
+    atomic_write(json_path, json.dumps({"summary": summary, "episodes": dicts}, indent=2))
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(
@@ -110,5 +95,5 @@ def write_reports(episodes: list[EpisodeReport], directory: Path, stem: str = "s
             [e.episode_id, e.start_time, e.end_time, int(e.unsafe), e.total_violations, tts]
             + [e.counts[c] for c in CATEGORIES]
         )
-    _atomic_write(directory / f"{stem}.csv", buf.getvalue())
+    atomic_write(directory / f"{stem}.csv", buf.getvalue())
     return json_path

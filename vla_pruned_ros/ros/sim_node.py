@@ -50,6 +50,7 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from vla_pruned_ros_msgs.msg import Contacts
 
+from vla_pruned_ros.paths import atomic_write
 from vla_pruned_ros.ros import topics
 from vla_pruned_ros.ros.conversions import sec_to_stamp, twist_to_action
 from vla_pruned_ros.ros.image_io import rgb_to_image
@@ -185,10 +186,8 @@ class SimNode(Node):
             "success_rate": sum(r["success"] for r in self.results) / n if n else None,
             "unsafe_rate": sum(r["unsafe"] for r in self.results) / n if n else None,
         }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"summary": summary, "episodes": self.results}, indent=1))
-        tmp.replace(path)
-        return path
+        text = json.dumps({"summary": summary, "episodes": self.results}, indent=1)
+        return atomic_write(path, text)
 
     # -- the loop ---------------------------------------------------------------------------
     def _on_cmd(self, msg: Twist) -> None:
