@@ -133,9 +133,10 @@ LOAD_CHILD = r"""
 import sys, torch
 from torch import nn
 from vla_pruned_ros.compression import load_artifact
-from vla_pruned_ros.compression.memory import resident_bytes
+from vla_pruned_ros.compression.memory import resident_bytes, unmap_large_allocations
 from vla_pruned_ros.compression.kernels import kernel
 kernel(); import numpy
+unmap_large_allocations()  # what the entry points that load (vla-prune, the node) opt in to
 shapes = eval(sys.argv[2])
 class Block(nn.Module):
     def __init__(self):
