@@ -214,3 +214,27 @@ def test_skipped_keys_come_from_the_factory(tmp_path, dense) -> None:
     x = torch.randn(2, 16)
     assert torch.equal(load_artifact(folder, factory, mode="materialize")(x), model(x))
     assert isinstance(load_artifact(folder, factory).get_submodule("0"), GluestickLinear)
+
+
+def test_memory_report_counts_factors_at_their_stored_dtype_after_a_widening_load(tmp_path):
+    """The loader widens fp16 factors to fp32 for CPU compute; the report's `factors` is what
+    the artifact stores (2 bytes a value), not what the widened copy holds."""
+    from torch import nn
+
+    from vla_pruned_ros.compression import gluestick, load_artifact, memory_report, prune
+
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16))
+    model = gluestick(dense, prune(dense, "magnitude", "2:4"), 4, factor_dtype="float16")
+    folder = save_artifact(model, tmp_path / "art")
+
+    def skeleton() -> nn.Module:
+        return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16))
+
+    loaded = load_artifact(folder, skeleton, mode="materialize", dtype=torch.float32)
+    assert loaded[0].a.dtype == torch.float32  # widened in memory
+    values = 4 * (64 + 32) + 4 * (32 + 16)  # r (d_in + d_out) per layer
+    scales = sum(
+        t.numel() * t.element_size() for i in (0, 2) for t in (loaded[i].a_scale, loaded[i].b_scale)
+    )
+    assert memory_report(loaded, value_bytes=2)["factor_bytes"] == 2 * values + scales

@@ -31,6 +31,9 @@ def resident_bytes(model: nn.Module) -> int:
     return total
 
 
+_FACTOR_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+
+
 def memory_report(model: nn.Module, value_bytes: int | None = None) -> dict[str, float | int]:
     """Byte counts: dense fp32/fp16 equivalents, packed pruned weights, GLUESTICK factors, the
     rest of the model, their total and its ratio to dense, and the bytes resident now.
@@ -59,7 +62,9 @@ def memory_report(model: nn.Module, value_bytes: int | None = None) -> dict[str,
         packed += packed_nbytes(shape, layer.pattern or "unstructured:0", nnz, width)
         for key in ("a", "b", "a_scale", "b_scale"):
             t = getattr(layer, key)
-            factors += t.numel() * t.element_size() if layer.rank else 0
+            # A and B at their stored dtype: a loader may widen fp16 factors for fp32 compute
+            size = _FACTOR_BYTES.get(layer.factor_dtype, 0) if key in ("a", "b") else 0
+            factors += t.numel() * (size or t.element_size()) if layer.rank else 0
             in_layers.add(id(t))
         for t in layer.parameters(recurse=False):
             in_layers.add(id(t))
