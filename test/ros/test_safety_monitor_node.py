@@ -96,7 +96,10 @@ def test_stalled_camera_stops_the_robot(graph) -> None:
             for s in watcher.status
         )
 
-    assert watcher.spin_until(stopped_for_camera, 10.0), "no stop for the stalled camera"
+    assert watcher.spin_until(stopped_for_camera, 10.0), (
+        "no stop for the stalled camera; reasons seen: "
+        f"{sorted({(s.gate, s.stop_reason) for s in watcher.status})}"
+    )
     t_stop = time.monotonic()
     watcher.spin_until(lambda: False, 1.0)
     after = [x for when, x in watcher.cmds if when > t_stop + 2 * PERIOD_S]
