@@ -450,12 +450,8 @@ def runtime_of(policy: PolicyAdapter) -> tuple[str, int]:
         model = getattr(getattr(policy, "policy", None), "model", None)
     if not isinstance(model, torch.nn.Module):  # a user's adapter without a torch module
         return "unknown (not a torch module)", int(policy.info.memory_bytes)
-    try:
-        from vla_pruned_ros.compression.runtime_modes import runtime_summary
-    except ImportError:  # before the artifact helper's runtime summary landed
-        from vla_pruned_ros.compression.memory import resident_bytes
+    from vla_pruned_ros.compression.runtime_modes import runtime_summary
 
-        return "", resident_bytes(model)
     summary = runtime_summary(model)
     return summary.modes, int(summary.resident_bytes)
 
