@@ -147,3 +147,33 @@ def test_rank_policy_strings() -> None:
     assert parse_rank_policy("budget:5MB").megabytes == 5
     with pytest.raises(ValueError, match="bad rank policy"):
         parse_rank_policy("lots")
+
+
+@pytest.mark.parametrize("correction", ["svd", "activation"])
+def test_streamed_layer_reports_the_spectrum_of_the_in_memory_layer(tmp_path, correction) -> None:
+    """`GapFactors.spectrum` is the one builder of a layer's spectrum entry: a layer compressed in
+    memory (`GluestickLinear.spectrum`) and the same layer streamed into an artifact
+    (`streaming.compress_layer`'s manifest entry) report the same keys and values."""
+    from vla_pruned_ros.compression.artifact_write import ArtifactWriter
+    from vla_pruned_ros.compression.gluestick import activation_factors
+    from vla_pruned_ros.compression.patterns import parse_pattern
+    from vla_pruned_ros.compression.streaming import compress_layer
+
+    dense, pruned = _gap_pair(24, 32, seed=3)
+    if correction == "activation":
+        x = torch.randn(64, 32, generator=torch.Generator().manual_seed(4))
+        factors = activation_factors(dense, pruned, 4, x.T @ x)
+    else:
+        factors = gap_factors(dense, pruned, 4)
+    linear = nn.Linear(32, 24, bias=False)
+    linear.weight.data = pruned.clone()
+    in_memory = GluestickLinear(linear, factors).spectrum
+    with ArtifactWriter(tmp_path / "art") as writer:
+        entry = compress_layer(
+            writer, "w", dense, pruned, parse_pattern("unstructured:0.5"), 4, "exact",
+            "float32", None, "magnitude", False, factors=factors,
+        )  # fmt: skip
+        writer.abort()
+    assert entry["spectrum"] == in_memory
+    assert in_memory["correction"] == correction
+    assert ("damping" in in_memory) == (correction == "activation")

@@ -56,6 +56,22 @@ class GapFactors:
     def energy_kept(self) -> float:
         return 1.0 - self.relative_error**2 if self.gap_norm > 0 else 1.0
 
+    def spectrum(self) -> dict:
+        """The layer's spectrum entry (singular-value statistics, how the factors were found,
+        error and energy kept), as `GluestickLinear.spectrum` and the artifact manifest hold
+        it: one builder, so a layer compressed in memory and one streamed to disk report the
+        same keys."""
+        entry = spectrum_stats(self.singular_values, self.rank)
+        entry.update(
+            svd=self.svd,
+            correction=self.correction,
+            relative_error=round(self.relative_error, 6),
+            energy_kept=round(self.energy_kept(), 6),
+        )
+        if self.correction == "activation":
+            entry["damping"] = self.damping
+        return entry
+
 
 def gap_matrix(dense: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
     if dense.shape != pruned.shape:
@@ -257,14 +273,7 @@ class GluestickLinear(nn.Module):
         self.singular_values: torch.Tensor | None = None  # not a buffer: not part of the model
         if factors is not None:
             self.singular_values = factors.singular_values.float()
-            self.spectrum = spectrum_stats(factors.singular_values, factors.rank)
-            self.spectrum.update(
-                svd=factors.svd,
-                correction=factors.correction,
-                **({"damping": factors.damping} if factors.correction == "activation" else {}),
-                relative_error=round(factors.relative_error, 6),
-                energy_kept=round(factors.energy_kept(), 6),
-            )
+            self.spectrum = factors.spectrum()
         r = factors.rank if factors is not None else 0
         a, a_scale = quantize(factors.a if r else self.weight.new_zeros(0, 0), factor_dtype)
         b, b_scale = quantize(factors.b if r else self.weight.new_zeros(0, 0), factor_dtype)

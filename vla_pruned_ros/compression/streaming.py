@@ -23,7 +23,6 @@ from vla_pruned_ros.compression.gluestick import GapFactors, gap_factors
 from vla_pruned_ros.compression.patterns import Pattern, parse_pattern, prune_mask
 from vla_pruned_ros.compression.quantize import check_factor_dtype, quantize
 from vla_pruned_ros.compression.safetensors_io import iter_safetensors, safetensors_keys
-from vla_pruned_ros.compression.spectrum import spectrum_stats
 
 __all__ = ["compress_layer", "iter_safetensors", "peak_rss_bytes", "safetensors_keys",
            "stream_compress"]  # fmt: skip
@@ -125,12 +124,7 @@ def compress_layer(
         stored_factors = {}
         for key, tensor in (("a", factors.a), ("b", factors.b)):
             stored_factors[key], stored_factors[f"{key}_scale"] = quantize(tensor, factor_dtype)
-        spectrum = spectrum_stats(factors.singular_values, factors.rank)
-        spectrum.update(svd=factors.svd, relative_error=round(factors.relative_error, 6),
-                        energy_kept=round(factors.energy_kept(), 6),
-                        correction=factors.correction)  # fmt: skip
-        if factors.correction == "activation":
-            spectrum["damping"] = factors.damping
+        spectrum = factors.spectrum()
         singular_values = factors.singular_values
     return writer.add_layer(
         name, stored, str(pattern), method=method, factor_dtype=factor_dtype,
