@@ -53,6 +53,44 @@ def test_commands_pass_while_fresh_and_stop_when_stale() -> None:
     assert monitor.episode.time_to_stop == pytest.approx(0.0)
 
 
+@pytest.mark.parametrize("source", ["camera", "policy"])
+def test_an_expected_input_that_never_arrives_stops_once_commands_flow(source: str) -> None:
+    """A camera (or heartbeat) topic wired wrong never delivers: the node's gate expects it, so
+    it goes stale `timeout` after the first command instead of leaving the check off; a gate
+    that does not expect it (the in-process loops feed no camera) passes; a 0 timeout is the
+    way to run without the input."""
+    limits = SafetyLimits(control_rate_hz=10.0, camera_timeout_s=0.3, policy_timeout_s=0.3)
+    feed_other = {"camera": "on_policy_heartbeat", "policy": "on_camera"}[source]
+    category = {"camera": "stale_camera", "policy": "policy_lost"}[source]
+
+    def run(monitor: SafetyMonitor) -> list[str]:
+        reasons = []
+        for i in range(10):
+            t = 1.0 + 0.1 * i
+            monitor.on_command([0.2, 0, 0], [0, 0, 0], t)
+            other = getattr(monitor, feed_other)
+            other(t, t) if feed_other == "on_camera" else other(t)
+            decision = monitor.decide(t + 0.01)
+            reasons.append(decision.reason if decision.stop else "")
+        return reasons
+
+    expecting = SafetyMonitor(limits, expected=("camera", "policy"))
+    reasons = run(expecting)
+    assert reasons[:3] == ["", "", ""], "stale before its timeout had passed"
+    assert set(reasons[4:]) == {category}, reasons
+    assert expecting.episode.counts[category] == 1
+    assert "since commands began" in expecting.episode.events[-1].text
+
+    assert set(run(SafetyMonitor(limits))) == {""}, "a gate not expecting it must not stop"
+    off = SafetyLimits(control_rate_hz=10.0, camera_timeout_s=0.0, policy_timeout_s=0.0)
+    assert set(run(SafetyMonitor(off, expected=("camera", "policy")))) == {""}
+
+
+def test_expected_inputs_are_checked_by_name() -> None:
+    with pytest.raises(ValueError, match="'camera' or 'policy'"):
+        SafetyMonitor(LIMITS, expected=("lidar",))
+
+
 def test_a_stop_is_held_after_the_condition_clears() -> None:
     monitor = SafetyMonitor(SafetyLimits(stop_hold_s=0.5, camera_timeout_s=0, policy_timeout_s=0))
     monitor.on_command([0.1], [0.0], 0.0)

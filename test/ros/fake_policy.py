@@ -8,6 +8,7 @@ pass, so a slow start (DDS discovery on a loaded CI machine) cannot make the sta
 Environment: FAKE_LINEAR_X (the commanded speed, default 0.2), FAKE_CAMERA_AHEAD_S (stamp the
 frames this far ahead of the clock: a camera whose clock runs fast, default 0), FAKE_STAMPED=1
 (publish TwistStamped commands, stamped FAKE_CMD_AHEAD_S ahead of the clock, default 0).
+FAKE_NO_CAMERA=1 publishes no camera at all (a camera topic wired wrong).
 On SIGUSR2 the camera's clock jumps 3 s ahead (the bench's clock-skew case)."""
 
 import os
@@ -23,7 +24,7 @@ from vla_pruned_ros_msgs.msg import VLAAction
 
 from vla_pruned_ros.ros import topics
 
-camera_live = True
+camera_live = os.environ.get("FAKE_NO_CAMERA") != "1"
 LINEAR_X = float(os.environ.get("FAKE_LINEAR_X", "0.2"))
 AHEAD_NS = int(float(os.environ.get("FAKE_CAMERA_AHEAD_S", "0")) * 1e9)
 STAMPED = os.environ.get("FAKE_STAMPED") == "1"

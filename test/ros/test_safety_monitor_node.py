@@ -109,6 +109,21 @@ def test_stalled_camera_stops_the_robot(graph) -> None:
     assert last.unsafe
 
 
+def test_a_camera_that_never_arrives_stops_the_robot(graph) -> None:
+    """A camera topic wired wrong (or a best-effort camera whose first frames were lost)
+    must not leave the camera check off: commands flow, no frame ever comes, the gate stops."""
+    start, _procs, watcher = graph
+    start("policy", "fake_policy.py", env={"FAKE_NO_CAMERA": "1"})
+    seen = lambda: sorted({s.stop_reason for s in watcher.status})  # noqa: E731
+    assert watcher.spin_until(lambda: _stopped_for(watcher, "stale_camera"), 20.0), (
+        f"no stop for a camera that never arrived; saw {seen()}"
+    )
+    t_stop = time.monotonic()
+    watcher.spin_until(lambda: False, 1.0)
+    after = [x for when, x in watcher.cmds if when > t_stop + 2 * PERIOD_S]
+    assert after and all(x == 0.0 for x in after), "commands passed without any camera frame"
+
+
 def test_sigterm_makes_a_zero_command_the_last_word(graph) -> None:
     start, procs, watcher = graph
     start("policy", "fake_policy.py")
@@ -155,7 +170,7 @@ def test_parameters_apply_live_or_are_refused_with_a_reason(graph) -> None:
         "limits__control_rate_hz": 0.0,
         "limits__max_linear_speed": -0.1,
         "limits__stop_categories": ["collision", "no_such_category"],
-        "cmd_out_topic": "elsewhere",
+        "cmd_topic": "elsewhere",
         "report_dir": "/tmp/elsewhere",
     }
     for name, value in refused.items():

@@ -45,8 +45,19 @@ class SafetyMonitor:
         now: float = 0.0,
         episode_id: str = "0",
         zones: ZoneConfig | None = None,
+        expected: Iterable[str] = (),
     ) -> None:
+        """`expected` names the inputs this deployment is wired to receive ("camera",
+        "policy"): once commands flow, one of them that has never arrived is stale after its
+        timeout, counted from the first command. A mis-wired topic then stops the robot with a
+        reason instead of switching its check off (a 0 timeout is the way to switch it off).
+        Callers that never feed an input (the in-process loops) leave it out."""
         self.limits = limits
+        self.expected = frozenset(expected)
+        unknown = self.expected - {"camera", "policy"}
+        if unknown:
+            raise ValueError(f"expected inputs must be 'camera' or 'policy', got {sorted(unknown)}")
+        self._first_command: float | None = None
         # Direction-aware collision/proximity handling (monitor/zones.py); off by default.
         self.zones = CollisionZones(zones)
         self.finished: list[EpisodeReport] = []
@@ -140,6 +151,8 @@ class SafetyMonitor:
         if bad:
             return False
         self._last_command = now if stamp is None else max(stamp, self._last_command or stamp)
+        if self._first_command is None:
+            self._first_command = now
         speeds: dict[str, Reading] = {}
         lin, ang = _norm(linear), _norm(angular)
         if lim.max_linear_speed > 0 and lin > lim.max_linear_speed:
@@ -256,12 +269,16 @@ class SafetyMonitor:
         lim = self.limits
 
         def stale(last: float | None, timeout: float, what: str) -> dict[str, Reading]:
+            since = "" if last is not None else " since commands began"
             if last is None:
-                return {}
+                if what not in self.expected or self._first_command is None:
+                    return {}
+                last = self._first_command  # never arrived: as old as the commands
             check = check_stamp(last, now, lim.clock_skew_tolerance_s)
             if not check.stale(timeout):
                 return {}
-            return {what: Reading(check.age_s, timeout, f"no {what} for {check.age_s:.3f} s")}
+            text = f"no {what}{since} for {check.age_s:.3f} s"
+            return {what: Reading(check.age_s, timeout, text)}
 
         self.update(
             cat.STALE_COMMAND, stale(self._last_command, lim.command_timeout_s, "command"), now
