@@ -42,13 +42,10 @@ def bag_paths(paths: list[Path]) -> list[Path]:
 def replay_one(bag: Path, models: list[str], task: str | None, reference: str | None,
                loader_kwargs: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """One work item: `evaluate_bag` with the adapter arguments every model loads with."""
-    from vla_pruned_ros.evaluation.bag_replay import evaluate_bag
-    from vla_pruned_ros.models.registry import load_policy
+    from vla_pruned_ros.evaluation.bag_replay import evaluate_bag, replay_loader
 
-    def loader(name: str, t: str) -> Any:
-        return load_policy(name, t, **loader_kwargs)
-
-    return evaluate_bag(bag, models, task, reference, progress=False, loader=loader)
+    return evaluate_bag(bag, models, task, reference, progress=False,
+                        loader=replay_loader(loader_kwargs))  # fmt: skip
 
 
 def replay_bags(bags: list[Path], models: list[str], task: str | None = None,

@@ -257,7 +257,7 @@ def evaluate_bag(
     if not models:
         raise ValueError("give at least one model")
     if loader is None:
-        from vla_pruned_ros.models.registry import load_policy as loader
+        loader = replay_loader({})
     from vla_pruned_ros.models.action_map import check_action_space
 
     reference = reference or models[0]
@@ -321,6 +321,22 @@ def evaluate_bag(
         raise BagError(f"{bag}: no recorded action could be paired with its camera frame")
     return _result(bag, task, reference, runs, recorded_checker, stats, error,
                    (bag_end or 0) - (bag_start or 0))  # fmt: skip
+
+
+def replay_loader(loader_kwargs: dict[str, Any]) -> Callable[[str, str], Any]:
+    """How replay loads a model: `load_policy` with the adapter arguments, and the on-disk
+    instruction-feature cache (`models.instruction_cache`, `$VLA_INSTRUCTION_CACHE`), so a
+    replay whose instructions were seen before starts without MiniLM or transformers and gives
+    the same actions as one that computes them."""
+    from vla_pruned_ros.models.instruction_cache import InstructionCache
+    from vla_pruned_ros.models.registry import load_policy
+
+    cache = InstructionCache.from_environment()
+
+    def load(name: str, task: str) -> Any:
+        return load_policy(name, task, instruction_cache=cache, **loader_kwargs)
+
+    return load
 
 
 def _stamps(stats: ReadStats) -> dict[str, Any]:

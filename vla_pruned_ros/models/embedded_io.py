@@ -46,6 +46,52 @@ def save_embedded(model: EmbeddedVLA, folder: Path) -> Path:
     return path
 
 
+def weights_identity(folder: Path | None = None) -> str:
+    """sha256 over a saved model's weights and config.json: what names this model's text
+    encoder in the instruction-feature cache (any change to either file changes it)."""
+    import hashlib
+
+    folder = Path(folder) if folder is not None else DEFAULT_WEIGHTS
+    digest = hashlib.sha256()
+    for name in ("model.safetensors", "config.json"):
+        with open(folder / name, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def load_embedded_vision(
+    folder: Path | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[EmbeddedVLA, int]:
+    """The saved model's vision stem and heads without its text encoder
+    (`EmbeddedVLA.without_text`: no transformers, no MiniLM), with the same weights as
+    `load_embedded` gives them, and the bytes the full model's state would hold (its
+    PolicyInfo.memory_bytes, so a report is the same whichever way the model was loaded)."""
+    from safetensors.torch import load_file
+
+    from vla_pruned_ros.models.embedded_config import minilm_path
+
+    folder = Path(folder) if folder is not None else DEFAULT_WEIGHTS
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"no embedded VLA weights at {weights}")
+    config = EmbeddedVLAConfig.from_json((folder / "config.json").read_text())
+    model = EmbeddedVLA.without_text(config)
+    tensors = load_file(str(weights))
+    vision = {k: v.to(dtype) for k, v in tensors.items() if not k.startswith("text.")}
+    missing, unexpected = model.load_state_dict(vision, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{weights} does not match the embedded VLA's vision part: missing "
+                         f"{sorted(missing)}, unexpected {sorted(unexpected)}")  # fmt: skip
+    import json
+
+    minilm = json.loads((minilm_path() / "config.json").read_text())
+    frozen = minilm["vocab_size"] * minilm["hidden_size"]  # FROZEN_KEYS: the word embeddings
+    size = torch.empty((), dtype=dtype).element_size()
+    memory = size * (sum(t.numel() for t in tensors.values()) + frozen)
+    return model.to(dtype).eval(), memory
+
+
 def load_embedded(folder: Path | None = None, dtype: torch.dtype = torch.float32) -> EmbeddedVLA:
     """The shipped embedded VLA (or one saved by `save_embedded`), in eval mode."""
     from safetensors.torch import load_file

@@ -10,7 +10,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vla_pruned_ros.models.embedded_config import HEAD_KINDS, EmbeddedVLAConfig, minilm_path
+from vla_pruned_ros.models.embedded_config import (
+    HEAD_KINDS,
+    EmbeddedVLAConfig,
+    minilm_hidden_size,
+    minilm_path,
+)
 
 
 class FiLMConvBlock(nn.Module):
@@ -33,17 +38,26 @@ class EmbeddedVLA(nn.Module):
     """MiniLM text features -> FiLM-conditioned conv stem -> spatial-softmax keypoints -> one
     action head per embodiment (see the package docstring of `models.embedded`)."""
 
-    def __init__(self, config: EmbeddedVLAConfig, text_model: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        config: EmbeddedVLAConfig,
+        text_model: nn.Module | None = None,
+        *,
+        text_width: int | None = None,
+    ) -> None:
+        """`text_model` None builds an untrained MiniLM skeleton (weights loaded later);
+        `text_width` instead builds the model without any text encoder: the vision stem and
+        heads only, fed text features computed elsewhere (`without_text`)."""
         super().__init__()
-        from transformers import BertConfig, BertModel
-
         self.config = config
-        if text_model is None:  # an untrained skeleton of the right shape (weights loaded later)
+        if text_model is None and text_width is None:
+            from transformers import BertConfig, BertModel
+
             bert_cfg = BertConfig.from_pretrained(minilm_path())
             bert_cfg.num_hidden_layers = config.text_layers
             text_model = BertModel(bert_cfg, add_pooling_layer=False)
         self.text = text_model
-        d_text = self.text.config.hidden_size
+        d_text = text_width if text_model is None else self.text.config.hidden_size
         chans = (5, *config.channels)  # RGB + two pixel-coordinate channels (CoordConv)
         self.blocks = nn.ModuleList(
             FiLMConvBlock(a, b, d_text) for a, b in zip(chans[:-1], chans[1:], strict=True)
@@ -84,7 +98,17 @@ class EmbeddedVLA(nn.Module):
         self.state_heads = nn.ModuleDict(
             {name: nn.Linear(visual, dims) for name, dims in config.state_dims.items()}
         )
-        self.text.embeddings.word_embeddings.weight.requires_grad_(False)
+        if self.text is not None:
+            self.text.embeddings.word_embeddings.weight.requires_grad_(False)
+
+    @classmethod
+    def without_text(cls, config: EmbeddedVLAConfig) -> EmbeddedVLA:
+        """The vision stem and action heads alone, for a caller that has the text features
+        already (offline replay with cached instruction features, `models.instruction_cache`):
+        building it imports no transformers and reads no MiniLM weights, which is most of a
+        full load's start-up. `encode_text` refuses; every frame-side method works and gives
+        the same numbers as the full model with the same weights."""
+        return cls(config, text_width=minilm_hidden_size())
 
     def _head_width(self, dims: int) -> int:
         if self.config.action_head == "gmm":  # per mode: a logit, dims means, dims log-stds
@@ -109,6 +133,11 @@ class EmbeddedVLA(nn.Module):
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Mean-pooled MiniLM features (the sentence-transformers pooling), one row per text."""
+        if self.text is None:
+            raise RuntimeError(
+                "this embedded VLA was built without its text encoder "
+                "(EmbeddedVLA.without_text); load the full model to encode text"
+            )
         hidden = self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)

@@ -14,11 +14,14 @@ import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Only light imports here: torch and the models load in _load, so the CLIs and the bringup
 # reader check adapter names without paying for them.
 from vla_pruned_ros.models.base import PolicyAdapter
+
+if TYPE_CHECKING:
+    from vla_pruned_ros.models.instruction_cache import InstructionCache
 
 EMBEDDED = "embedded"
 PRESETS = ("embedded", "openvla", "lerobot", "text")
@@ -103,11 +106,15 @@ def load_policy(
     mode: str | None = None,
     device: str = "cpu",
     adapter: str = EMBEDDED,
+    instruction_cache: InstructionCache | None = None,
     **options: Any,
 ) -> PolicyAdapter:
     """`artifact` ('embedded', an artifact folder or a saved model's folder) through `adapter`.
     `options` are the adapter's (unnorm_key, trust_remote_code, action_map, ...); `mode` is how
-    a compressed artifact's pruned layers run (None: `auto`, see `compression.runtime_modes`)."""
+    a compressed artifact's pruned layers run (None: `auto`, see `compression.runtime_modes`).
+    `instruction_cache` (the embedded VLA only; offline replay opts in): its text features
+    come from that on-disk cache where they are stored, and a saved model then loads without
+    its text encoder until an instruction is missing (`models.instruction_cache`)."""
     options = dict(options)
     action_map = options.pop("action_map", None)
     folder = Path(artifact).expanduser() if artifact not in ("", EMBEDDED) else None
@@ -117,7 +124,7 @@ def load_policy(
             recorded.pop("trust_remote_code", None)  # only ever the deployment's own opt-in
             adapter, options = preset, {**recorded, **options}
             action_map = action_map or options.pop("action_map", None)
-    policy = _load(artifact, folder, task, mode, device, adapter, options)
+    policy = _load(artifact, folder, task, mode, device, adapter, options, instruction_cache)
     if action_map:
         from vla_pruned_ros.models.action_map import apply_action_map
 
@@ -126,7 +133,8 @@ def load_policy(
 
 
 def _load(artifact: str, folder: Path | None, task: str, mode: str | None, device: str,
-          adapter: str, options: dict[str, Any]) -> PolicyAdapter:  # fmt: skip
+          adapter: str, options: dict[str, Any],
+          cache: InstructionCache | None = None) -> PolicyAdapter:  # fmt: skip
     if folder is not None and not folder.exists():
         raise FileNotFoundError(f"artifact {folder} does not exist")
     if adapter == "openvla":
@@ -158,14 +166,31 @@ def _load(artifact: str, folder: Path | None, task: str, mode: str | None, devic
         raise ValueError(f"the embedded adapter takes no option {', '.join(map(repr, extra))} "
                          "(only action_map); for a checkpoint set adapter to one of "
                          f"{', '.join(PRESETS[1:])} or module:Class")  # fmt: skip
-    if folder is None:
-        return EmbeddedPolicy(load_embedded().to(device), task)
-    hint = not_embedded_hint(folder)
+    hint = not_embedded_hint(folder) if folder is not None else ""
     if hint:
         raise ValueError(hint)
-    if (folder / "manifest.json").is_file():
+    if folder is not None and (folder / "manifest.json").is_file():
         from vla_pruned_ros.models.embedded_artifact import artifact_info, load_embedded_artifact
 
         model = load_embedded_artifact(folder, mode=mode, device=device)
-        return EmbeddedPolicy(model, task, artifact_info(model))
-    return EmbeddedPolicy(load_embedded(folder).to(device), task, {"model_id": folder.name})
+        cached = {}
+        if cache is not None:
+            from vla_pruned_ros.compression.artifact_layout import sha256_file
+            from vla_pruned_ros.compression.runtime_modes import runtime_summary
+            from vla_pruned_ros.models.embedded_config import minilm_identity
+
+            cached = {"cache": cache, "identity": {
+                "artifact": sha256_file(folder / "manifest.json"),
+                "runtime": runtime_summary(model).modes, "minilm": minilm_identity()}}  # fmt: skip
+        return EmbeddedPolicy(model, task, artifact_info(model), **cached)
+    overrides = {"model_id": folder.name} if folder is not None else {}
+    if cache is None:
+        return EmbeddedPolicy(load_embedded(folder).to(device), task, overrides or None)
+    from vla_pruned_ros.models.embedded_config import minilm_identity
+    from vla_pruned_ros.models.embedded_io import load_embedded_vision, weights_identity
+
+    vision, memory = load_embedded_vision(folder)
+    identity = {"weights": weights_identity(folder), "minilm": minilm_identity()}
+    return EmbeddedPolicy(vision.to(device), task, {**overrides, "memory_bytes": memory},
+                          encoder=lambda: load_embedded(folder).to(device), cache=cache,
+                          identity=identity)  # fmt: skip
