@@ -10,17 +10,6 @@ import yaml
 from vla_pruned_ros import topic_names as names
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
-# parameter -> constant, per kind of node file; `cmd_topic` is the policy's output but the
-# simulator's input, so it is resolved by the file it sits in.
-COMMON = {
-    "image_topic": names.CAMERA, "camera_topic": names.CAMERA,
-    "instruction_topic": names.INSTRUCTION, "action_topic": names.ACTION,
-    "cmd_in_topic": names.CMD_RAW, "cmd_out_topic": names.CMD,
-    "contacts_topic": names.CONTACTS, "gz_contacts_topic": names.GZ_CONTACTS,
-    "scan_topic": names.SCAN, "odom_topic": names.ODOM,
-    "joint_states_topic": names.JOINT_STATES, "episode_topic": names.EPISODE,
-}  # fmt: skip
-CMD_TOPIC = {"policy": names.CMD_RAW, "sim": names.CMD}
 KNOWN = {v for k, v in vars(names).items() if k.isupper() and isinstance(v, str)}
 
 
@@ -42,8 +31,7 @@ def test_every_topic_parameter_in_the_configs_is_the_constant() -> None:
         for key, value in params.items():
             if not key.endswith("_topic") or value == "":
                 continue
-            expected = CMD_TOPIC.get(path.stem.split("_")[0]) if key == "cmd_topic" else (
-                COMMON.get(key))  # fmt: skip
+            expected = names.TOPIC_PARAMETERS.get(key)  # one name per role, on every node
             assert expected is not None, f"{path.name}: {key} has no constant in topic_names"
             assert value == expected, f"{path.name}: {key}: {value!r} != {expected!r}"
             checked += 1

@@ -481,7 +481,7 @@ def test_parameters_are_applied_live_or_refused_with_a_reason(
             ("max_consecutive_failures", 0, "range"),
             ("action_limit_scale", -0.5, "range"),
             ("clock_skew_tolerance_s", -0.1, "range"),
-            ("image_topic", "elsewhere", "fixed while the node is configured"),
+            ("camera_topic", "elsewhere", "fixed while the node is configured"),
             ("artifact", "/tmp/other", "fixed while the node is configured"),
             ("twist_stamped", True, "fixed while the node is configured"),
             ("autostart", False, "read-only"),
@@ -489,7 +489,7 @@ def test_parameters_are_applied_live_or_refused_with_a_reason(
             result = set_param(name, bad)
             assert not result.successful, f"{name}={bad} accepted"
             assert why in result.reason, (name, result.reason)
-        request = GetParameters.Request(names=["control_rate_hz", "image_topic"])
+        request = GetParameters.Request(names=["control_rate_hz", "camera_topic"])
         got = _call(camera, GetParameters, "/vla_policy/get_parameters", request).values
         assert got[0].double_value == 10.0 and got[1].string_value == topics.CAMERA
         # applied live
@@ -507,7 +507,7 @@ def test_parameters_are_applied_live_or_refused_with_a_reason(
         camera.stream(1.5)
         assert not camera.actions, "dry_run not applied live"
         # descriptors tell `ros2 param describe` the ranges and what is read-only
-        names = ["control_rate_hz", "max_consecutive_failures", "autostart", "image_topic"]
+        names = ["control_rate_hz", "max_consecutive_failures", "autostart", "camera_topic"]
         request = DescribeParameters.Request(names=names)
         desc = _call(camera, DescribeParameters, "/vla_policy/describe_parameters", request)
         rate, failures, autostart, topic = desc.descriptors

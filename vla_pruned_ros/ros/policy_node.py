@@ -50,6 +50,7 @@ from vla_pruned_ros.ros import topics
 from vla_pruned_ros.ros.conversions import action_to_twist, stamp_to_sec
 from vla_pruned_ros.ros.frame_slot import NewestSlot
 from vla_pruned_ros.ros.image_io import ImageRejected, image_to_rgb
+from vla_pruned_ros.ros.params import renamed_defaults
 from vla_pruned_ros.ros.policy_params import CONFIGURE, PARAMS, check_value
 from vla_pruned_ros.ros.runner import run_node
 
@@ -66,8 +67,10 @@ class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("vla_policy", **kwargs)
         try:
+            defaults = {name: spec.default for name, spec in PARAMS.items()}
+            defaults = renamed_defaults(self, "policy_node", defaults)  # old names, once
             for name, spec in PARAMS.items():
-                self.declare_parameter(name, spec.default, spec.descriptor(name))
+                self.declare_parameter(name, defaults[name], spec.descriptor(name))
         except ParameterException as err:  # a start-time value outside its descriptor's range
             raise ValueError(str(err)) from err
         for name in PARAMS:
@@ -163,13 +166,13 @@ class PolicyNode(LifecycleNode):
         self.twist_stamped = bool(self.p("twist_stamped"))
         self.action_pub = self.create_lifecycle_publisher(VLAAction, self.p("action_topic"), 10)
         self.cmd_pub = self.create_lifecycle_publisher(
-            TwistStamped if self.twist_stamped else Twist, self.p("cmd_topic"), 10
+            TwistStamped if self.twist_stamped else Twist, self.p("cmd_raw_topic"), 10
         )
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         group = MutuallyExclusiveCallbackGroup()
         self._subs = [
             self.create_subscription(
-                Image, self.p("image_topic"), self._on_image, qos_profile_sensor_data
+                Image, self.p("camera_topic"), self._on_image, qos_profile_sensor_data
             ),
             self.create_subscription(
                 String, self.p("instruction_topic"), self._on_instruction, INSTRUCTION_QOS

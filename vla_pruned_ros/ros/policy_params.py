@@ -85,12 +85,15 @@ PARAMS: dict[str, ParamSpec] = {
         CONFIGURE,
     ),
     "device": ParamSpec("cpu", "torch device: cpu, cuda, cuda:N", CONFIGURE),
-    "image_topic": ParamSpec(topics.CAMERA, "camera input (sensor_msgs/Image)", CONFIGURE),
+    # topic parameters are named for the topic's role, as on every node (topic_names.py)
+    "camera_topic": ParamSpec(topics.CAMERA, "camera input (sensor_msgs/Image)", CONFIGURE),
     "instruction_topic": ParamSpec(
         topics.INSTRUCTION, "instruction input (std_msgs/String)", CONFIGURE
     ),
     "action_topic": ParamSpec(topics.ACTION, "VLAAction output", CONFIGURE),
-    "cmd_topic": ParamSpec(topics.CMD_RAW, "velocity command output", CONFIGURE),
+    "cmd_raw_topic": ParamSpec(
+        topics.CMD_RAW, "velocity command output, to the safety monitor", CONFIGURE
+    ),
     "twist_stamped": ParamSpec(
         False, "publish geometry_msgs/TwistStamped (frame base_link) instead of Twist", CONFIGURE
     ),

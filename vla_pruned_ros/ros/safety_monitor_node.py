@@ -59,6 +59,7 @@ from vla_pruned_ros.ros.conversions import (
     status_to_msg,
     twist_to_lists,
 )
+from vla_pruned_ros.ros.params import renamed_defaults
 from vla_pruned_ros.ros.runner import run_node
 
 EPISODE_QOS = QoSProfile(
@@ -87,12 +88,12 @@ class SafetyMonitorNode(LifecycleNode):
 
         self.twist_stamped = bool(p["twist_stamped"])
         cmd_type = TwistStamped if self.twist_stamped else Twist
-        self.cmd_out = self.create_publisher(cmd_type, p["cmd_out_topic"], 10)
+        self.cmd_out = self.create_publisher(cmd_type, p["cmd_topic"], 10)
         self.events_pub = self.create_publisher(SafetyEvent, p["events_topic"], 50)
         self.status_pub = self.create_publisher(SafetyStatus, p["status_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
 
-        self.create_subscription(cmd_type, p["cmd_in_topic"], self._on_cmd, 10)
+        self.create_subscription(cmd_type, p["cmd_raw_topic"], self._on_cmd, 10)
         self.create_subscription(Image, p["camera_topic"], self._on_image, qos_profile_sensor_data)
         self.create_subscription(VLAAction, p["action_topic"], self._on_action, 10)
         self.create_subscription(
@@ -121,7 +122,7 @@ class SafetyMonitorNode(LifecycleNode):
         self.create_timer(1.0, self._publish_diagnostics)
         self._last_decision = self.monitor.decide(self._now())
         self.get_logger().info(
-            f"gating {p['cmd_in_topic']} -> {p['cmd_out_topic']} at "
+            f"gating {p['cmd_raw_topic']} -> {p['cmd_topic']} at "
             f"{self.limits.control_rate_hz:g} Hz; reports in {self.report_dir}"
         )
         self.add_on_set_parameters_callback(self._check_parameters)
@@ -176,9 +177,9 @@ class SafetyMonitorNode(LifecycleNode):
 
     # -- parameters -------------------------------------------------------------------------
     def _declare_parameters(self) -> dict:
-        defaults = {
-            "cmd_in_topic": topics.CMD_RAW,
-            "cmd_out_topic": topics.CMD,
+        defaults = {  # topic parameters are named for the topic's role, as on every node
+            "cmd_raw_topic": topics.CMD_RAW,  # in, from the policy (was cmd_in_topic)
+            "cmd_topic": topics.CMD,  # out, to the robot (was cmd_out_topic)
             "camera_topic": topics.CAMERA,
             "action_topic": topics.ACTION,
             "contacts_topic": topics.CONTACTS,
@@ -200,6 +201,7 @@ class SafetyMonitorNode(LifecycleNode):
             "joint_lower": Parameter.Type.DOUBLE_ARRAY,
             "joint_upper": Parameter.Type.DOUBLE_ARRAY,
         }
+        defaults = renamed_defaults(self, "safety_monitor_node", defaults)  # old names, once
         for name, value in defaults.items():
             live = name in LIVE_PARAMETERS
             why = "applied live" if live else "read-only: set it at startup"
