@@ -4,7 +4,10 @@ remapping, a start offset, and looping.
 
 A ROS tool (it publishes with rclpy); it reads the bag through the one reader
 (`bags/reader.py`), so a truncated bag plays up to its last whole message and a corrupt chunk
-stops the player with the chunk named."""
+stops the player with the chunk named, and a topic recorded with an older definition of its
+type (a Contacts message from before `position`/`normal`) is republished as the installed type,
+decoded with the bag's own stored definition (`bags/schemas.py`; one log line says so); where
+the definitions agree the recorded bytes go out unchanged."""
 
 from __future__ import annotations
 

@@ -119,6 +119,7 @@ class _Mcap:
         self.path, self.report = path, report
         self.schemas: dict[int, str] = {}
         self.channels: dict[int, tuple[str, str]] = {}
+        self.records_seen: dict[str, dict] = {"schemas": {}, "channels": {}}  # for schemas.py
         self.qos: dict[str, str] = {}  # topic -> offered_qos_profiles as the channel stores it
 
     def messages(self) -> Iterator[tuple[str, str, int, memoryview]]:
@@ -159,9 +160,11 @@ class _Mcap:
         if opcode == Opcode.SCHEMA:
             schema = Schema.read(ReadDataStream(BytesIO(body)))
             self.schemas[schema.id] = schema.name
+            self.records_seen["schemas"][schema.id] = schema
         elif opcode == Opcode.CHANNEL:
             channel = Channel.read(ReadDataStream(BytesIO(body)))
             self.channels[channel.id] = (channel.topic, self.schemas.get(channel.schema_id, ""))
+            self.records_seen["channels"][channel.id] = channel
             self.qos[channel.topic] = channel.metadata.get("offered_qos_profiles", "")
         elif opcode == Opcode.MESSAGE:
             (cid,) = struct.unpack_from("<H", body, 0)
@@ -269,6 +272,34 @@ class _Mcap:
         return kept
 
 
+def _mcap_definitions(path: Path) -> list:
+    """A file's stored type definitions (`schemas.StoredDefinition`): from its summary, or, for
+    a file cut short, from the schema and channel records streamed up to the cut."""
+    from vla_pruned_ros.bags import schemas
+
+    found = schemas.mcap_definitions(path)
+    if found is not None:
+        return found
+    mcap = _Mcap(path, ReadReport())
+    try:
+        for _ in mcap.messages():
+            pass
+    except CorruptChunk:
+        pass
+    return schemas.stored_definitions(mcap.records_seen["schemas"], mcap.records_seen["channels"])
+
+
+def _translated(bag: Path, translation: Any, raw: bytes | memoryview, log_ns: int) -> bytes:
+    """One message's bytes under the installed definition; a BagError if the bag's own
+    definition does not decode them."""
+    try:
+        return translation(raw)
+    except Exception as err:  # noqa: BLE001 - a bad CDR payload
+        at = f"a {translation.msgtype} message at log time {log_ns / 1e9:.3f} s"
+        raise BagError(f"{bag}: topic {translation.topic}: {at} does not decode with the "
+                       f"bag's own definition: {err}") from None  # fmt: skip
+
+
 def _decompress(kind: str, data: bytes, size: int) -> bytes:
     if kind == "":
         return data
@@ -333,6 +364,7 @@ class BagReader:
         self._span: tuple[int, int] | None = (2**63, -1)  # log-time span, from the index
         self.files = self._files()
         self.topics: dict[str, TopicInfo] = self._topics()
+        self._translations: dict | None = None  # topic -> schemas.Translation, built once
 
     # -- opening ---------------------------------------------------------------------------
     def _files(self) -> list[Path]:
@@ -405,6 +437,20 @@ class BagReader:
                                      list(c.ext.offered_qos_profiles))  # fmt: skip
         return out
 
+    def translations(self) -> dict:
+        """Topics recorded with a definition that differs from the installed one, with the
+        translation `records()` applies to their bytes (`bags/schemas.py`; usually none)."""
+        if self._translations is None:
+            from vla_pruned_ros.bags import schemas
+            from vla_pruned_ros.bags.types import typestore
+
+            if self.storage == "sqlite3":
+                stored = schemas.sqlite_definitions(self._rosbags.connections)
+            else:
+                stored = [d for f in self.files for d in _mcap_definitions(f)]
+            self._translations = schemas.translations(self.bag, stored, typestore())
+        return self._translations
+
     # -- reading ---------------------------------------------------------------------------
     def require(self, *topics: str) -> list[str]:
         """The absolute names of `topics`; a BagError naming those the bag lacks."""
@@ -436,7 +482,8 @@ class BagReader:
     ) -> Iterator[Record]:
         """Messages of `topics` (default: all) in file order, from log time `start_ns` on;
         decoded (all, or only the topics named in `decode`). Stamps are checked on every
-        decoded topic into `self.report` (out of order, gaps)."""
+        decoded topic into `self.report` (out of order, gaps). A topic recorded with an
+        older definition of its type comes as the installed type's bytes (`translations`)."""
         from vla_pruned_ros.bags.types import typestore
 
         self.report = ReadReport()
@@ -448,11 +495,14 @@ class BagReader:
         store = typestore() if decoded is None or decoded else None  # its import costs ~0.5 s
         last: dict[str, tuple[int, int]] = {}  # topic -> (stamp of the latest, messages seen)
         gap_ns = int(self.gap_s * 1e9)
+        translate = self.translations()
         for topic, msgtype, log_ns, raw in self._raw():
             if (wanted is not None and topic not in wanted) or (
                 start_ns is not None and log_ns < start_ns
             ):
                 continue
+            if translate and topic in translate:
+                raw = _translated(self.bag, translate[topic], raw, log_ns)
             self.report.messages += 1
             message, stamp = None, log_ns
             if decoded is None or topic in decoded:
