@@ -24,10 +24,14 @@ ENTRY_POINTS = {
         "vla-eval = vla_pruned_ros.cli.eval:main",
         "vla-prune = vla_pruned_ros.cli.prune:main",
         "vla-inspect = vla_pruned_ros.cli.inspect_artifact:main",
+        # each ROS executable is its module's name (vla_pruned_ros/ros/<executable>.py)
         "policy_node = vla_pruned_ros.ros.policy_node:main",
-        "safety_monitor = vla_pruned_ros.ros.safety_monitor_node:main",
+        "safety_monitor_node = vla_pruned_ros.ros.safety_monitor_node:main",
         "sim_node = vla_pruned_ros.ros.sim_node:main",
-        "bag_player = vla_pruned_ros.ros.bag_player_node:main",
+        "bag_player_node = vla_pruned_ros.ros.bag_player_node:main",
+        # old names, deprecated: print a line naming the new one and run it (bringup.py)
+        "safety_monitor = vla_pruned_ros.ros.aliases:safety_monitor",
+        "bag_player = vla_pruned_ros.ros.aliases:bag_player",
     ],
 }
 

@@ -149,7 +149,7 @@ def under_vla_ros_up(clock: CommandClock, reps: int, tmp: str) -> list[float | N
     bringup = Path(tmp) / "config" / "bringup.yaml"
     bringup.parent.mkdir(exist_ok=True)
     nodes = [
-        {"executable": "safety_monitor", "params": [str(SAFETY_YAML)],
+        {"executable": "safety_monitor_node", "params": [str(SAFETY_YAML)],
          "overrides": {"report_dir": tmp}},
         {"script": str(FAKE_POLICY), "name": "fake_policy"},
     ]  # fmt: skip

@@ -3,7 +3,7 @@
     ros2 launch vla_pruned_ros replay.launch.py bag:=/path/to/bag task:=nav rate:=1.0
 
 The graph is `config/bringup_replay_<task>.yaml`, the one `vla-ros replay BAG --task <task>`
-runs; its `bag_player` node becomes `ros2 bag play` with `--topics` from the same list in
+runs; its `bag_player_node` node becomes `ros2 bag play` with `--topics` from the same list in
 `config/bag_player.yaml`, so only the robot's inputs are played: the recorded `/cmd_vel_raw` and
 `/vla/action` never reach the live gate beside the live policy's.
 """

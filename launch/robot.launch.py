@@ -33,7 +33,7 @@ def _graph(context) -> list:
     time = typed_overrides({"use_sim_time": arg("use_sim_time")})
     extra = {
         "policy_node": {**policy_overrides({k: arg(k) for k in POLICY_LAUNCH_ARGUMENTS}), **time},
-        "safety_monitor": time,
+        "safety_monitor_node": time,
     }
     return node_actions(launch_nodes(bringup, extra))
 

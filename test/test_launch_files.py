@@ -157,10 +157,12 @@ def test_bringup_files_name_installed_executables_and_existing_parameter_files(p
     from vla_pruned_ros.cli.ros_up import load_bringup
 
     specs, _ = load_bringup(path)  # raises on unknown executables or missing files
-    source = {"bringup_replay": "bag_player", "bringup_robot": None, "bringup_gazebo": None}.get(
-        path.stem.rsplit("_", 1)[0] if "replay" in path.stem else path.stem, "sim_node"
-    )
-    assert {s.executable for s in specs} == {"safety_monitor", "policy_node"} | (
+    source = {
+        "bringup_replay": "bag_player_node",
+        "bringup_robot": None,
+        "bringup_gazebo": None,
+    }.get(path.stem.rsplit("_", 1)[0] if "replay" in path.stem else path.stem, "sim_node")
+    assert {s.executable for s in specs} == {"safety_monitor_node", "policy_node"} | (
         {source} if source else set()
     )
     assert [s.name for s in specs if s.ends_graph] == ([source] if source else [])
@@ -202,7 +204,7 @@ def test_launch_nodes_start_what_vla_ros_up_starts(path: Path) -> None:
     modules = entry_modules()
     launched = {d.executable: d for d in launch_nodes(path)}
     for spec in specs:
-        if spec.executable == "bag_player":  # `ros2 bag play` there, see the replay test
+        if spec.executable == "bag_player_node":  # `ros2 bag play` there, see the replay test
             assert spec.executable not in launched
             continue
         desc = launched.pop(spec.executable)
@@ -287,7 +289,7 @@ def test_replay_without_a_topic_list_is_refused(tmp_path: Path) -> None:
     player = tmp_path / "config/player.yaml"
     player.write_text("vla_bag_player:\n  ros__parameters:\n    topics: ['']\n")
     bringup = tmp_path / "config/bringup.yaml"
-    bringup.write_text("nodes:\n  - executable: bag_player\n    params: [player.yaml]\n")
+    bringup.write_text("nodes:\n  - executable: bag_player_node\n    params: [player.yaml]\n")
     with pytest.raises(BringupError, match="only the robot's inputs"):
         bag_play_command(bringup, "BAG", "1.0")
 

@@ -7,7 +7,7 @@ A bringup file:
 
     root: ..                                # optional; relative paths resolve against it
     nodes:
-      - executable: safety_monitor          # a console script of this package
+      - executable: safety_monitor_node     # a console script of this package
         params: [config/safety_monitor.yaml] # relative to `root` (default: this file's folder)
         overrides: {report_dir: reports/safety}   # outputs: relative to the working directory
       - executable: policy_node
@@ -20,9 +20,9 @@ A bringup file:
         ends_graph: true                     # its clean exit ends the run (code 0)
       - script: scripts/my_driver.py         # a Python file run as a node (a robot's driver)
         name: driver
-      - executable: safety_monitor
+      - executable: safety_monitor_node
         name: arm_gate
-        role: safety                         # default for safety_monitor; `node` otherwise
+        role: safety                         # default for safety_monitor_node; else `node`
     duration_s: 0                           # 0: until Ctrl-C
 
 Relative paths in the file (parameter files, scripts, and the input paths of PATH_PARAMETERS:
@@ -33,7 +33,7 @@ say `root: ..` (the package root). Outputs such as `report_dir` stay relative to
 directory, as on a command line. `adapter_options` may be written as a mapping; the node
 receives it as JSON text (its parameter is a string).
 
-Replay graphs name the `bag_player` executable; a launch file plays the same bag with
+Replay graphs name the `bag_player_node` executable; a launch file plays the same bag with
 `ros2 bag play`, and `bag_play_command` builds that command from the same `config/bag_player.yaml`,
 so both play only the robot's inputs listed there (never the recorded commands and actions,
 which would reach the live gate beside the live policy's).
@@ -42,6 +42,7 @@ which would reach the live gate beside the live policy's).
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,8 +52,12 @@ from vla_pruned_ros.topic_names import absolute
 
 PACKAGE = "vla_pruned_ros"
 ROLES = ("node", "safety")
-SAFETY_EXECUTABLE = "safety_monitor"
-BAG_PLAYER_EXECUTABLE = "bag_player"
+SAFETY_EXECUTABLE = "safety_monitor_node"
+BAG_PLAYER_EXECUTABLE = "bag_player_node"
+# Every executable is its module's name, `vla_pruned_ros/ros/<executable>.py`. The old names of
+# the renamed ones still work, once, with a deprecation line: `ros2 run` through the aliases in
+# setup.py (ros/aliases.py), a bringup file through `load_bringup`.
+RENAMED_EXECUTABLES = {"safety_monitor": SAFETY_EXECUTABLE, "bag_player": BAG_PLAYER_EXECUTABLE}
 BAG_PLAYER_NODE = "vla_bag_player"
 # Executables that are lifecycle nodes: a launch file starts them as `LifecycleNode`s and drives
 # configure -> activate, checking each transition's result.
@@ -62,13 +67,16 @@ LIFECYCLE_EXECUTABLES = frozenset({"policy_node"})
 # against the node classes.
 # Parameters, per executable, that name an input file or folder (resolved like `params`);
 # values in NOT_PATHS name no file ("embedded": the shipped model).
-PATH_PARAMETERS: dict[str, tuple[str, ...]] = {"policy_node": ("artifact",), "bag_player": ("bag",)}
+PATH_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "policy_node": ("artifact",),
+    BAG_PLAYER_EXECUTABLE: ("bag",),
+}
 NOT_PATHS = frozenset({"", "embedded"})
 NODE_NAMES = {
     "policy_node": "vla_policy",
-    "safety_monitor": "safety_monitor",
+    SAFETY_EXECUTABLE: "safety_monitor",
     "sim_node": "vla_sim",
-    "bag_player": BAG_PLAYER_NODE,
+    BAG_PLAYER_EXECUTABLE: BAG_PLAYER_NODE,
 }
 
 
@@ -117,6 +125,14 @@ def load_bringup(path: Path) -> tuple[list[NodeSpec], float]:
     specs = []
     for i, entry in enumerate(data.get("nodes") or []):
         exe, script = entry.get("executable"), entry.get("script")
+        if exe in RENAMED_EXECUTABLES:
+            new = RENAMED_EXECUTABLES[exe]
+            print(
+                f"{path}: node {i}: executable {exe!r} is deprecated, renamed {new!r} "
+                "(starting that; rename it in the file)",
+                file=sys.stderr,
+            )
+            exe = new
         if script is not None:
             script = Path(script) if Path(script).is_absolute() else base / script
             if exe is not None or not script.is_file():
@@ -193,7 +209,7 @@ class LaunchNode:
 def launch_nodes(
     path: Path, by_executable: dict[str, dict[str, object]] | None = None
 ) -> list[LaunchNode]:
-    """The launch-file form of a bringup file: one LaunchNode per node, `bag_player` left out
+    """The launch-file form of a bringup file: one LaunchNode per node, the bag player left out
     (a launch file plays the bag with `ros2 bag play`, see `bag_play_command`). Script nodes
     cannot be launched by package and executable, so they are refused with a reason."""
     specs, _ = load_bringup(path)
@@ -259,7 +275,7 @@ def policy_overrides(values: dict[str, str]) -> dict[str, object]:
 
 
 def bag_player_spec(path: Path) -> NodeSpec:
-    """The `bag_player` node of a replay bringup file; BringupError when it has none."""
+    """The bag player node of a replay bringup file; BringupError when it has none."""
     specs, _ = load_bringup(path)
     for spec in specs:
         if spec.executable == BAG_PLAYER_EXECUTABLE:
@@ -289,7 +305,7 @@ def bag_topics(spec: NodeSpec) -> list[str]:
 
 
 def bag_play_command(path: Path, bag: str, rate: str) -> list[str]:
-    """`ros2 bag play` with the same topics, clock and rate the replay graph's `bag_player` uses.
+    """`ros2 bag play` with the same topics, clock and rate the replay graph's bag player uses.
     `bag` and `rate` are strings so a launch file can pass its substitutions' values."""
     spec = bag_player_spec(path)
     return ["ros2", "bag", "play", bag, "--clock", "--rate", rate, "--topics", *bag_topics(spec)]

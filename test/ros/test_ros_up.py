@@ -48,12 +48,12 @@ def _read_until(proc: subprocess.Popen, needle: str, timeout: float) -> str:
 
 def test_ctrl_c_stops_every_node_cleanly_and_reports_survive(tmp_path: Path) -> None:
     monitor = {
-        "executable": "safety_monitor",
+        "executable": "safety_monitor_node",
         "params": [str(ROOT / "config" / "safety_monitor.yaml")],
         "overrides": {"report_dir": str(tmp_path / "reports")},
     }
     proc = _vla_ros("up", str(_bringup(tmp_path, [monitor])))
-    _read_until(proc, "[safety_monitor]", 20.0)
+    _read_until(proc, "[safety_monitor_node]", 20.0)
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=20)[0]
     assert proc.returncode == 0, out
@@ -63,7 +63,7 @@ def test_ctrl_c_stops_every_node_cleanly_and_reports_survive(tmp_path: Path) -> 
 
 def test_a_node_that_dies_takes_the_graph_down_with_a_reason(tmp_path: Path) -> None:
     nodes = [
-        {"executable": "safety_monitor", "overrides": {"report_dir": str(tmp_path / "r")}},
+        {"executable": "safety_monitor_node", "overrides": {"report_dir": str(tmp_path / "r")}},
         {"executable": "policy_node", "overrides": {"artifact": str(tmp_path / "missing")}},
     ]
     proc = _vla_ros("up", str(_bringup(tmp_path, nodes)))
@@ -76,7 +76,7 @@ def test_a_node_that_dies_takes_the_graph_down_with_a_reason(tmp_path: Path) -> 
 def test_a_killed_policy_leaves_the_gate_sending_zeros_and_stopping_last(tmp_path: Path) -> None:
     timeout_s, rate_hz = 0.3, 10.0
     monitor = {
-        "executable": "safety_monitor",
+        "executable": "safety_monitor_node",
         "params": [str(ROOT / "config" / "safety_monitor.yaml")],
         "overrides": {
             "report_dir": str(tmp_path / "reports"),
@@ -111,12 +111,14 @@ def test_a_killed_policy_leaves_the_gate_sending_zeros_and_stopping_last(tmp_pat
     zeros = [w for w, x in watcher.cmds if w > t_kill and x == 0.0]
     assert len(zeros) >= 2, f"{len(zeros)} zero commands after the kill:\n{out}"
     assert watcher.cmds[-1][1] == 0.0, "the last command the robot got was not a stop"
-    assert out.index("keeps the robot stopped") < out.index("[safety_monitor] final zero command")
+    assert out.index("keeps the robot stopped") < out.index(
+        "[safety_monitor_node] final zero command"
+    )
     assert (tmp_path / "reports" / "safety.json").is_file()
 
 
 def test_a_bringup_role_must_be_known(tmp_path: Path) -> None:
-    path = _bringup(tmp_path, [{"executable": "safety_monitor", "role": "gatekeeper"}])
+    path = _bringup(tmp_path, [{"executable": "safety_monitor_node", "role": "gatekeeper"}])
     proc = _vla_ros("up", str(path))
     out = proc.communicate(timeout=30)[0]
     assert proc.returncode == 2 and "role 'gatekeeper'" in out, out
@@ -145,7 +147,7 @@ def test_bringup_paths_resolve_against_the_yaml_folder_and_adapters_are_checked(
         "executable": "policy_node",
         "overrides": {"artifact": "art", "adapter": "openvla", "adapter_options": options},
     }
-    nodes = [{"executable": "safety_monitor", "params": ["p.yaml"]}, policy]  # fmt: skip
+    nodes = [{"executable": "safety_monitor_node", "params": ["p.yaml"]}, policy]  # fmt: skip
     (robot / "bringup.yaml").write_text(yaml.safe_dump({"nodes": nodes}))
     specs, _ = load_bringup(robot / "bringup.yaml")
     assert specs[0].params == [robot / "p.yaml"]

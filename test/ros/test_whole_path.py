@@ -55,7 +55,7 @@ def _write_robot_folder(robot: Path, reports: Path) -> Path:
     action_map = {"names": ["linear_x", "angular_z"], "order": ["x", "yaw"],
                   "scale": [SCALE, SCALE]}  # fmt: skip
     bringup = {"nodes": [
-        {"executable": "safety_monitor", "params": ["safety.yaml"]},
+        {"executable": "safety_monitor_node", "params": ["safety.yaml"]},
         {"executable": "policy_node", "overrides": {
             "artifact": "art", "adapter": "openvla", "trust_remote_code": True,
             "adapter_options": {"action_map": action_map}}},

@@ -4,7 +4,7 @@
 parameter files the launch files use. Each node's output is prefixed with its name.
 
 The gate is the last thing to stop. One rule marks it: a node's `role` is `safety` if the bringup
-says so (`role: safety`), and by default for the `safety_monitor` executable; every other node
+says so (`role: safety`), and by default for the `safety_monitor_node` executable; every other node
 has role `node`. If a node exits on its own (a crash, `kill -9`), the supervisor reports which
 node and why (exit code or signal name), stops every other node with SIGINT, keeps the safety
 node running long enough to publish zero commands (its command timeout plus three control
@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from vla_pruned_ros.bringup import (  # noqa: F401 (re-exports)
+    BAG_PLAYER_EXECUTABLE,
     ROLES,
     SAFETY_EXECUTABLE,
     BringupError,
@@ -207,7 +208,7 @@ def demo(tasks: list[str], episodes: int, artifact: str, report_dir: Path,
         for spec in specs:
             if spec.executable == "sim_node":
                 spec.overrides.update(episodes=episodes, report_dir=str(out))
-            if spec.executable == "safety_monitor":
+            if spec.executable == SAFETY_EXECUTABLE:
                 spec.overrides["report_dir"] = str(out)
             if spec.executable == "policy_node":
                 spec.overrides.update(artifact=artifact, **(policy or {}))
@@ -241,10 +242,10 @@ def replay(bag: Path, task: str, artifact: str, rate: float, report_dir: Path,
         raise FileNotFoundError(f"bag {bag} does not exist")
     specs, _ = load_bringup(package_file(f"config/bringup_replay_{task}.yaml"))
     for spec in specs:
-        if spec.executable == "bag_player":
+        if spec.executable == BAG_PLAYER_EXECUTABLE:
             spec.overrides.update(bag=str(bag.resolve()), rate=rate,
                                   wait_for_subscribers_s=REPLAY_WAIT_S)  # fmt: skip
-        if spec.executable == "safety_monitor":
+        if spec.executable == SAFETY_EXECUTABLE:
             spec.overrides["report_dir"] = str(report_dir)
         if spec.executable == "policy_node":
             spec.overrides.update(artifact=artifact, **(policy or {}))
