@@ -4,16 +4,20 @@ slightly wrong policy reaches and learns how the expert recovers from them.
 
 With a `policy` (DAgger), the policy drives and the expert only labels: the data then holds the
 states the learner itself reaches, the ones behaviour cloning never shows it. The experts are
-computed from the simulator state alone, so they can label any state."""
+computed from the simulator state alone, so they can label any state.
+
+Episodes run through the one parallel path (`evaluation/parallel.py`): in this process by
+default, as Ray tasks with `Parallel(ray=...)`. Each episode depends only on its seed (its own
+noise generator, a reset scene), so the same seeds give the same demonstrations whichever way
+they run and however they are sharded."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
+from vla_pruned_ros.evaluation.parallel import Parallel, Work, run
 from vla_pruned_ros.sim.instructions import CALIBRATION_SEED_START, HELD_OUT_SEED_START
 from vla_pruned_ros.training.dataset import Demonstrations
 
@@ -32,10 +36,15 @@ class CollectConfig:
     supersample: int | None = None  # the camera's supersampling (None: the simulator's)
 
 
-def _episode(
-    args: tuple[CollectConfig, int],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str, bool]:
-    cfg, seed = args
+Episode = tuple[np.ndarray, np.ndarray, np.ndarray | None, str, bool]
+
+
+def _episodes(cfg: CollectConfig, seeds: list[int]) -> list[Episode]:
+    """One work item: the episodes of `seeds`, in order."""
+    return [_episode(cfg, seed) for seed in seeds]
+
+
+def _episode(cfg: CollectConfig, seed: int) -> Episode:
     task = _worker_task(cfg)
     rng = np.random.default_rng(seed + 7_777_777)
     obs = task.reset(seed)
@@ -60,39 +69,43 @@ def _episode(
     return np.stack(images), np.stack(labels), scene, task.instruction, task.success
 
 
-_TASK = None
-_POLICY: dict[str, object] = {}
+# One simulator and one policy per process, reused by the items it runs (a worker keeps them
+# between items; a new configuration replaces them).
+_TASK: dict[tuple, object] = {}
+_POLICY: dict[tuple[str, str], object] = {}
 
 
 def _worker_task(cfg: CollectConfig):
-    global _TASK
-    if _TASK is None:
+    key = (cfg.task, cfg.image_size, cfg.expert, cfg.supersample)
+    if key not in _TASK:
         from vla_pruned_ros.sim import make_task
 
         extra = {"expert": cfg.expert} if cfg.expert else {}
         if cfg.supersample is not None:
             extra["supersample"] = cfg.supersample
-        _TASK = make_task(cfg.task, image_size=cfg.image_size, **extra)
-    return _TASK
+        for old in _TASK.values():
+            old.close()
+        _TASK.clear()
+        _TASK[key] = make_task(cfg.task, image_size=cfg.image_size, **extra)
+    return _TASK[key]
 
 
 def _worker_policy(cfg: CollectConfig):
     if cfg.policy is None:
         return None
-    if cfg.policy not in _POLICY:
-        import torch
-
+    key = (cfg.policy, cfg.task)
+    if key not in _POLICY:
         from vla_pruned_ros.models.registry import load_policy
 
-        torch.set_num_threads(1)
         _POLICY.clear()
-        _POLICY[cfg.policy] = load_policy(cfg.policy, cfg.task)
-    return _POLICY[cfg.policy]
+        _POLICY[key] = load_policy(cfg.policy, cfg.task)
+    return _POLICY[key]
 
 
-def collect(cfg: CollectConfig, workers: int = 2) -> Demonstrations:
-    """Run `cfg.episodes` episodes on training scenes in worker processes, expert-labelled;
-    driven by the noisy expert, or by `cfg.policy` (DAgger)."""
+def collect(cfg: CollectConfig, options: Parallel | None = None) -> Demonstrations:
+    """Run `cfg.episodes` episodes on training scenes, expert-labelled; driven by the noisy
+    expert, or by `cfg.policy` (DAgger). `options`: where they run (default: in this process,
+    one torch thread; `Parallel(ray="local")` on this machine's cores as Ray tasks)."""
     if cfg.first_seed + cfg.episodes > CALIBRATION_SEED_START:
         raise ValueError(
             f"training episodes must use seeds below {CALIBRATION_SEED_START} (above are the "
@@ -104,22 +117,27 @@ def collect(cfg: CollectConfig, workers: int = 2) -> Demonstrations:
         known = task_class(cfg.task).experts
         if cfg.expert not in known:
             raise ValueError(f"the {cfg.task} task has no expert {cfg.expert!r}; known: {known}")
-    seeds = range(cfg.first_seed, cfg.first_seed + cfg.episodes)
+    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.episodes))
+    options = options or Parallel()
+    shard = options.shard_episodes
+    cell = f"collect {cfg.task}"
+    work = [Work(cell, _episodes, (cfg, seeds[i : i + shard]), len(seeds[i : i + shard]))
+            for i in range(0, len(seeds), shard)]  # fmt: skip
+    outcome = run(work, options, cell)[cell]
+    if outcome.failed:
+        raise RuntimeError(f"collecting {cfg.task} demonstrations failed: {outcome.error}")
     images, actions, states, instr_ids, episode_ids = [], [], [], [], []
     instructions: dict[str, int] = {}
     successes = 0
-    with mp.get_context("spawn").Pool(workers) as pool:
-        jobs = pool.imap(_episode, [(cfg, s) for s in seeds], chunksize=8)
-        for ep, (imgs, labels, scene, text, ok) in enumerate(
-            tqdm(jobs, total=cfg.episodes, desc=f"collect {cfg.task}", unit="ep", disable=None)
-        ):
-            idx = instructions.setdefault(text, len(instructions))
-            images.append(imgs)
-            actions.append(labels)
-            states.append(scene)
-            instr_ids.append(np.full(len(labels), idx, np.int32))
-            episode_ids.append(np.full(len(labels), ep, np.int32))
-            successes += ok
+    episodes = [e for item in outcome.results for e in item]
+    for ep, (imgs, labels, scene, text, ok) in enumerate(episodes):
+        idx = instructions.setdefault(text, len(instructions))
+        images.append(imgs)
+        actions.append(labels)
+        states.append(scene)
+        instr_ids.append(np.full(len(labels), idx, np.int32))
+        episode_ids.append(np.full(len(labels), ep, np.int32))
+        successes += ok
     return Demonstrations(
         task=cfg.task,
         images=np.concatenate(images),
