@@ -12,8 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from vla_pruned_ros.bags.play import PlayOptions, open_reader
-from vla_pruned_ros.bags.reader import BagError
+from vla_pruned_ros.bags.reader import BagError, BagReader
 
 
 def _record(args: argparse.Namespace) -> int:
@@ -47,7 +46,7 @@ def _play(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from vla_pruned_ros.bags.play import BagPlayer
+    from vla_pruned_ros.bags.play import BagPlayer, PlayOptions
 
     remap = dict(pair.split(":=", 1) for pair in args.remap)
     options = PlayOptions(
@@ -77,14 +76,16 @@ def _play(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    reader = open_reader(args.bag)
-    try:
+    """Duration, message count and topics from the bag's summary, through the one reader
+    (no rclpy: `info` works where ROS is not set up)."""
+    with BagReader(args.bag) as reader:
+        start, end = reader.span_ns()
+        topics = list(reader.topics.values())
         print(f"bag:       {args.bag}")
-        print(f"duration:  {reader.duration / 1e9:.3f} s   messages: {reader.message_count}")
-        for conn in reader.connections:
-            print(f"  {conn.topic:30s} {conn.msgtype:40s} {conn.msgcount}")
-    finally:
-        reader.close()
+        print(f"duration:  {(end - start) / 1e9:.3f} s   messages: "
+              f"{sum(max(0, t.count) for t in topics)}")  # fmt: skip
+        for t in topics:
+            print(f"  {t.name:30s} {t.msgtype:40s} {t.count}")
     return 0
 
 
