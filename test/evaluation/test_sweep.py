@@ -122,10 +122,15 @@ def test_unknown_sweep_parameters_are_named(tmp_path: Path) -> None:
         SweepConfig.from_file(_config(tmp_path, rnaks=[1]))
 
 
-def test_corrections_and_factor_dtypes_are_variants(tmp_path: Path) -> None:
-    """`corrections` and a list of `factor_dtype`s build one artifact per rank policy for each;
-    svd at fp16 keeps the main table's names (its cached cells stay valid), the others get a
-    suffix, the manifest records the correction, and a second build reuses every artifact."""
+def test_corrections_and_factor_dtypes_are_variants(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`corrections` and a list of `factor_dtype`s build one artifact per rank policy for each,
+    all from one pruning (issue 21: it was redone per correction and dtype); svd at fp16 keeps
+    the main table's names (its cached cells stay valid), the others get a suffix, the manifest
+    records the correction, and a second build reuses every artifact."""
+    from safetensors.torch import load_file
+
     from vla_pruned_ros.compression import read_manifest
     from vla_pruned_ros.evaluation.sweep import build_variants
 
@@ -138,7 +143,12 @@ def test_corrections_and_factor_dtypes_are_variants(tmp_path: Path) -> None:
     names = [v.name for v in variants]
     assert names == ["dense", "magnitude_2:4", "magnitude_2:4_r2", "magnitude_2:4_r2_int8",
                      "magnitude_2:4_r2_act", "magnitude_2:4_r2_act_int8"]  # fmt: skip
+    assert capfd.readouterr().err.count("[vla-eval sweep] prune magnitude 2:4: once") == 1
     by_name = {v.name: v for v in variants}
+    pruned = load_file(str(Path(by_name["magnitude_2:4"].artifact) / "pruned.safetensors"))
+    for name in names[2:]:
+        got = load_file(str(Path(by_name[name].artifact) / "pruned.safetensors"))
+        assert got.keys() == pruned.keys() and all(got[k].equal(pruned[k]) for k in pruned)
     assert by_name["magnitude_2:4_r2_act_int8"].correction == "activation"
     assert by_name["magnitude_2:4_r2_int8"].factor_dtype == "int8"
     # stored cost of the correction: the artifact's bytes beyond the plain pruned model's
@@ -156,4 +166,5 @@ def test_corrections_and_factor_dtypes_are_variants(tmp_path: Path) -> None:
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "art").glob("*/manifest.json")}
     assert len(stamps) == 5
     assert [v.name for v in build_variants(cfg, progress=False)] == names
+    assert "prune magnitude" not in capfd.readouterr().err
     assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "art").glob("*/manifest.json")}

@@ -12,6 +12,9 @@ vla-eval gain --task manip --write vla_pruned_ros/models/weights/embedded_vla
 vla-eval sweep                       # the pruning table of config/sweep.yaml
 vla-eval divergence                  # divergence-guided structured pruning (config/divergence.yaml)
 vla-eval sweep --episodes 20 --methods magnitude --ranks 64   # a quick look
+vla-eval sweep --model ~/models/my_vla --adapter openvla --trust-remote-code --tasks nav \
+    --adapter-options '{action_map: {names: [linear_x, angular_z], order: [x, yaw]}}'
+                                     # the same table on your own checkpoint
 """
 
 from __future__ import annotations
@@ -147,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
                       help="store the chosen gain in this saved model's config.json")  # fmt: skip
     sweep = sub.add_parser("sweep", help="dense vs pruned vs GLUESTICK ranks, both tasks")
     _table_arguments(sweep, "config/sweep.yaml")
+    sweep.add_argument("--model", help="'embedded', a saved embedded VLA, or your own "
+                       "checkpoint folder (then --adapter and its options; default: the "
+                       "config's)")  # fmt: skip
+    add_adapter_arguments(sweep)
     sweep.add_argument("--methods", nargs="+")
     sweep.add_argument("--ranks", nargs="+", help="integers, energy:F or budget:MB")
     sweep.add_argument(
@@ -362,6 +369,16 @@ def _write_table(result: dict, cfg, text: str, image: Path) -> None:
     print(f"written: {out}, {md}, {image}")
 
 
+def _sweep_adapter_overrides(args: argparse.Namespace) -> dict:
+    """The adapter flags given, as the sweep config's keys (none given: the file decides)."""
+    from vla_pruned_ros.cli.adapter_args import adapter_parameters
+
+    given = adapter_parameters(args)
+    if "adapter_options" in given:
+        given["adapter_options"] = json.loads(str(given["adapter_options"]))
+    return given
+
+
 def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
     from vla_pruned_ros.evaluation.report import markdown, plot
     from vla_pruned_ros.evaluation.sweep import SweepConfig, run_sweep
@@ -370,6 +387,7 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
     config = args.config or package_file("config/sweep.yaml")
     try:
         cfg = SweepConfig.from_file(config, methods=args.methods, ranks=args.ranks,
+                                    model=args.model, **_sweep_adapter_overrides(args),
                                     **_table_overrides(args))  # fmt: skip
         if args.render_only:
             result = json.loads(Path(cfg.json).read_text())

@@ -64,6 +64,18 @@ def calibration_seeds(first: int, count: int) -> list[int]:
     return [CALIBRATION_SEED_START + first + i for i in range(count)]
 
 
+def check_task_actions(info: Any, task: str) -> None:
+    """Refuse a policy (its PolicyInfo) whose actions are not the task's, naming both spaces and
+    the `action_map` option that connects them (`models.action_map.check_action_space`, as
+    offline replay refuses a bag's): a 7-D end-effector model must not reach a 2-D twist."""
+    from vla_pruned_ros.evaluation.bag_replay import ACTION_SPACE_TASK
+    from vla_pruned_ros.models.action_map import check_action_space
+    from vla_pruned_ros.sim.registry import task_class
+
+    space = next((s for s, t in ACTION_SPACE_TASK.items() if t == task), task)
+    check_action_space(info, task_class(task).action_names, space, f"task {task!r}")
+
+
 _WORKER: dict[str, Any] = {}
 
 
@@ -85,6 +97,7 @@ def _policy_and_task(job: EvalJob):
         if device is not None:
             loader["device"] = device
         policy = load_policy(job.model, job.task, **loader)
+        check_task_actions(policy.info, job.task)
         if job.action_gain is not None:
             policy.set_action_gain(job.action_gain)
         _WORKER.update(key=key, policy=policy, task=task)

@@ -1,8 +1,11 @@
 """The closed-loop pruning table: dense, pruned, and pruned + GLUESTICK at several ranks, every
 variant on the same held-out scenes of every task.
 
-Artifacts are built once (prune once per method, one GLUESTICK model per rank) and evaluated
-through the same `load_policy` path the ROS node uses. The cells left to run go through one
+Artifacts are built once (prune once per method and pattern, every rank, correction and factor
+dtype derived from that one pruned model) and evaluated through the same `load_policy` path
+the ROS node uses. The model is the embedded VLA (or a saved one), or a user's own checkpoint
+folder evaluated through an adapter (`adapter`, `adapter_options`, `action_map`, ...;
+evaluation/sweep_checkpoint.py). The cells left to run go through one
 parallel call (evaluation/parallel.py: in process, or Ray tasks with `ray`); each (variant, task)
 cell is saved as soon as it finishes, so an interrupted sweep picks up where it stopped, and a
 cell that fails is reported with its error while the rest of the table completes.
@@ -22,6 +25,7 @@ from typing import Any
 from vla_pruned_ros.evaluation.closed_loop import (
     EpisodeCell,
     EvalJob,
+    adapter_fields,
     heldout_seeds,
     run_cells,
     shared_model,
@@ -79,6 +83,21 @@ class SweepConfig(TableConfig):
     artifacts_dir: str = "runs/sweep/artifacts"
     json: str = "results/closed_loop.json"
     markdown: str = "docs/results.md"
+    # A checkpoint `model` (a Hugging Face folder) is evaluated through the adapter the policy
+    # node would use, with the node's options: a preset or module:Class, its options, the
+    # map from its actions to the task's, the dataset statistics, the opt-in to its own code.
+    adapter: str = ""  # "" or embedded: the embedded VLA; openvla | lerobot | text | module:Class
+    adapter_options: dict[str, Any] = field(default_factory=dict)
+    action_map: dict[str, Any] = field(default_factory=dict)  # {names, order, scale}
+    unnorm_key: str = ""
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        from vla_pruned_ros.evaluation.sweep_checkpoint import is_checkpoint, scoped_paths
+
+        if is_checkpoint(self.model):  # its caches (and outputs) never meet the embedded table's
+            for key, value in scoped_paths(self).items():
+                setattr(self, key, value)
 
     @classmethod
     def from_file(cls, path: Path, **overrides: Any) -> SweepConfig:
@@ -99,6 +118,7 @@ class Variant:
     action_gain: dict[str, float] = field(default_factory=dict)  # the dense model's, per task
     correction: str = ""  # "svd" or "activation" for a corrected variant, "" otherwise
     factor_dtype: str = ""  # of the correction's factors, "" without one
+    loader: dict[str, Any] = field(default_factory=dict)  # load_policy's adapter arguments
 
 
 def source_weights(model: str) -> tuple[Path, str]:
@@ -182,12 +202,41 @@ def _safe(name: str) -> str:
     return name.replace(":", "-").replace("/", "_")
 
 
+def artifact_memory(folder: Path, model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A loaded variant's memory report (fp16 values) with its artifact's bytes on disk (the
+    spectra aside: diagnostics, not model), and the artifact's manifest."""
+    from vla_pruned_ros.compression import memory_report, read_manifest
+
+    report = memory_report(model, value_bytes=2)
+    manifest = read_manifest(folder, verify=False)
+    report["artifact_bytes"] = sum((folder / f).stat().st_size for f in manifest["files"]
+                                   if not f.startswith("spectra"))  # fmt: skip
+    return report, manifest
+
+
+def _say(text: str) -> None:
+    import sys
+
+    print(f"[vla-eval sweep] {text}", file=sys.stderr, flush=True)
+
+
 def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
     """Dense plus, per method and pattern, the pruned model and one GLUESTICK model per rank
     policy, correction and factor dtype (cached: an artifact folder that already loads is
-    reused). Wanda, SparseGPT and the activation correction calibrate on the same expert
-    frames (`calib_scenes` training scenes per task)."""
-    from vla_pruned_ros.compression import memory_report, read_manifest
+    reused). The model is pruned once per method and pattern, and only when an artifact of
+    it is missing; every correction and dtype is derived from that pruned model. Wanda,
+    SparseGPT and the activation correction calibrate on the same expert frames
+    (`calib_scenes` training scenes per task). A checkpoint folder goes through
+    `sweep_checkpoint.build_checkpoint_variants`."""
+    from vla_pruned_ros.evaluation.sweep_checkpoint import (
+        build_checkpoint_variants,
+        is_checkpoint,
+        table_loader,
+    )
+
+    if is_checkpoint(cfg.model):
+        return build_checkpoint_variants(cfg, progress)
+    from vla_pruned_ros.compression import memory_report
     from vla_pruned_ros.models.embedded import load_embedded
     from vla_pruned_ros.models.embedded_artifact import (
         compress,
@@ -195,12 +244,13 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
         save_embedded_artifact,
     )
 
+    loader = table_loader(cfg)
     source, sha = source_weights(cfg.model)
     dense = load_embedded(source)
     conf = config_sha256(dense.config)
     variants = [Variant("dense", "", -1, cfg.model, memory_report(dense, value_bytes=2),
                         model_sha256=sha, config_sha256=conf,
-                        action_gain=dense.config.action_gain)]  # fmt: skip
+                        action_gain=dense.config.action_gain, loader=loader)]  # fmt: skip
     root = Path(cfg.artifacts_dir)
     frames = None
     calib_source = f"expert frames, training scenes 0-{cfg.calib_scenes - 1} of each task"
@@ -209,11 +259,14 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
             specs = variant_specs(cfg, method, pattern)
             missing = [s for s in specs
                        if not reusable_artifact(root / _safe(s[0]), sha, dense.config)]  # fmt: skip
-            # one compress call per (correction, dtype); the pruned model rides with the first
+            # one compress call per (correction, dtype), all on one pruned model
             groups: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {}
             for spec in missing:
                 key = (spec[2] or cfg.corrections[0], spec[3] or factor_dtypes(cfg)[0])
                 groups.setdefault(key, []).append(spec)
+            pruned = None
+            if groups:
+                _say(f"prune {method} {pattern}: once, for {len(missing)} variants")
             for (correction, dtype), group in groups.items():
                 needs_frames = method in ("wanda", "sparsegpt") or correction == "activation"
                 if needs_frames and frames is None:
@@ -221,30 +274,28 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
 
                     seeds = list(range(cfg.calib_scenes))
                     frames = {t: expert_frames(t, seeds) for t in dense.config.action_dims}
+                ranks = list(dict.fromkeys(["0", *(s[1] for s in group)]))
                 models = compress(
-                    dense, method, pattern, [s[1] for s in group],
+                    dense, method, pattern, ranks,
                     frames if needs_frames else None, cfg.include or None, cfg.exclude or None,
                     cfg.svd, dtype, progress, correction=correction, damp=cfg.damp,
                     calib_source=calib_source if correction == "activation" else "",
+                    pruned=pruned,
                 )  # fmt: skip
+                pruned = models["0"]
                 for name, rank, _, _ in group:
                     save_embedded_artifact(models[rank], root / _safe(name), source,
                                            overwrite=True)  # fmt: skip
             for name, rank, correction, dtype in specs:
                 folder = root / _safe(name)
-                model = load_embedded_artifact(folder, mode="packed")
-                report = memory_report(model, value_bytes=2)
-                manifest = read_manifest(folder, verify=False)
-                report["artifact_bytes"] = sum(
-                    (folder / f).stat().st_size
-                    for f in manifest["files"]
-                    if not f.startswith("spectra")
+                report, manifest = artifact_memory(
+                    folder, load_embedded_artifact(folder, mode="packed")
                 )
                 fixed = int(rank) if rank.isdigit() else -1
                 variants.append(Variant(name, method, fixed, str(folder), report, pattern,
                                         str(manifest["rank_policy"]), sha, conf,
                                         dense.config.action_gain, correction,
-                                        dtype))  # fmt: skip
+                                        dtype, loader))  # fmt: skip
     return variants
 
 
@@ -265,6 +316,8 @@ def _cell_file(cfg: TableConfig, variant: Variant, task: str, phrasing: str
            "action_gain": variant.action_gain.get(task, 1.0)}  # fmt: skip
     if phrasing != "train":
         key["phrasing"] = phrasing
+    if variant.loader:  # a checkpoint's adapter and options (none for the embedded VLA)
+        key["loader"] = json.loads(json.dumps(variant.loader, sort_keys=True, default=str))
     return path, key, episodes
 
 
@@ -285,8 +338,9 @@ def table_cells(cfg: TableConfig, wanted: list[tuple[Variant, str, str]], progre
                 out[cid] = cached
                 continue
         name = " ".join(cid)
-        model = shared_model(variant.artifact)
-        todo[name] = [EvalJob(task, model, s, phrasing) for s in heldout_seeds(cfg.seed, episodes)]
+        model, fields = shared_model(variant.artifact), adapter_fields(variant.loader)
+        todo[name] = [EvalJob(task, model, s, phrasing, **fields)
+                      for s in heldout_seeds(cfg.seed, episodes)]  # fmt: skip
         files[name] = (cid, path, key)
 
     def save(name: str, cell: EpisodeCell) -> None:

@@ -135,10 +135,13 @@ def compress(
     correction: str = "svd",
     damp: float = 0.01,
     calib_source: str = "",
+    pruned: EmbeddedVLA | None = None,
 ) -> dict[str, EmbeddedVLA]:
     """Prune once, then one GLUESTICK model per rank policy ({'0': pruned, '64': ..., ...}).
     `frames` ({task: (images, instructions)}) calibrate Wanda and SparseGPT, and the
-    `correction="activation"` factors (input statistics gathered once, on the dense model)."""
+    `correction="activation"` factors (input statistics gathered once, on the dense model).
+    `pruned`: the model already pruned by `method` and `pattern` (a previous call's '0'), so a
+    table of corrections and factor dtypes prunes once; it is not pruned again."""
     from vla_pruned_ros.compression import gluestick, prune
     from vla_pruned_ros.compression.calibration import collect_input_stats
     from vla_pruned_ros.compression.prune import compressed_layers
@@ -146,8 +149,9 @@ def compress(
     calib = None
     if frames is not None:
         calib = list(calibration_batches(dense, frames))
-    pruned = prune(dense, method, pattern, calib=calib, include=include, exclude=exclude,
-                   progress=progress, conv=conv)  # fmt: skip
+    if pruned is None:
+        pruned = prune(dense, method, pattern, calib=calib, include=include, exclude=exclude,
+                       progress=progress, conv=conv)  # fmt: skip
     stats = None
     if correction == "activation":
         if calib is None:
