@@ -165,7 +165,7 @@ def main() -> int:
     )  # fmt: skip
     monitor = subprocess.Popen(
         [*py, "vla_pruned_ros.ros.safety_monitor_node", "--ros-args", "--params-file",
-         str(ROOT / "config/safety_monitor.yaml"), "-p", f"report_dir:={tmp / 'reports'}",
+         str(ROOT / "config/safety_monitor_nav.yaml"), "-p", f"report_dir:={tmp / 'reports'}",
          "-p", "limits.min_obstacle_distance:=0.0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

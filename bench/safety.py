@@ -12,7 +12,7 @@ real subscriber on the gated command topic (`cmd_vel`) receives:
 
 The policy is the test suite's stand-in (test/ros/fake_policy.py: a 0.2 m/s command, a camera
 frame and a heartbeat at 10 Hz; SIGUSR1 stalls its camera, SIGUSR2 skews its clock); the monitor
-is the real node with config/safety_monitor.yaml.
+is the real node with config/safety_monitor_nav.yaml.
 
     nice -n 10 .venv/bin/python bench/safety.py --reps 5                  # prints the table
     nice -n 10 .venv/bin/python bench/safety.py --reps 5 --out bench/RESULTS_safety.md
@@ -47,7 +47,7 @@ from vla_pruned_ros.ros.dds import use_localhost_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_POLICY = ROOT / "test" / "ros" / "fake_policy.py"
-SAFETY_YAML = ROOT / "config" / "safety_monitor.yaml"
+SAFETY_YAML = ROOT / "config" / "safety_monitor_nav.yaml"
 SECTION = "## Stop times"
 
 
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         SECTION,
         "",
-        f"{dt.date.today()}, limits from config/safety_monitor.yaml: control "
+        f"{dt.date.today()}, limits from config/safety_monitor_nav.yaml: control "
         f"{lim.control_rate_hz:g} Hz, command_timeout_s {lim.command_timeout_s:g}, "
         f"camera_timeout_s {lim.camera_timeout_s:g}, clock_skew_tolerance_s "
         f"{lim.clock_skew_tolerance_s:g}. Seconds from the fault to the first zero command "

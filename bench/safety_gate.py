@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             f"{SECTION}\n\n{dt.date.today().isoformat()}, model `{args.model}`, held-out scenes "
             f"{seeds[0]}..{seeds[-1]} ({args.episodes} per task, the same scenes for every gate), "
-            f"gate limits and zones from config/safety_monitor.yaml (nav) and "
-            f"config/safety_manip.yaml (manip), stream checks off (synchronous loop).\n\n"
+            f"gate limits and zones from config/safety_monitor_nav.yaml (nav) and "
+            f"config/safety_monitor_manip.yaml (manip), stream checks off (synchronous loop).\n\n"
             f"    {command}\n\n{text}\n\n{READING}\n",
         )
     return 0

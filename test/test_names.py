@@ -192,3 +192,36 @@ def test_a_bringup_file_with_an_old_executable_name_starts_the_new_one(tmp_path:
     assert spec.executable == "safety_monitor_node" and spec.is_safety
     err = capsys.readouterr().err
     assert "executable 'safety_monitor' is deprecated, renamed 'safety_monitor_node'" in err
+
+
+def test_each_parameter_file_is_named_for_its_node_and_task() -> None:
+    """`config/<executable without _node>[_<task>].yaml`: the file a node reads says whose it is."""
+    node_executables = {name: exe for exe, name in NODE_NAMES.items()}
+    checked = 0
+    for path in sorted((ROOT / "config").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        if not isinstance(data, dict):
+            continue
+        for section in data:
+            if section not in node_executables:
+                continue  # a tool's file (sweep, divergence) or the Gazebo bridge's
+            prefix = node_executables[section].removesuffix("_node")
+            assert path.stem == prefix or path.stem.startswith(f"{prefix}_"), (
+                f"{path.name} holds {section}'s parameters: name it {prefix}_<task>.yaml"
+            )
+            checked += 1
+    assert checked >= 8
+
+
+def test_a_bringup_file_naming_a_renamed_parameter_file_is_told_the_new_name(tmp_path: Path):
+    from vla_pruned_ros.bringup import RENAMED_CONFIGS, BringupError, load_bringup
+
+    for old, new in RENAMED_CONFIGS.items():
+        assert (ROOT / "config" / new).is_file() and not (ROOT / "config" / old).exists()
+    path = tmp_path / "bringup.yaml"
+    path.write_text(
+        f"root: {ROOT}\nnodes:\n  - executable: safety_monitor_node\n"
+        "    params: [config/safety_monitor.yaml]\n"
+    )
+    with pytest.raises(BringupError, match=r"renamed .*config/safety_monitor_nav\.yaml"):
+        load_bringup(path)

@@ -8,7 +8,7 @@ A bringup file:
     root: ..                                # optional; relative paths resolve against it
     nodes:
       - executable: safety_monitor_node     # a console script of this package
-        params: [config/safety_monitor.yaml] # relative to `root` (default: this file's folder)
+        params: [config/safety_monitor_nav.yaml] # relative to `root` (default: this file's folder)
         overrides: {report_dir: reports/safety}   # outputs: relative to the working directory
       - executable: policy_node
         params: [config/policy_nav.yaml]
@@ -59,6 +59,13 @@ BAG_PLAYER_EXECUTABLE = "bag_player_node"
 # setup.py (ros/aliases.py), a bringup file through `load_bringup`.
 RENAMED_EXECUTABLES = {"safety_monitor": SAFETY_EXECUTABLE, "bag_player": BAG_PLAYER_EXECUTABLE}
 BAG_PLAYER_NODE = "vla_bag_player"
+# Parameter files are `config/<executable without _node>_<task>.yaml` (policy_nav, sim_manip,
+# safety_monitor_gazebo, bag_player). A bringup file naming an old file is told the new name.
+RENAMED_CONFIGS = {
+    "safety_monitor.yaml": "safety_monitor_nav.yaml",
+    "safety_manip.yaml": "safety_monitor_manip.yaml",
+    "safety_gazebo.yaml": "safety_monitor_gazebo.yaml",
+}
 # Executables that are lifecycle nodes: a launch file starts them as `LifecycleNode`s and drives
 # configure -> activate, checking each transition's result.
 LIFECYCLE_EXECUTABLES = frozenset({"policy_node"})
@@ -116,7 +123,7 @@ def load_bringup(path: Path) -> tuple[list[NodeSpec], float]:
     is wrong (an unknown executable, a missing parameter file, a bad role)."""
     path = Path(path)
     if not path.is_file():
-        raise BringupError(f"bringup file {path} does not exist")
+        raise BringupError(f"bringup file {path} does not exist{_renamed(path)}")
     data = yaml.safe_load(path.read_text()) or {}
     base = (path.resolve().parent / str(data.get("root", "."))).resolve()
     if not base.is_dir():
@@ -150,7 +157,9 @@ def load_bringup(path: Path) -> tuple[list[NodeSpec], float]:
         ]
         for p in params:
             if not p.is_file():
-                raise BringupError(f"{path}: node {i} ({exe}): parameter file {p} does not exist")
+                raise BringupError(
+                    f"{path}: node {i} ({exe}): parameter file {p} does not exist{_renamed(p)}"
+                )
         overrides = _node_overrides(path, i, exe, dict(entry.get("overrides") or {}), base)
         name, ends = entry.get("name", exe), bool(entry.get("ends_graph", False))
         role = entry.get("role", "safety" if exe == SAFETY_EXECUTABLE else "node")
@@ -160,6 +169,12 @@ def load_bringup(path: Path) -> tuple[list[NodeSpec], float]:
     if not specs:
         raise BringupError(f"{path}: no nodes listed under 'nodes'")
     return specs, float(data.get("duration_s", 0) or 0)
+
+
+def _renamed(path: Path) -> str:
+    """For a missing file that was renamed (RENAMED_CONFIGS): the sentence naming the new one."""
+    new = RENAMED_CONFIGS.get(path.name)
+    return f" (renamed {path.with_name(new)}: use that)" if new else ""
 
 
 def _node_overrides(

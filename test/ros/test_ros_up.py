@@ -49,7 +49,7 @@ def _read_until(proc: subprocess.Popen, needle: str, timeout: float) -> str:
 def test_ctrl_c_stops_every_node_cleanly_and_reports_survive(tmp_path: Path) -> None:
     monitor = {
         "executable": "safety_monitor_node",
-        "params": [str(ROOT / "config" / "safety_monitor.yaml")],
+        "params": [str(ROOT / "config" / "safety_monitor_nav.yaml")],
         "overrides": {"report_dir": str(tmp_path / "reports")},
     }
     proc = _vla_ros("up", str(_bringup(tmp_path, [monitor])))
@@ -77,7 +77,7 @@ def test_a_killed_policy_leaves_the_gate_sending_zeros_and_stopping_last(tmp_pat
     timeout_s, rate_hz = 0.3, 10.0
     monitor = {
         "executable": "safety_monitor_node",
-        "params": [str(ROOT / "config" / "safety_monitor.yaml")],
+        "params": [str(ROOT / "config" / "safety_monitor_nav.yaml")],
         "overrides": {
             "report_dir": str(tmp_path / "reports"),
             "limits.command_timeout_s": timeout_s,
@@ -157,7 +157,7 @@ def test_bringup_paths_resolve_against_the_yaml_folder_and_adapters_are_checked(
     (robot / "bringup.yaml").write_text(yaml.safe_dump({"nodes": nodes}))
     assert load_bringup(robot / "bringup.yaml")[0][1].overrides["artifact"] == "embedded"
     shipped, _ = load_bringup(ROOT / "config" / "bringup_robot.yaml")
-    assert shipped[0].params == [ROOT / "config" / "safety_monitor.yaml"]
+    assert shipped[0].params == [ROOT / "config" / "safety_monitor_nav.yaml"]
     policy["overrides"]["adapter"] = "openvla7b"
     (robot / "bringup.yaml").write_text(yaml.safe_dump({"nodes": nodes}))
     with pytest.raises(BringupError, match="openvla7b.*embedded, openvla, lerobot, text.*Class"):

@@ -26,7 +26,7 @@ PERIOD_S = 1.0 / RATE_HZ
 def _monitor_args(tmp_path: Path, *extra: str) -> list[str]:
     return [
         "-m", "vla_pruned_ros.ros.safety_monitor_node", "--ros-args",
-        "--params-file", str(ROOT / "config" / "safety_monitor.yaml"),
+        "--params-file", str(ROOT / "config" / "safety_monitor_nav.yaml"),
         "-p", f"report_dir:={tmp_path}",
         "-p", f"limits.control_rate_hz:={RATE_HZ}",
         "-p", f"limits.command_timeout_s:={TIMEOUT_S}",

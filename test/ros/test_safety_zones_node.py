@@ -1,5 +1,5 @@
 """The direction-aware gate over real DDS: the safety monitor as a real process with
-`zones.direction_aware: true` (config/safety_monitor.yaml) sees a contact while the robot drives
+`zones.direction_aware: true` (config/safety_monitor_nav.yaml) sees a contact while the robot drives
 forward, then keeps blocking forward commands well past `stop_hold_s` (where the stop-and-hold
 gate released and the policy drove into the same wall again, issue 18) while reversing away
 passes."""
@@ -28,7 +28,7 @@ HOLD_S = 0.5
 def monitor(tmp_path: Path):
     args = [
         "-m", "vla_pruned_ros.ros.safety_monitor_node", "--ros-args",
-        "--params-file", str(ROOT / "config" / "safety_monitor.yaml"),
+        "--params-file", str(ROOT / "config" / "safety_monitor_nav.yaml"),
         "-p", f"report_dir:={tmp_path}",
         "-p", "limits.command_timeout_s:=2.0",  # generous: a loaded machine delays our 10 Hz
         "-p", f"limits.stop_hold_s:={HOLD_S}",

@@ -16,8 +16,8 @@ CONTACT_FORCE_THRESHOLD = 1e-3  # N, normal force: a touch at or below it is not
 JOINT_LIMIT_MARGIN = 0.05  # share of a joint's range from either limit
 
 TASK_SAFETY_CONFIG: dict[str, str] = {
-    "nav": "config/safety_monitor.yaml",
-    "manip": "config/safety_manip.yaml",
+    "nav": "config/safety_monitor_nav.yaml",
+    "manip": "config/safety_monitor_manip.yaml",
 }
 """Each task's safety YAML (package-relative): the limits the gate applies in simulation,
 bag replay and on the robot's graph."""
