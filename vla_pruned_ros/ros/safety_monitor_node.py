@@ -21,7 +21,8 @@ it configures and activates itself, so it runs without a lifecycle manager; with
 Its publishers and subscriptions exist from construction; `configure` (re)builds the limits and
 the monitor from the parameters, `cleanup` drops the monitor's state.
 
-    ros2 run vla_pruned_ros safety_monitor --ros-args --params-file config/safety_monitor.yaml
+    ros2 run vla_pruned_ros safety_monitor_node --ros-args \
+        --params-file config/safety_monitor_nav.yaml
 """
 
 from __future__ import annotations
