@@ -35,7 +35,7 @@ ACTION = "vla/action"  # VLAAction, from the policy node
 CMD_RAW = "cmd_vel_raw"  # the policy's Twist, before the safety gate
 CMD = "cmd_vel"  # gated Twist, to the robot
 CONTACTS = "contacts"
-GZ_CONTACTS = "gz_contacts"  # Gazebo's contacts as bridged (gz_bridge.yaml, safety_monitor_gazebo.yaml)
+GZ_CONTACTS = "gz_contacts"  # Gazebo's contacts, bridged (gz_bridge.yaml, safety_monitor_gazebo)
 # Queue depth for safety evidence (contacts): a contact lasts one control step, so one message
 # dropped by a lagging monitor hides a collision, or merges two into one.
 EVIDENCE_DEPTH = 100
