@@ -110,6 +110,37 @@ def test_few_token_and_many_token_paths_equal_the_dense_reference(pattern) -> No
         k.set_tuning(*default)
 
 
+@pytest.mark.parametrize("pattern", ["2:4", "4:8", "unstructured:0.5"])
+def test_blocked_many_token_path_at_16_and_256_tokens(pattern) -> None:
+    """The column-blocked path at the token counts the bench measures (16: one panel; 256:
+    sixteen, taken two at a time, plus an odd count leaving a lone partial panel), with blocks
+    forced narrow so a row spans many blocks, the last block is partial (d_in % 48 != 0) and
+    the A part spans blocks of its own (rank 40 > 32 columns); int8 and fp16 factors, bias,
+    2-D and 3-D inputs, rows decoded one at a time and a whole group at once."""
+    k = kernel()
+    default = k.set_tuning(0, 0, 0)
+    gen = torch.Generator().manual_seed(12)
+    try:
+        for d_out, d_in, rank, factor_dtype, bias in (
+            (70, 200, 40, "int8", True),
+            (33, 96, 8, "float16", False),
+        ):
+            ref = _layer(d_out, d_in, pattern, rank, factor_dtype, bias)
+            sparse = to_sparse(ref, torch.bfloat16 if bias else torch.float16)
+            ref.weight.data = ref.weight.data.to(sparse.weight_dtype).float()
+            for shape in ((16, d_in), (256, d_in), (3, 45, d_in)):
+                x = torch.randn(*shape, generator=gen)
+                want = ref(x)
+                for cols, sub in ((0, 0), (48, 1), (32, 32)):
+                    k.set_tuning(1, cols, sub)
+                    got = sparse(x)
+                    assert got.shape == want.shape
+                    case = (pattern, d_out, d_in, rank, factor_dtype, shape, cols, sub)
+                    assert _rel(got, want) < 1e-3, case
+    finally:
+        k.set_tuning(*default)
+
+
 def test_nm_index_check_in_place_and_in_slices() -> None:
     """The compiled in-place index check and the sliced pure-PyTorch one agree, slices that do
     not divide the layer included."""
@@ -212,6 +243,31 @@ def test_artifact_loads_straight_into_the_sparse_layout(tmp_path, pattern) -> No
         assert layer.values.dtype == torch.float16  # not widened by the model's fp32 cast
     x = torch.randn(3, 7, 24)
     assert _rel(sparse(x), mat(x)) < 1e-3
+
+
+def test_bfloat16_artifact_under_auto_keeps_its_stored_dtypes(tmp_path) -> None:
+    """A bfloat16 artifact loaded with the default mode: every pruned layer sparse, its values
+    kept bfloat16 (read by the kernel as stored, never widened: the resident bytes are the
+    stored ones), fp16 factors kept fp16, outputs equal to materialize, at 1 and 16 tokens."""
+    torch.manual_seed(0)
+    model = _Tiny()
+    for name in ("a", "b"):
+        lin = model.get_submodule(name)
+        gen = torch.Generator().manual_seed(len(name))
+        pruned = _pruned(lin.out_features, lin.in_features, "2:4", gen)
+        factors = gap_factors(lin.weight, pruned, 4)
+        lin.weight.data = pruned
+        setattr(model, name, GluestickLinear(lin, factors, "float16", "2:4", "magnitude"))
+    folder = save_artifact(model, tmp_path / "art", weight_dtype="bfloat16")
+    auto = load_artifact(folder, _Tiny)
+    mat = load_artifact(folder, _Tiny, mode="materialize")
+    assert set(auto.artifact["layer_modes"].values()) == {"sparse"}
+    for name in ("a", "b"):
+        layer = auto.get_submodule(name)
+        assert layer.values.dtype == torch.bfloat16 and layer.a.dtype == torch.float16
+    for tokens in (1, 16):
+        x = torch.randn(tokens, 24)
+        assert _rel(auto(x), mat(x)) < 1e-3, tokens
 
 
 def test_fallback_path_without_the_kernel(tmp_path) -> None:

@@ -9,11 +9,14 @@
 // its values and index bytes: 8 values are widened at once and multiplied with the 8 inputs
 // their indices name (two index bytes decoded into a lane permutation of 16 inputs), so no
 // dense row is ever written. Other patterns widen a row into an L1 buffer and dot it.
-// Many tokens: the tokens are packed into panels of 16, a few rows at a time are decoded into
-// their kept values and column offsets (A's row appended, so the same pass adds A z) and a
-// register-blocked micro-kernel multiplies each kept value with 16 tokens (no BLAS call inside
-// the threads: MKL nested in at::parallel_for ran 10-20x slower on a loaded machine): the dense
-// weight of a layer never exists. Rows are spread over threads (at::parallel_for).
+// More tokens (set_tuning's limit, default above 1): blocked like a GEMM with the weight kept
+// compact: the input columns are cut into blocks whose token panels (16 tokens) fit L1, each
+// row of a group is decoded once per block into its kept values and column offsets (the A part
+// is a block of its own over z = B x), and a register-blocked micro-kernel multiplies each kept
+// value with 16 or 32 tokens at once from L1 (see many_tokens). No BLAS call inside the threads
+// (MKL nested in at::parallel_for ran 10-20x slower on a loaded machine), and the dense weight
+// of a layer never exists. Rows are spread over threads (at::parallel_for; the many-token path
+// hands out row groups dynamically).
 // AVX2+FMA+F16C paths are compiled where the compiler targets them; a portable scalar path
 // elsewhere (aarch64). Inputs are validated once (validate_nm, bitmask_row_offsets) and every
 // call re-checks the shapes it relies on, so a malformed tensor raises instead of reading out of
@@ -345,10 +348,9 @@ struct MaskRows {
   }
 };
 
-// Tuning (set_tuning, for benchmarks): up to g_small_tokens tokens the few-token path; above,
-// rows decoded together hold about g_tile_floats values and as many offsets (per thread).
-int64_t g_small_tokens = 16;
-int64_t g_tile_floats = int64_t(1) << 17;
+// Tuning (set_tuning, for benchmarks): up to g_small_tokens tokens the few-token path, above
+// it the column-blocked one (many_tokens).
+int64_t g_small_tokens = 1;
 
 // out (rows x T, row-major) = M x^T [+ bias] [+ A z^T] for M given by `e`, x (T x cols) fp32,
 // z (T x r) fp32 and A's rows given by `a` (or null).
@@ -371,18 +373,24 @@ void few_tokens(const E& e, int64_t rows, int64_t cols, const float* x, int64_t 
   });
 }
 
-// ---- many tokens: a register-blocked micro-kernel over the kept weights ---------------------
-// The tokens are packed into panels of kTB: panel[b][c][t] = x[b*kTB + t][c] (c < cols), then
-// z[b*kTB + t][c - cols] (the A part), zero past the last token. A row is decoded once into its
-// kept values (fp32) and their panel offsets c*kTB, and each of its values is multiplied with
-// kTB tokens at once: two loads and two FMAs per kept weight per kTB tokens, no dense row.
+// ---- many tokens: blocked over input columns, a register-blocked micro-kernel --------------
+// The classic GEMM blocking with the weight kept compact. The input columns (x's, then z's for
+// the A part) are cut into blocks of g_block_cols; for each block the tokens are packed into
+// panels of kTB: panel[c][t] = x[p*kTB + t][k0 + c], zero past the last token, so one block's
+// panel (256 x 16 floats = 16 KB) sits in L1. A thread takes a group of kGroup rows (groups
+// handed out dynamically: a core shared with another job gets fewer), and for each column block
+// decodes the group's rows once into their kept values (fp32) and panel offsets c*kTB, then
+// runs every token panel through the micro-kernel for every row of the group: two loads and two
+// FMAs per kept weight per kTB tokens, all from L1, accumulated into the group's outputs (L1/L2).
+// Each packed weight is read from memory once per call, no dense row or tile exists.
 constexpr int64_t kTB = 16;
+constexpr int64_t kGroup = 32;
 
-// out[0..kTB) = init + sum_j vals[j] * panel[offs[j] .. + kTB)
+// acc[0..kTB) += sum_j vals[j] * panel[offs[j] .. + kTB)
 inline void micro16(const float* vals, const int32_t* offs, int64_t cnt, const float* panel,
-                    float init, float* out) {
+                    float* acc) {
 #if VPR_AVX2
-  __m256 a0 = _mm256_set1_ps(init), a1 = a0;
+  __m256 a0 = _mm256_loadu_ps(acc), a1 = _mm256_loadu_ps(acc + 8);
   __m256 a2 = _mm256_setzero_ps(), a3 = a2, a4 = a2, a5 = a2, a6 = a2, a7 = a2;
   int64_t j = 0;
   for (; j + 4 <= cnt; j += 4) {
@@ -407,77 +415,159 @@ inline void micro16(const float* vals, const int32_t* offs, int64_t cnt, const f
     a0 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(p0), a0);
     a1 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(p0 + 8), a1);
   }
-  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a4, a6)));
-  _mm256_storeu_ps(out + 8, _mm256_add_ps(_mm256_add_ps(a1, a3), _mm256_add_ps(a5, a7)));
+  _mm256_storeu_ps(acc, _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a4, a6)));
+  _mm256_storeu_ps(acc + 8, _mm256_add_ps(_mm256_add_ps(a1, a3), _mm256_add_ps(a5, a7)));
 #else
-  float acc[kTB];
-  for (int64_t t = 0; t < kTB; ++t) acc[t] = init;
   for (int64_t j = 0; j < cnt; ++j) {
     const float v = vals[j];
     const float* p = panel + offs[j];
     for (int64_t t = 0; t < kTB; ++t) acc[t] += v * p[t];
   }
-  std::memcpy(out, acc, sizeof(acc));
 #endif
 }
 
-// Kept values of row o of a 2:4 / N:M / bitmask / dense matrix as (fp32 value, c*kTB) pairs,
-// columns from `col0`; returns how many.
-inline int64_t decode_row(const DenseRows& e, int64_t o, int64_t col0, float* vals, int32_t* offs) {
-  e.expand(o, vals);
-  for (int64_t c = 0; c < e.cols; ++c) offs[c] = int32_t((col0 + c) * kTB);
-  return e.cols;
+// The same for two token panels at once (p and q: each value and offset loaded once for 32
+// tokens, 1.5 loads per FMA instead of 2).
+inline void micro16x2(const float* vals, const int32_t* offs, int64_t cnt, const float* p,
+                      const float* q, float* acc_p, float* acc_q) {
+#if VPR_AVX2
+  __m256 a0 = _mm256_loadu_ps(acc_p), a1 = _mm256_loadu_ps(acc_p + 8);
+  __m256 a2 = _mm256_loadu_ps(acc_q), a3 = _mm256_loadu_ps(acc_q + 8);
+  __m256 a4 = _mm256_setzero_ps(), a5 = a4, a6 = a4, a7 = a4;
+  int64_t j = 0;
+  for (; j + 2 <= cnt; j += 2) {
+    const int64_t o0 = offs[j], o1 = offs[j + 1];
+    const __m256 v0 = _mm256_broadcast_ss(vals + j), v1 = _mm256_broadcast_ss(vals + j + 1);
+    a0 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(p + o0), a0);
+    a1 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(p + o0 + 8), a1);
+    a2 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(q + o0), a2);
+    a3 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(q + o0 + 8), a3);
+    a4 = _mm256_fmadd_ps(v1, _mm256_loadu_ps(p + o1), a4);
+    a5 = _mm256_fmadd_ps(v1, _mm256_loadu_ps(p + o1 + 8), a5);
+    a6 = _mm256_fmadd_ps(v1, _mm256_loadu_ps(q + o1), a6);
+    a7 = _mm256_fmadd_ps(v1, _mm256_loadu_ps(q + o1 + 8), a7);
+  }
+  for (; j < cnt; ++j) {
+    const int64_t o0 = offs[j];
+    const __m256 v0 = _mm256_broadcast_ss(vals + j);
+    a0 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(p + o0), a0);
+    a1 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(p + o0 + 8), a1);
+    a2 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(q + o0), a2);
+    a3 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(q + o0 + 8), a3);
+  }
+  _mm256_storeu_ps(acc_p, _mm256_add_ps(a0, a4));
+  _mm256_storeu_ps(acc_p + 8, _mm256_add_ps(a1, a5));
+  _mm256_storeu_ps(acc_q, _mm256_add_ps(a2, a6));
+  _mm256_storeu_ps(acc_q + 8, _mm256_add_ps(a3, a7));
+#else
+  micro16(vals, offs, cnt, p, acc_p);
+  micro16(vals, offs, cnt, q, acc_q);
+#endif
 }
 
-inline int64_t decode_row(const NMRows& e, int64_t o, int64_t col0, float* vals, int32_t* offs) {
+// Kept values of row o in columns [k0, k1) as (fp32 value, (c - k0) * kTB) pairs; returns how
+// many. `cur` is the row's running position in its values (used by the bitmask rows, whose
+// blocks hold a varying count; starts at 0 for the others).
+inline int64_t decode_block(const DenseRows& e, int64_t o, int64_t k0, int64_t k1, int64_t&,
+                            float* vals, int32_t* offs) {
+  widen(e.row(o) + k0 * elem_size(e.kind), e.kind, e.scale, k1 - k0, vals);
+  for (int64_t c = 0; c < k1 - k0; ++c) offs[c] = int32_t(c * kTB);
+  return k1 - k0;
+}
+
+// k0 and k1 are multiples of m (block edges are multiples of 16 and d_in of m).
+inline int64_t decode_block(const NMRows& e, int64_t o, int64_t k0, int64_t k1, int64_t&,
+                            float* vals, int32_t* offs) {
   const char* v = e.row(o);
   const int64_t mask = (1 << e.width) - 1;
+  const int64_t j_begin = k0 / e.m * e.n, j_end = k1 / e.m * e.n;
   by_kind(e.kind, [&](auto K) {
     constexpr Kind KK = decltype(K)::value;
-    int64_t j0 = 0;
-    const int64_t q0 = o * (e.cols / 4);
+    int64_t j = j_begin;
 #if VPR_AVX2
+    const int64_t q0 = o * (e.cols / 4) + k0 / 4;  // nibble of the block's first group
     if (e.n == 2 && e.m == 4 && q0 % 2 == 0) {  // 8 values and offsets from two index bytes
       const uint8_t* p = e.bits + q0 / 2;
       const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
       const __m256i three = _mm256_set1_epi32(3);
       const __m256i base = _mm256_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12);
-      const __m256i tb = _mm256_set1_epi32(int32_t(kTB));
-      for (int64_t c = 0; c < e.cols / 16; ++c, j0 += 8) {
+      for (int64_t c = 0; j + 8 <= j_end; ++c, j += 8) {
         uint16_t w;
         std::memcpy(&w, p + 2 * c, 2);
         __m256i col = _mm256_add_epi32(
             _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w), shifts), three), base);
-        col = _mm256_add_epi32(col, _mm256_set1_epi32(int32_t(col0 + 16 * c)));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(offs + j0), _mm256_mullo_epi32(col, tb));
-        _mm256_storeu_ps(vals + j0, load8<KK>(v, 1.f, j0));
+        col = _mm256_add_epi32(col, _mm256_set1_epi32(int32_t(16 * c)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(offs + j - j_begin),
+                            _mm256_slli_epi32(col, 4));  // * kTB
+        _mm256_storeu_ps(vals + j - j_begin, load8<KK>(v, 1.f, j));
       }
     }
 #endif
-    for (int64_t j = j0; j < e.k; ++j) {
+    for (; j < j_end; ++j) {
       const int64_t bit = (o * e.k + j) * e.width;
       const int64_t byte = bit >> 3;
       uint32_t word = e.bits[byte];
       if (byte + 1 < e.nbytes) word |= uint32_t(e.bits[byte + 1]) << 8;
       const int64_t pos = (word >> (bit & 7)) & mask;  // < m: validated at load
-      vals[j] = load1<KK>(v, 1.f, j);
-      offs[j] = int32_t((col0 + j / e.n * e.m + pos) * kTB);
+      vals[j - j_begin] = load1<KK>(v, 1.f, j);
+      offs[j - j_begin] = int32_t((j / e.n * e.m + pos - k0) * kTB);
     }
   });
-  return e.k;
+  return j_end - j_begin;
 }
+static_assert(kTB == 16, "decode_block's shift by 4 is * kTB");
 
-inline int64_t decode_row(const MaskRows& e, int64_t o, int64_t col0, float* vals, int32_t* offs) {
-  int64_t next = e.offsets[o], cnt = 0;
-  const int64_t first = o * e.cols;
-  for (int64_t bit = first, end = first + e.cols; bit < end; ++bit) {
-    if (!((e.bits[bit >> 3] >> (bit & 7)) & 1)) continue;
-    widen(e.values + next * elem_size(e.kind), e.kind, 1.f, 1, vals + cnt);
-    offs[cnt++] = int32_t((col0 + bit - first) * kTB);
-    ++next;
+inline int64_t decode_block(const MaskRows& e, int64_t o, int64_t k0, int64_t k1, int64_t& cur,
+                            float* vals, int32_t* offs) {
+  const size_t es = elem_size(e.kind);
+  int64_t cnt = 0;
+  auto put = [&](int64_t c) {
+    widen(e.values + (e.offsets[o] + cur) * es, e.kind, 1.f, 1, vals + cnt);
+    offs[cnt++] = int32_t((c - k0) * kTB);
+    ++cur;
+  };
+  const int64_t base = o * e.cols;
+  int64_t c = k0;
+  for (; c < k1 && ((base + c) & 7); ++c)
+    if ((e.bits[(base + c) >> 3] >> ((base + c) & 7)) & 1) put(c);
+  for (; c + 8 <= k1; c += 8) {
+    unsigned byte = e.bits[(base + c) >> 3];
+    while (byte) {
+      put(c + __builtin_ctz(byte));
+      byte &= byte - 1;
+    }
   }
+  for (; c < k1; ++c)
+    if ((e.bits[(base + c) >> 3] >> ((base + c) & 7)) & 1) put(c);
   return cnt;
 }
+
+// Ask for [p, p + bytes) in cache ahead of its use (the next column block of a row group: the
+// group's rows are 32 separate streams, too many for the hardware prefetchers).
+inline void prefetch(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i);
+}
+
+// The stored bytes decode_block(o, k0, k1) will read.
+inline void prefetch_block(const DenseRows& e, int64_t o, int64_t k0, int64_t k1, int64_t) {
+  const size_t es = elem_size(e.kind);
+  prefetch(e.row(o) + k0 * es, (k1 - k0) * es);
+}
+inline void prefetch_block(const NMRows& e, int64_t o, int64_t k0, int64_t k1, int64_t) {
+  const size_t es = elem_size(e.kind);
+  const int64_t j0 = k0 / e.m * e.n, j1 = k1 / e.m * e.n;
+  prefetch(e.row(o) + j0 * es, (j1 - j0) * es);
+  prefetch(e.bits + (o * e.k + j0) * e.width / 8, (j1 - j0) * e.width / 8 + 1);
+}
+inline void prefetch_block(const MaskRows& e, int64_t o, int64_t k0, int64_t k1, int64_t cur) {
+  prefetch(e.values + (e.offsets[o] + cur) * elem_size(e.kind), (k1 - k0) / 2 * elem_size(e.kind));
+  prefetch(e.bits + (o * e.cols + k0) / 8, (k1 - k0) / 8 + 1);
+}
+
+// Columns per block of the many-token path (set_tuning); a multiple of 16.
+int64_t g_block_cols = 0;  // 0: by the token count
+int64_t g_sub_rows = 0;    // rows decoded at once (0: by the token count)
 
 // out (rows x T, row-major) as in few_tokens, for many tokens.
 template <class E>
@@ -485,46 +575,87 @@ void many_tokens(const E& e, int64_t rows, int64_t cols, const float* x, int64_t
                  const float* bias, const DenseRows* a, const float* z, float* out) {
   const int64_t r = a ? a->cols : 0;
   const int64_t ke = cols + r;
-  TORCH_CHECK(ke * kTB < (int64_t(1) << 31), "sparse_linear: layer too wide for int32 offsets");
-  const int64_t nb = (T + kTB - 1) / kTB;
-  auto panels = torch::zeros({nb, ke, kTB}, torch::kFloat32);
+  const int64_t np = (T + kTB - 1) / kTB, tp = np * kTB;
+  // Columns per block: wider with one or two token panels (fewer passes over the outputs),
+  // 256 (16 KB per panel in L1) with more; rows decoded at once: with few panels a few (their
+  // values, offsets and the panels stay in L1), with many the whole group (each decoded row
+  // then serves every panel). Measured on Zen 3 (bench/RESULTS_runtime.md).
+  const int64_t kc = g_block_cols > 0 ? g_block_cols : (np <= 2 ? 512 : 256);
+  const int64_t sub = g_sub_rows > 0 ? std::min(g_sub_rows, kGroup) : (np <= 2 ? 2 : kGroup);
+  TORCH_CHECK(kc * kTB < (int64_t(1) << 31), "sparse_linear: block too wide for int32 offsets");
+  std::vector<int64_t> edges;  // column blocks: x's columns, then z's (the A part)
+  for (int64_t c = 0; c < cols; c += kc) edges.push_back(c);
+  for (int64_t c = cols; c < ke; c += kc) edges.push_back(c);
+  edges.push_back(ke);
+  auto block_end = [&](size_t b) { return edges[b + 1]; };
+  // panel of block b, token panel p: ke * np * kTB floats in all, block b's start at k0 * tp
+  auto panels = torch::empty({ke * tp}, torch::kFloat32);
   float* pp = panels.data_ptr<float>();
-  at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      for (int64_t t = 0; t < std::min(kTB, T - b * kTB); ++t) {
-        const float* xt = x + (b * kTB + t) * cols;
-        float* dst = pp + b * ke * kTB + t;
-        for (int64_t c = 0; c < cols; ++c) dst[c * kTB] = xt[c];
-        for (int64_t c = 0; c < r; ++c) dst[(cols + c) * kTB] = z[(b * kTB + t) * r + c];
+  const int64_t nblocks = int64_t(edges.size()) - 1;
+  at::parallel_for(0, nblocks * np, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / np, p = i % np, k0 = edges[b], w = block_end(b) - k0;
+      float* dst = pp + k0 * tp + p * w * kTB;
+      const int64_t nt = std::min(kTB, T - p * kTB);
+      for (int64_t c = 0; c < w; ++c) {
+        const int64_t col = k0 + c;
+        float* d = dst + c * kTB;
+        for (int64_t t = 0; t < nt; ++t) {
+          const int64_t tok = p * kTB + t;
+          d[t] = col < cols ? x[tok * cols + col] : z[tok * r + col - cols];
+        }
+        for (int64_t t = nt; t < kTB; ++t) d[t] = 0.f;
       }
     }
   });
-  // Rows decoded together (about g_tile_floats values + offsets), then every token panel.
-  const int64_t chunk = std::clamp<int64_t>(g_tile_floats / (2 * ke), 1, 64);
-  const int64_t chunks = (rows + chunk - 1) / chunk;
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    std::vector<float> vals(chunk * ke + 8);
-    std::vector<int32_t> offs(chunk * ke + 8);
-    std::vector<int64_t> cnt(chunk);
-    float acc[kTB];
-    for (int64_t ci = c0; ci < c1; ++ci) {
-      const int64_t r0 = ci * chunk, nr = std::min(chunk, rows - r0);
+  const int64_t groups = (rows + kGroup - 1) / kGroup;
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), groups);
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    std::vector<float> vals(sub * kc), acc(kGroup * tp);
+    std::vector<int32_t> offs(sub * kc);
+    int64_t cnt[kGroup], cur[kGroup];
+    for (int64_t g = next++; g < groups; g = next++) {
+      const int64_t r0 = g * kGroup, nr = std::min(kGroup, rows - r0);
       for (int64_t i = 0; i < nr; ++i) {
-        float* v = vals.data() + i * ke;
-        int32_t* f = offs.data() + i * ke;
-        cnt[i] = decode_row(e, r0 + i, 0, v, f);
-        if (a) cnt[i] += decode_row(*a, r0 + i, cols, v + cnt[i], f + cnt[i]);
+        std::fill(acc.begin() + i * tp, acc.begin() + (i + 1) * tp, bias ? bias[r0 + i] : 0.f);
+        cur[i] = 0;
       }
-      for (int64_t b = 0; b < nb; ++b) {
-        const float* panel = pp + b * ke * kTB;
-        const int64_t nt = std::min(kTB, T - b * kTB);
-        for (int64_t i = 0; i < nr; ++i) {
-          const int64_t o = r0 + i;
-          micro16(vals.data() + i * ke, offs.data() + i * ke, cnt[i], panel,
-                  bias ? bias[o] : 0.f, acc);
-          std::memcpy(out + o * T + b * kTB, acc, nt * sizeof(float));
+      for (int64_t b = 0; b < nblocks; ++b) {
+        const int64_t k0 = edges[b], k1 = block_end(b);
+        for (int64_t s0 = 0; s0 < nr; s0 += sub) {  // rows decoded together, then all panels
+          const int64_t s1 = std::min(nr, s0 + sub);
+          for (int64_t i = s0; i < s1; ++i) {
+            float* v = vals.data() + (i - s0) * kc;
+            int32_t* f = offs.data() + (i - s0) * kc;
+            int64_t unused = 0;
+            cnt[i] = k0 < cols ? decode_block(e, r0 + i, k0, k1, cur[i], v, f)
+                               : decode_block(*a, r0 + i, k0 - cols, k1 - cols, unused, v, f);
+            if (b + 1 < nblocks) {  // the same row's next block, read while this one computes
+              const int64_t n0 = edges[b + 1], n1 = block_end(b + 1);
+              if (n0 < cols)
+                prefetch_block(e, r0 + i, n0, n1, cur[i]);
+              else
+                prefetch_block(*a, r0 + i, n0 - cols, n1 - cols, 0);
+            }
+          }
+          const int64_t step = (k1 - k0) * kTB;  // floats from one token panel to the next
+          for (int64_t p = 0; p < np; p += 2) {
+            const float* panel = pp + k0 * tp + p * step;
+            for (int64_t i = s0; i < s1; ++i) {
+              const float* v = vals.data() + (i - s0) * kc;
+              const int32_t* f = offs.data() + (i - s0) * kc;
+              float* out_p = acc.data() + i * tp + p * kTB;
+              if (p + 1 < np)
+                micro16x2(v, f, cnt[i], panel, panel + step, out_p, out_p + kTB);
+              else
+                micro16(v, f, cnt[i], panel, out_p);
+            }
+          }
         }
       }
+      for (int64_t i = 0; i < nr; ++i)
+        std::memcpy(out + (r0 + i) * T, acc.data() + i * tp, T * sizeof(float));
     }
   });
 }
@@ -725,11 +856,13 @@ torch::Tensor bitmask_linear(const torch::Tensor& x, const torch::Tensor& values
 
 bool vectorized() { return VPR_AVX2; }
 
-// Set the few-token limit and the tile size (values <= 0 leave one unchanged); returns both.
-std::vector<int64_t> set_tuning(int64_t small_tokens, int64_t tile_floats) {
+// Set the few-token limit and the many-token path's columns per block (values <= 0 leave one
+// unchanged; block columns are rounded up to a multiple of 16); returns both.
+std::vector<int64_t> set_tuning(int64_t small_tokens, int64_t block_cols, int64_t sub_rows) {
   if (small_tokens > 0) g_small_tokens = small_tokens;
-  if (tile_floats > 0) g_tile_floats = tile_floats;
-  return {g_small_tokens, g_tile_floats};
+  if (block_cols >= 0) g_block_cols = (block_cols + 15) / 16 * 16;
+  if (sub_rows >= 0) g_sub_rows = sub_rows;
+  return {g_small_tokens, g_block_cols, g_sub_rows};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
@@ -738,5 +871,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("nm_linear", &nm_linear);
   mod.def("bitmask_linear", &bitmask_linear);
   mod.def("vectorized", &vectorized, "True when built with the AVX2/FMA/F16C paths");
-  mod.def("set_tuning", &set_tuning, "few-token limit and tile size (<= 0: unchanged)");
+  mod.def("set_tuning", &set_tuning, "few-token limit (<= 0: unchanged), block columns and rows "
+          "decoded at once (0: by token count, < 0: unchanged)", py::arg("small_tokens") = 0,
+          py::arg("block_cols") = -1, py::arg("sub_rows") = -1);
 }
