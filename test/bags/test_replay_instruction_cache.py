@@ -49,7 +49,7 @@ def test_cold_and_warm_cache_replay_equal_the_uncached_one(tmp_path, monkeypatch
     assert warm_cache.hits >= 1 and warm_cache.misses == 0
     assert warm_policy._encoder is None and warm_policy._tokenizer is None  # MiniLM never loaded
     assert _untimed(cold) == _untimed(plain) == _untimed(warm)
-    assert warm["models"]["embedded"]["steps"] == 118
+    assert warm["models"]["embedded"]["steps"] >= 100  # the whole fixture, not a prefix
     # info (memory_bytes included) is the full model's whichever way it was loaded
     assert warm_policy.info == eager.info
     # the features themselves are the encoder's bytes
