@@ -9,6 +9,8 @@ run through `closed_loop.run_cells`: the sweep's run loop. Same seeds, so the Ra
 the serial one (checked). Ray runs twice: cold (fresh workers import torch and load the model) and
 warm (workers kept). The estimate reads the committed full-grid results (results/closed_loop.json:
 episodes and their steps per cell) and prices every step at `--step-s` seconds of a GPU.
+Offline bag replay (x real time, start-up) is issue 23's other figure and has its own
+benchmark, `bench/replay.py` -> `bench/RESULTS_replay.md`, summarised in RESULTS_scale.md.
 """
 
 from __future__ import annotations
