@@ -12,7 +12,7 @@ vla-eval gain --task manip --write vla_pruned_ros/models/weights/embedded_vla
 vla-eval sweep                       # the pruning table of config/sweep.yaml
 vla-eval divergence                  # divergence-guided structured pruning (config/divergence.yaml)
 vla-eval sweep --episodes 20 --methods magnitude --ranks 64   # a quick look
-vla-eval sweep --model ~/models/my_vla --adapter openvla --trust-remote-code --tasks nav \
+vla-eval sweep --model ~/models/my_vla --adapter openvla --trust-remote-code --tasks nav --ranks 8 \
     --adapter-options '{action_map: {names: [linear_x, angular_z], order: [x, yaw]}}'
                                      # the same table on your own checkpoint
 """

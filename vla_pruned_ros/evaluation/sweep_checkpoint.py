@@ -155,7 +155,8 @@ def _check_supported(cfg: SweepConfig) -> None:
     policies = sorted(r for r in ranks if not r.isdigit())
     if policies:
         raise ValueError(f"a checkpoint table takes fixed integer ranks, not {policies} (energy "
-                         "and budget policies need every layer's spectrum first)")  # fmt: skip
+                         "and budget policies need every layer's spectrum first): give them "
+                         "as --ranks 8 32 or ranks: [8, 32] in the config")  # fmt: skip
 
 
 def derived_from(folder: Path) -> str:
