@@ -38,12 +38,40 @@ def _time(fn, repeats: int = 50) -> float:
     return statistics.median(times) * 1e3
 
 
-def main() -> None:
+def project_layers(layers: list, rank: int) -> list:
+    """The runtime's own `semi_structured` mode (what `load_artifact(mode='semi_structured')`
+    builds: a GluestickLinear whose weight is a SparseSemiStructuredTensor, factors applied in
+    its forward), so the table shows today's path beside the raw torch calls."""
+    from torch import nn
+
+    from vla_pruned_ros.compression.gluestick import GapFactors, GluestickLinear
+    from vla_pruned_ros.compression.runtime import to_semi_structured
+
+    out = []
+    for w, _, a, b in layers:
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype)
+        lin.weight.data = w.clone()
+        f = GapFactors(a.float(), b.float(), torch.zeros(rank), 0.0, 0.0)
+        layer = GluestickLinear(lin, f, "float16", "2:4", "magnitude").to(w.device, w.dtype)
+        to_semi_structured(layer)
+        out.append(layer.eval())
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--tokens", type=int, nargs="+", default=[1, 16, 64, 256, 1024, 4096])
+    parser.add_argument(
+        "--profile-tokens", type=int, nargs="*", default=[1, 256],
+        help="token counts with a torch.profiler table (after the main table)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this bench needs a GPU")
     from torch.sparse import to_sparse_semi_structured
@@ -55,9 +83,13 @@ def main() -> None:
         a = torch.randn(d_out, r, device=dev, dtype=torch.half) * 0.01
         b = torch.randn(r, d_in, device=dev, dtype=torch.half) * 0.01
         layers.append((w, to_sparse_semi_structured(w), a, b))
-    lines = ["| tokens | dense fp16 ms | semi_structured ms | + factors (two GEMMs) ms | "
-             "+ factors (one concatenated GEMM) ms | ratio semi/dense |",
-             "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    ours = project_layers(layers, r)
+    lines = [f"{torch.cuda.get_device_name()}, torch {torch.__version__}, rank {r}", "",
+             "| tokens | dense fp16 ms | semi_structured ms | + factors (two GEMMs) ms | "
+             "+ factors (one concatenated GEMM) ms | runtime's semi_structured layer ms | "
+             "ratio semi/dense | ratio runtime layer/dense |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    profiles = []
     for tokens in args.tokens:
         xs = [torch.randn(tokens, w.shape[1], device=dev, dtype=torch.half) for w, *_ in layers]
         cat = [torch.cat([w, b]) for w, _, a, b in layers]  # [W; B] x in one dense call
@@ -79,18 +111,23 @@ def main() -> None:
                 out.append(yz[:, : w.shape[0]] + F.linear(yz[:, w.shape[0] :], a))
             return out
 
-        t = [_time(f) for f in (dense, semi, semi_f, fused)]
+        def runtime_layer(xs=xs):
+            return [layer(x) for x, layer in zip(xs, ours, strict=True)]
+
+        with torch.inference_mode():
+            t = [_time(f) for f in (dense, semi, semi_f, fused, runtime_layer)]
         lines.append(f"| {tokens} | {t[0]:.3f} | {t[1]:.3f} | {t[2]:.3f} | {t[3]:.3f} | "
-                     f"{t[1] / t[0]:.2f}x |")  # fmt: skip
-        if tokens in (1, 256):
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as p:
-                semi()
+                     f"{t[4]:.3f} | {t[1] / t[0]:.2f}x | {t[4] / t[0]:.2f}x |")  # fmt: skip
+        for name, fn in (("semi_structured", semi), ("runtime layer", runtime_layer)):
+            if tokens not in args.profile_tokens:
+                continue
+            acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            with torch.inference_mode(), torch.profiler.profile(activities=acts) as p:
+                fn()
                 torch.cuda.synchronize()
-            lines.append("")
-            lines.append("```")
-            lines.append(p.key_averages().table(sort_by="cuda_time_total", row_limit=8))
-            lines.append("```")
-    text = "\n".join(lines) + "\n"
+            table = p.key_averages().table(sort_by="cuda_time_total", row_limit=10)
+            profiles += ["", f"{name}, {tokens} tokens:", "", "```", table, "```"]
+    text = "\n".join(lines + profiles) + "\n"
     print(text)
     if args.out:
         args.out.write_text(text)

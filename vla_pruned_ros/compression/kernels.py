@@ -38,9 +38,16 @@ def _cpu_flags() -> set[str]:
 
 def compile_flags() -> list[str]:
     """-O3 plus AVX2/FMA/F16C where this x86 CPU has all three (runtime check at build time);
-    elsewhere (aarch64, older x86) the portable scalar path only."""
+    elsewhere (aarch64, older x86) the portable scalar path only. `VLA_SPARSE_KERNEL_PORTABLE=1`
+    builds the portable path on x86 too: the flags an aarch64 build gets, so the same `#if`
+    leaves the SIMD code out (how that path is tested where no ARM compiler exists)."""
     flags = ["-O3"]
-    if platform.machine() in ("x86_64", "AMD64") and set(_X86_FLAGS) <= _cpu_flags():
+    portable = os.environ.get("VLA_SPARSE_KERNEL_PORTABLE", "0") == "1"
+    if (
+        not portable
+        and platform.machine() in ("x86_64", "AMD64")
+        and set(_X86_FLAGS) <= _cpu_flags()
+    ):
         flags += ["-mavx2", "-mfma", "-mf16c"]
     return flags
 
