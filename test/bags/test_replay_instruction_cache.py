@@ -16,7 +16,7 @@ from vla_pruned_ros.evaluation.bag_replay import evaluate_bag
 from vla_pruned_ros.models.instruction_cache import InstructionCache
 from vla_pruned_ros.models.registry import load_policy
 
-BAG = Path(__file__).resolve().parents[1] / "fixtures" / "bags" / "manip"
+BAG = Path(__file__).resolve().parents[1] / "fixtures" / "bags" / "nav"
 TIMING = ("model_seconds", "realtime_factor")
 
 
@@ -53,7 +53,7 @@ def test_cold_and_warm_cache_replay_equal_the_uncached_one(tmp_path, monkeypatch
     # info (memory_bytes included) is the full model's whichever way it was loaded
     assert warm_policy.info == eager.info
     # the features themselves are the encoder's bytes
-    text = "push the red block to the green target"
+    text = "drive to the red marker"
     assert torch.equal(warm_policy.text_features(text), eager.text_features(text))
 
     # a fresh interpreter on the warm cache: the same result, transformers never imported
