@@ -152,3 +152,19 @@ def test_pruned_once_every_rank_and_dtype_derived_from_it(
     assert [v.name for v in build_variants(cfg, progress=False)] == names
     assert "prune magnitude" not in capfd.readouterr().err
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+
+
+def test_wanda_prunes_block_by_block_on_expert_frames_through_the_processor(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    """Wanda on a checkpoint: calibrated on the tasks' expert frames (training scenes) through
+    the checkpoint's own processor and the adapter's prompt, pixel values included."""
+    from vla_pruned_ros.evaluation.sweep import SweepConfig, build_variants
+
+    cfg = SweepConfig.from_file(_config(tmp_path, checkpoint, methods=["wanda"], calib_scenes=1))
+    variants = build_variants(cfg, progress=False)
+    assert [v.name for v in variants] == ["dense", "wanda_2:4"]
+    manifest = json.loads((Path(variants[1].artifact) / "manifest.json").read_text())
+    assert manifest["method"] == "wanda"
+    calibration = manifest["extra"]["calibration"]
+    assert calibration["samples"] > 4 and "pixel_values" in calibration["inputs"]

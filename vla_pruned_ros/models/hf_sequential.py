@@ -153,7 +153,10 @@ def _tie_missing(model: nn.Module) -> None:
     get_out = getattr(model, "get_output_embeddings", None)
     if get_in is None or get_out is None:
         return
-    inp, outp = get_in(), get_out()
+    try:
+        inp, outp = get_in(), get_out()
+    except NotImplementedError:  # a remote-code model without them (transformers 5 raises)
+        return
     if outp is not None and inp is not None and outp.weight.is_meta and not inp.weight.is_meta:
         outp.weight = inp.weight
 
