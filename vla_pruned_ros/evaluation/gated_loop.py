@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from vla_pruned_ros.monitor import SafetyLimits, SafetyMonitor
-from vla_pruned_ros.monitor.detectors import select_robot_contacts
+from vla_pruned_ros.monitor.detectors import robot_contact_geometry as _robot_geometry
 from vla_pruned_ros.monitor.limits import TASK_SAFETY_CONFIG as SAFETY_CONFIG
 from vla_pruned_ros.monitor.velocity import TWIST_FIELDS, action_to_velocity, velocity_to_action
 from vla_pruned_ros.monitor.zones import Normal, Point, ZoneConfig, scan_angles
@@ -106,16 +106,14 @@ def robot_contact_geometry(
 ) -> tuple[list[tuple[str, str, float]], list[Point], list[Normal]]:
     """The robot's counted contacts of the last control step (every substep's, the named
     object excluded, as the task counts them), robot first, each with its world (x, y) point
-    and (x, y) normal from the robot into the other body."""
+    and (x, y) normal from the robot into the other body (`detectors.robot_contact_geometry`,
+    the filter the ROS monitor applies to Contacts.msg)."""
     records = task.step_contacts
-    kept = select_robot_contacts(
-        [c.pair for c in records], task.robot_bodies, task.allowed_contacts()
+    contacts, points, normals = _robot_geometry(
+        [c.pair for c in records],
+        task.robot_bodies,
+        task.allowed_contacts(),
+        points=[(r.position[0], r.position[1]) for r in records],
+        normals=[(r.normal[0], r.normal[1]) for r in records],
     )
-    contacts, points, normals = [], [], []
-    for i, contact, swapped in kept:
-        r = records[i]
-        sign = -1.0 if swapped else 1.0
-        contacts.append(contact)
-        points.append((r.position[0], r.position[1]))
-        normals.append((sign * r.normal[0], sign * r.normal[1]))
-    return contacts, points, normals
+    return contacts, points or [], normals or []

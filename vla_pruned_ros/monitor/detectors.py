@@ -65,6 +65,29 @@ def robot_contacts(
     return [c for _, c, _ in select_robot_contacts(contacts, robot, allowed)]
 
 
+def robot_contact_geometry(
+    contacts: Sequence[Contact],
+    robot: Collection[str],
+    allowed: Collection[str] = (),
+    points: Sequence[tuple[float, float]] | None = None,
+    normals: Sequence[tuple[float, float]] | None = None,
+) -> tuple[list[Contact], list[tuple[float, float]] | None, list[tuple[float, float]] | None]:
+    """The counted contacts (robot first) with each one's world (x, y) point and (x, y)
+    normal carried along, the normal reversed where the sides were swapped so it points from
+    the robot into the other body: what `SafetyMonitor.on_contacts` takes. The in-process gate
+    (simulator records) and the ROS monitor (Contacts.msg) both go through it, so the same
+    contact gives the gate the same input. `points`/`normals` None (no geometry known) stay
+    None."""
+    kept = select_robot_contacts(contacts, robot, allowed)
+    where = None if points is None else [points[i] for i, _, _ in kept]
+    facing = None
+    if normals is not None:
+        facing = [
+            (-normals[i][0], -normals[i][1]) if swapped else normals[i] for i, _, swapped in kept
+        ]
+    return [c for _, c, _ in kept], where, facing
+
+
 def contact_conditions(
     contacts: Iterable[Contact], threshold: float = CONTACT_FORCE_THRESHOLD
 ) -> dict[str, Reading]:

@@ -13,8 +13,8 @@ into it again does not. This is what a plain stop-and-hold gate lacks: it releas
 Sources (one class each, like Nav2's):
 - `ContactSource`: robot contact points, remembered in the world frame after the contact ends
   (the obstacle has not moved), forgotten after `contact_memory_s` or at an episode start. A
-  contact with a normal (from the robot into the obstacle: the in-process gate has one from the
-  simulator; Contacts.msg carries none yet) is remembered as a patch of the obstacle's surface:
+  contact with a normal (from the robot into the obstacle: from the simulator in process, from
+  Contacts.msg `normal` on the graph) is remembered as a patch of the obstacle's surface:
   within `contact_patch_radius` of the point along the surface, the command's component into
   the normal is limited so the footprint closes the gap
   to `stop_distance` no faster than over `approach_time_s` (Nav2's "approach" zone, for a

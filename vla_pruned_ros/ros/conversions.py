@@ -1,19 +1,30 @@
 """Conversions between ROS messages and the plain values the ROS-free layers use.
 
-One place for each: time stamps, Twist, and the monitor's records as SafetyEvent/SafetyStatus.
+One place for each: time stamps, Twist, contacts (the simulator's records as Contacts.msg and
+back into what the gate takes), and the monitor's records as SafetyEvent/SafetyStatus.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Twist
-from vla_pruned_ros_msgs.msg import SafetyEvent, SafetyStatus
+from geometry_msgs.msg import Point, Twist, Vector3
+from vla_pruned_ros_msgs.msg import Contacts, SafetyEvent, SafetyStatus
 
 from vla_pruned_ros.monitor import CATEGORIES, Decision, EpisodeReport, SafetyEventRecord
+from vla_pruned_ros.monitor.detectors import Contact, robot_contact_geometry
 from vla_pruned_ros.monitor.velocity import TWIST_FIELDS, action_to_velocity
+
+if TYPE_CHECKING:
+    from vla_pruned_ros.sim.base import ContactRecord
+
+PlanarContacts = tuple[
+    list[Contact], list[tuple[float, float]] | None, list[tuple[float, float]] | None
+]
 
 
 def stamp_to_sec(stamp: Time) -> float:
@@ -72,6 +83,45 @@ def twist_to_action(names: list[str] | tuple[str, ...], msg: Twist) -> np.ndarra
             part, axis = TWIST_FIELDS[name]
             out[i] = getattr(getattr(msg, part), axis)
     return out
+
+
+def contacts_to_msg(
+    records: Iterable[ContactRecord], stamp: Time, exclude: Collection[str] = ()
+) -> Contacts:
+    """The simulator's contact records (`Task.step_contacts`) as a Contacts message, each with
+    its world point and normal; contacts with a body in `exclude` (the object the instruction
+    names, which the robot is meant to touch) are left out."""
+    msg = Contacts()
+    msg.header.stamp = stamp
+    for c in records:
+        if c.body in exclude or c.other in exclude:
+            continue
+        msg.body_a.append(c.body)
+        msg.body_b.append(c.other)
+        msg.force.append(float(c.force))
+        msg.position.append(Point(x=float(c.position[0]), y=float(c.position[1]),
+                                  z=float(c.position[2])))  # fmt: skip
+        msg.normal.append(Vector3(x=float(c.normal[0]), y=float(c.normal[1]),
+                                  z=float(c.normal[2])))  # fmt: skip
+    return msg
+
+
+def contacts_from_msg(
+    msg: Contacts, robot: Collection[str], allowed: Collection[str] = ()
+) -> PlanarContacts:
+    """A Contacts message as `SafetyMonitor.on_contacts` takes it, through the filter the
+    in-process gate uses (`monitor.detectors.robot_contact_geometry`: robot first, normal
+    reversed with the sides): (contacts, (x, y) points, (x, y) normals). Geometry is used only
+    when both arrays are as long as the contacts; otherwise (a bag recorded before they existed,
+    a publisher that knows none) points and normals are None and the gate places each contact
+    along the motion."""
+    contacts = list(zip(msg.body_a, msg.body_b, msg.force, strict=True))
+    n = len(contacts)
+    if n and len(msg.position) == n == len(msg.normal):
+        points = [(p.x, p.y) for p in msg.position]
+        normals = [(v.x, v.y) for v in msg.normal]
+        return robot_contact_geometry(contacts, robot, allowed, points, normals)
+    return robot_contact_geometry(contacts, robot, allowed)
 
 
 def gz_contacts_to_tuples(msg) -> list[tuple[str, str, float]]:

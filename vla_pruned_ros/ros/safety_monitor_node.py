@@ -48,11 +48,12 @@ from vla_pruned_ros_msgs.msg import Contacts, SafetyEvent, SafetyStatus, VLAActi
 
 from vla_pruned_ros.monitor import SafetyLimits, SafetyMonitor, write_reports
 from vla_pruned_ros.monitor.categories import CATEGORIES
-from vla_pruned_ros.monitor.detectors import robot_contacts
+from vla_pruned_ros.monitor.detectors import robot_contact_geometry
 from vla_pruned_ros.monitor.limits import RANGES
 from vla_pruned_ros.monitor.zones import ZoneConfig, scan_angles
 from vla_pruned_ros.ros import topics
 from vla_pruned_ros.ros.conversions import (
+    contacts_from_msg,
     event_to_msg,
     gz_contacts_to_tuples,
     lists_to_twist,
@@ -97,6 +98,7 @@ class SafetyMonitorNode(LifecycleNode):
         self.create_subscription(cmd_type, p["cmd_raw_topic"], self._on_cmd, 10)
         self.create_subscription(Image, p["camera_topic"], self._on_image, qos_profile_sensor_data)
         self.create_subscription(VLAAction, p["action_topic"], self._on_action, 10)
+        self._has_pose = False  # odometry seen: contact points can be placed (_on_contacts)
         self.create_subscription(
             Contacts, p["contacts_topic"], self._on_contacts, topics.EVIDENCE_DEPTH
         )
@@ -346,19 +348,17 @@ class SafetyMonitorNode(LifecycleNode):
         self.monitor.on_policy_heartbeat(self._now())
 
     def _on_contacts(self, msg: Contacts) -> None:
-        # Contacts.msg carries no geometry yet: adding position/normal arrays would make every
-        # bag recorded before unreadable for this node (CDR has no optional trailing fields),
-        # so that waits for the fixture bags to be re-recorded. Without geometry the monitor
-        # places each contact along the motion (monitor/zones.py).
-        self._robot_contacts(zip(msg.body_a, msg.body_b, msg.force, strict=True))
+        # Points and normals are in the world (odom) frame: they place a contact for the zones
+        # only with the pose that links it to the robot, so without odometry (the tabletop
+        # pusher publishes joint states only) each contact is placed along the motion instead.
+        contacts, points, normals = contacts_from_msg(msg, self.robot_bodies)
+        if not self._has_pose:
+            points = normals = None
+        self.monitor.on_contacts(contacts, self._now(), points=points, normals=normals)
 
     def _on_gz_contacts(self, msg) -> None:
-        self._robot_contacts(gz_contacts_to_tuples(msg))
-
-    def _robot_contacts(self, contacts) -> None:
-        """The robot's contacts to the monitor, through the one filter
-        (`monitor.detectors.robot_contacts`: robot body first, Gazebo-scoped names)."""
-        self.monitor.on_contacts(robot_contacts(contacts, self.robot_bodies), self._now())
+        contacts, _, _ = robot_contact_geometry(gz_contacts_to_tuples(msg), self.robot_bodies)
+        self.monitor.on_contacts(contacts, self._now())
 
     def _on_scan(self, msg: LaserScan) -> None:
         angles = scan_angles(msg.angle_min, msg.angle_increment, len(msg.ranges))
@@ -372,6 +372,7 @@ class SafetyMonitorNode(LifecycleNode):
         q = msg.pose.pose.orientation
         yaw = math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
         self.monitor.on_pose(pos.x, pos.y, yaw)
+        self._has_pose = True
         speed = (twist.linear.x**2 + twist.linear.y**2 + twist.linear.z**2) ** 0.5
         self.monitor.on_measured_speed(speed, abs(twist.angular.z), now)
 

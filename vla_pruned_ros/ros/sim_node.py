@@ -9,7 +9,7 @@ odometry + a range scan (navigation) or joint states (manipulation). Episodes st
 `end`. With `episodes` > 0 the node exits after the last one, writing its results.
 
 Contacts are the robot's over the whole control step (every physics substep, largest force per
-body pair), not only those left at its end. For manipulation
+body pair, with its world point and normal), not only those left at its end. For manipulation
 the node leaves out contacts with the object the instruction names: touching that block is the
 task, not a violation.
 
@@ -52,7 +52,7 @@ from vla_pruned_ros_msgs.msg import Contacts
 
 from vla_pruned_ros.paths import atomic_write
 from vla_pruned_ros.ros import topics
-from vla_pruned_ros.ros.conversions import sec_to_stamp, twist_to_action
+from vla_pruned_ros.ros.conversions import contacts_to_msg, sec_to_stamp, twist_to_action
 from vla_pruned_ros.ros.image_io import rgb_to_image
 from vla_pruned_ros.ros.runner import run_node
 from vla_pruned_ros.sim.base import CONTROL_DT
@@ -288,16 +288,9 @@ class SimNode(Node):
         stamp = sec_to_stamp(self.now)
         frame = self.task.render() if image is None else image
         self.image_pub.publish(rgb_to_image(frame, stamp, self.p["camera_frame"]))
-        contacts = Contacts()
-        contacts.header.stamp = stamp
-        allowed = f"block_{self.task.target}" if self.task.name == "manip" else None
-        for c in self.task.step_contacts:  # every substep's
-            if allowed in (c.body, c.other):
-                continue
-            contacts.body_a.append(c.body)
-            contacts.body_b.append(c.other)
-            contacts.force.append(c.force)
-        self.contacts_pub.publish(contacts)
+        allowed = (f"block_{self.task.target}",) if self.task.name == "manip" else ()
+        # every substep's, with its world point and normal
+        self.contacts_pub.publish(contacts_to_msg(self.task.step_contacts, stamp, allowed))
         if self.task.name == "nav":
             self._publish_nav(stamp)
         else:
