@@ -4,9 +4,13 @@ For each task it runs the real graph (simulation node, policy node with the embe
 monitor) for a few held-out episodes, and records everything a replay needs with `vla-bag`'s
 recorder (its file written by `bags/writer.py`, with chunk CRCs): camera frames, instructions,
 episode markers, the policy's actions and commands, the gated commands, contacts, proximity,
-odometry/joints, safety events and /clock.
+odometry/joints, safety events and /clock. Contacts carry their world point and normal
+(Contacts.msg `position`/`normal`); `legacy_contacts_v1/` is a manipulation bag recorded before
+those fields existed, kept (never regenerated) so the reader's and player's translation of an
+older definition stays tested (bags/schemas.py).
 
     .venv/bin/python scripts/make_fixture_bags.py [--episodes 2] [--out test/fixtures/bags]
+        [--tasks nav manip]
 """
 
 from __future__ import annotations
@@ -82,12 +86,13 @@ def main() -> int:
     parser.add_argument("--nav-seed", type=int, default=1_000_065)
     parser.add_argument("--manip-seed", type=int, default=1_000_046)
     parser.add_argument("--out", type=Path, default=Path("test/fixtures/bags"))
+    parser.add_argument("--tasks", nargs="+", default=["nav", "manip"], help="re-record only these")
     args = parser.parse_args()
     from vla_pruned_ros.ros.dds import use_localhost_profile
 
     use_localhost_profile()
     args.out.mkdir(parents=True, exist_ok=True)
-    for task in ("nav", "manip"):
+    for task in args.tasks:
         bag = args.out / task
         if bag.exists():
             shutil.rmtree(bag)
