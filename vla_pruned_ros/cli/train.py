@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from vla_pruned_ros.evaluation.parallel import LOCAL, Parallel
 from vla_pruned_ros.models.embedded import (
     DEFAULT_WEIGHTS,
     HEAD_KINDS,
@@ -74,6 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL,
+        default=None,
+        metavar="ADDRESS",
+        help="collect as Ray tasks: on this machine's cores (no ADDRESS) or on a cluster "
+        "(auto, ray://HOST:10001); default: in this process, one core",
+    )
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument(
         "--task-cycle",
@@ -154,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         else:
             cfg = CollectConfig(task, args.episodes, expert=expert, supersample=args.supersample)
-            demos[task] = collect(cfg)
+            demos[task] = collect(cfg, Parallel(args.ray) if args.ray else None)
             demos[task].save(path)
         print(f"{task}: {len(demos[task])} samples, {len(demos[task].instructions)} instructions")
     collect_s = time.monotonic() - t0
