@@ -36,6 +36,7 @@ from vla_pruned_ros.compression.runtime_modes import (
     apply_mode,
     check_mode,
     layer_mode,
+    meta_layer,
     sparse_path_note,
     wants_sparse,
 )
@@ -92,10 +93,15 @@ def load_artifact(
     chosen: dict[str, tuple[str, str | None]] = {}
     layer_keys = set()
     for name, entry in manifest["layers"].items():
-        layer, packed = _pruned_layer(folder, model, name, entry, pruned, factors, compute)
+        check_layer_entry(folder / MANIFEST, name, entry)
+        chosen[name] = (
+            layer_mode(meta_layer(entry), device) if wants_sparse(requested) else (requested, None)
+        )
+        # a sparse layer keeps float factors as stored (never widened to the compute dtype)
+        keep = chosen[name][0] == "sparse"
+        layer, packed = _pruned_layer(folder, model, name, entry, pruned, factors, compute, keep)
         layer.spectrum = entry.get("spectrum")
         layer.singular_values = spectra.get(name)
-        chosen[name] = layer_mode(layer, device) if wants_sparse(requested) else (requested, None)
         if chosen[name][0] == "sparse":  # built from the packed tensors, never unpacked
             layer = from_loaded(layer, packed)
         else:
@@ -135,11 +141,12 @@ def _pruned_layer(
     pruned: TensorFiles,
     factors: TensorFiles,
     compute: torch.dtype,
+    keep_factors: bool = False,
 ) -> tuple[GluestickLinear, dict[str, torch.Tensor]]:
     """One pruned layer of the artifact, checked against the model's skeleton, with its bias
-    and factors but its weight still on the meta device; and its packed tensors (checked)."""
-    manifest_file = folder / MANIFEST
-    check_layer_entry(manifest_file, name, entry)
+    and factors (at `compute`, or as stored with `keep_factors`) but its weight still on the
+    meta device; and its packed tensors (checked)."""
+    manifest_file = folder / MANIFEST  # the entry itself is checked by the caller
     try:
         skeleton = model.get_submodule(name)
     except AttributeError:
@@ -194,7 +201,7 @@ def _pruned_layer(
                     f"{folder / FACTORS}: tensor {name}.{key} has shape {tuple(t.shape)}, "
                     "expected one value"
                 )
-            if key in ("a", "b") and entry["factor_dtype"] != "int8":
+            if key in ("a", "b") and entry["factor_dtype"] != "int8" and not keep_factors:
                 t = t.to(compute)
             setattr(layer, key, t)
         if layer.a.shape != (shape[0], entry["rank"]) or layer.b.shape != (

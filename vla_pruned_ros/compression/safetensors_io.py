@@ -85,7 +85,9 @@ def safetensors_keys(path: Path) -> dict[str, dict]:
 def _read(f, base: int, info: dict) -> torch.Tensor:
     start, end = info["data_offsets"]
     f.seek(base + start)
-    buf = bytearray(f.read(end - start))
+    buf = bytearray(end - start)  # read straight into the tensor's storage: no second copy
+    if f.readinto(buf) != len(buf):
+        raise SafetensorsError(f"{getattr(f, 'name', '<file>')}: tensor data ends early")
     dtype = _DTYPES[info["dtype"]]
     t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
     return t.reshape(info["shape"])
