@@ -1,8 +1,9 @@
 """The layers hold: compression core (torch only) < models < ROS nodes and tools. `compression/`
 imports no models, ROS or evaluation code; `monitor/`, `evaluation/`, `training/` and the bag
 reader/writer import nothing from `ros/` and no rclpy, so offline evaluation, calibration and
-bag reading run without a ROS installation. (`bags/play.py`, `record.py` and `qos.py` are the
-ROS tools that publish and subscribe; they may use rclpy.)
+bag reading run without a ROS installation; and none of them imports the `cli/` layer, which
+sits on top (what a tool and a library both need lives below it). (`bags/play.py`,
+`record.py` and `qos.py` are the ROS tools that publish and subscribe; they may use rclpy.)
 
 Checked twice: a real import of every module of a layer in a fresh interpreter, then
 `sys.modules` (catches what a module pulls in through others), and an AST scan of every import
@@ -20,13 +21,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "vla_pruned_ros"
 ROS = ("rclpy", "vla_pruned_ros.ros", "rosidl_runtime_py", "vla_pruned_ros_msgs")
+CLI = ("vla_pruned_ros.cli",)  # the command-line layer sits on top: nothing below imports it
 BAG_ROS_TOOLS = {"play", "record", "qos"}
 LAYERS = {
-    "compression": ROS + ("vla_pruned_ros.models", "vla_pruned_ros.evaluation"),
-    "monitor": ROS,
-    "evaluation": ROS,
-    "training": ROS,
-    "bags": ROS,
+    "compression": ROS + CLI + ("vla_pruned_ros.models", "vla_pruned_ros.evaluation"),
+    "monitor": ROS + CLI,
+    "evaluation": ROS + CLI,
+    "training": ROS + CLI,
+    "bags": ROS + CLI,
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from vla_pruned_ros.compression import METHODS, memory_report
 from vla_pruned_ros.compression.quantize import FACTOR_DTYPES
+from vla_pruned_ros.models.hf_checkpoint import is_hf_folder
 
 
 def memory_table(report: dict, default_mode: str | None = None) -> str:
@@ -141,17 +142,6 @@ def rank_spec(args: argparse.Namespace) -> str:
     if args.activation_budget_mb is not None:
         return f"activation-budget:{args.activation_budget_mb}"
     return str(args.rank or 0)
-
-
-def is_hf_folder(folder: Path) -> bool:
-    """A Hugging Face model folder (its config names a model_type); ours has none."""
-    import json
-
-    config = folder / "config.json"
-    try:
-        return config.is_file() and "model_type" in json.loads(config.read_text())
-    except ValueError:
-        return False
 
 
 def _stream(args: argparse.Namespace, folder: Path) -> int:

@@ -34,7 +34,7 @@ EMBEDDED_OUTPUTS = {"json": "results/closed_loop.json", "markdown": "docs/result
 
 def is_checkpoint(model: str) -> bool:
     """Whether the table's model is a user's Hugging Face folder (not the embedded VLA)."""
-    from vla_pruned_ros.cli.prune import is_hf_folder
+    from vla_pruned_ros.models.hf_checkpoint import is_hf_folder
 
     return model not in ("", "embedded") and is_hf_folder(Path(model).expanduser())
 

@@ -51,6 +51,17 @@ def missing_package(what: str, err: ImportError) -> CheckpointError:
     )
 
 
+def is_hf_folder(folder: Path) -> bool:
+    """A Hugging Face model folder (its config names a `model_type`; the embedded VLA's has
+    none): what sends a folder down the checkpoint path in `vla-prune` and `vla-eval sweep`.
+    Here, with the checkpoint code, so evaluation asks it without importing the CLI layer."""
+    config = folder / "config.json"
+    try:
+        return config.is_file() and "model_type" in json.loads(config.read_text())
+    except ValueError:
+        return False
+
+
 def checkpoint_files(folder: Path) -> list[Path]:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
