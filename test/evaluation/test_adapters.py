@@ -259,3 +259,48 @@ def test_presets_refuse_unknown_options_and_name_theirs(two_datasets) -> None:
     with pytest.raises(ValueError, match="resize 'nearest' is not one of"):
         load_policy(str(two_datasets), "nav", adapter="openvla", unnorm_key="fractal",
                     trust_remote_code=True, resize="nearest")  # fmt: skip
+
+
+def _suggested_map(info, want: list[str]) -> dict:
+    """The action_map a mismatch error suggests, read back from the message as a user copies it."""
+    import yaml
+
+    with pytest.raises(ValueError, match="action_map, e.g. action_map: ") as err:
+        check_action_space(info, want, "base_velocity", "task nav")
+    return yaml.safe_load(str(err.value).split("action_map, e.g. action_map: ", 1)[1])
+
+
+@pytest.mark.parametrize("names", [("vx",), ("x", "y", "z", "roll", "pitch", "yaw", "gripper"),
+                                   ("angular_z", "z", "linear_x")])  # fmt: skip
+def test_a_mismatch_suggests_an_action_map_that_parses_and_then_fits(names) -> None:
+    """Fewer model actions than wanted names (a 1-D model for a twist) gave `order: ['vx']` for
+    two names, which parse_action_map refuses; the suggestion must be a valid map whose result
+    fits, names shared by both spaces mapping onto themselves."""
+    from vla_pruned_ros.models.action_map import MappedPolicy, parse_action_map
+    from vla_pruned_ros.models.base import PolicyInfo
+
+    n = len(names)
+    info = PolicyInfo("m", "dense", -1, "own", names, (-1.0,) * n, (1.0,) * n, 0)
+    want = ["linear_x", "angular_z"]
+    suggestion = _suggested_map(info, want)
+    amap = parse_action_map(suggestion, info)
+    assert amap.names == tuple(want) and len(amap.index) == len(amap.scale) == 2
+    for target, source_index in zip(want, amap.index, strict=True):
+        if target in names:
+            assert names[source_index] == target
+
+    class Ramp:  # the model's action i is i + 1
+        def __init__(self) -> None:
+            self.info = info
+
+        def predict(self, image, instruction):
+            return np.arange(1, n + 1, dtype=np.float32)
+
+    mapped = MappedPolicy(Ramp(), amap)
+    check_action_space(mapped.info, want, "base_velocity", "task nav")  # now it fits
+    out = mapped.predict(FRAME, "go")
+    assert out.shape == (2,)
+    if n == 1:  # one action feeds linear_x; angular_z stays zero
+        assert out.tolist() == [1.0, 0.0]
+    if names[0] == "angular_z":
+        assert out.tolist() == [3.0, 1.0]

@@ -93,14 +93,34 @@ def apply_action_map(policy: PolicyAdapter, spec: Mapping[str, Any] | None,
     return MappedPolicy(policy, parse_action_map(spec, policy.info, action_space))
 
 
+def suggest_action_map(source: Sequence[str], want: Sequence[str]) -> dict[str, Any]:
+    """An `action_map` that `parse_action_map` accepts, one entry per wanted name: a name both
+    spaces share maps onto itself, the others take the model's remaining actions in order, and
+    a wanted action left with none (a model with fewer actions) reads action 0 at scale 0, i.e.
+    stays zero. A starting point the user edits, never a guess that would fail to parse."""
+    free = [n for n in source if n not in want]
+    order: list[str] = []
+    scale: list[float] = []
+    for name in want:
+        if name in source:
+            order.append(name)
+        elif free:
+            order.append(free.pop(0))
+        else:
+            order.append(source[0])
+            scale.append(0.0)
+            continue
+        scale.append(1.0)
+    return {"names": list(want), "order": order, "scale": scale}
+
+
 def check_action_space(info: PolicyInfo, want_names: Sequence[str], want_space: str,
                        where: str) -> None:  # fmt: skip
     """Refuse a model whose actions are not the ones `where` (a task, a bag) expects, naming
-    both spaces and the option that connects them."""
+    both spaces and the option that connects them (with a map that would parse)."""
     if tuple(info.action_names) == tuple(want_names):
         return
-    example = {"names": list(want_names), "order": list(info.action_names[: len(want_names)]),
-               "scale": [1.0] * len(want_names)}  # fmt: skip
+    example = suggest_action_map(tuple(info.action_names), tuple(want_names))
     raise ValueError(
         f"{info.model_id} acts in {info.action_space} {list(info.action_names)}, but {where} "
         f"expects {want_space} {list(want_names)}; connect them with the adapter option "
