@@ -2,6 +2,11 @@
 needs ros_gz_sim and ros_gz_bridge (`apt install ros-$ROS_DISTRO-ros-gz`).
 
     ros2 launch vla_pruned_ros gazebo.launch.py instruction:="go to the red marker"
+    ros2 launch vla_pruned_ros gazebo.launch.py artifact:=A adapter:=openvla trust_remote_code:=true
+
+`artifact` and the adapter arguments (`adapter`, `adapter_options`, `unnorm_key`,
+`trust_remote_code`: POLICY_LAUNCH_ARGUMENTS, the ones robot.launch.py declares) pass through to
+robot.launch.py unchanged (empty: as config/bringup_gazebo.yaml says).
 """
 
 from launch import LaunchDescription
@@ -11,6 +16,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from vla_pruned_ros.bringup import POLICY_LAUNCH_ARGUMENTS
+
 
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare("vla_pruned_ros")
@@ -19,7 +26,7 @@ def generate_launch_description() -> LaunchDescription:
     robot_launch = PathJoinSubstitution([share, "launch", "robot.launch.py"])
     return LaunchDescription(
         [
-            DeclareLaunchArgument("artifact", default_value=""),
+            *(DeclareLaunchArgument(k, default_value="") for k in POLICY_LAUNCH_ARGUMENTS),
             DeclareLaunchArgument("instruction", default_value="go to the red marker"),
             DeclareLaunchArgument("headless", default_value="-s --headless-rendering"),
             IncludeLaunchDescription(
@@ -44,7 +51,7 @@ def generate_launch_description() -> LaunchDescription:
                 PythonLaunchDescriptionSource(robot_launch),
                 launch_arguments={  # config/bringup_gazebo.yaml: both nodes on sim time
                     "bringup": PathJoinSubstitution([share, "config", "bringup_gazebo.yaml"]),
-                    "artifact": LaunchConfiguration("artifact"),
+                    **{k: LaunchConfiguration(k) for k in POLICY_LAUNCH_ARGUMENTS},
                 }.items(),
             ),
             ExecuteProcess(  # the instruction is latched (transient local), so once is enough

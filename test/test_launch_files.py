@@ -308,3 +308,95 @@ def test_launch_graph_checks_each_lifecycle_transition() -> None:
         "Shutdown(reason=",
     ):
         assert piece in text, piece
+
+
+# -- the adapter arguments reach the policy node from every launch file ----------------------
+
+
+def _imported_from_bringup(tree: ast.Module) -> dict[str, object]:
+    """Names a launch file imports from vla_pruned_ros.bringup, with their real values."""
+    import vla_pruned_ros.bringup as bringup
+
+    return {alias.asname or alias.name: getattr(bringup, alias.name)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module == "vla_pruned_ros.bringup"
+            for alias in node.names}  # fmt: skip
+
+
+def _call_name(node: ast.AST) -> str:
+    return getattr(getattr(node, "func", None), "id", "") if isinstance(node, ast.Call) else ""
+
+
+def _loop_names(comp: ast.AST, target: str, env: dict[str, object]) -> list[str]:
+    """What `target` takes in a comprehension iterating over a name from bringup (else [])."""
+    for gen in getattr(comp, "generators", []):
+        if getattr(gen.target, "id", None) == target and isinstance(gen.iter, ast.Name):
+            return [str(v) for v in env.get(gen.iter.id, ())]
+    return []
+
+
+def _declared_arguments(tree: ast.Module) -> set[str]:
+    """DeclareLaunchArgument names: string constants and comprehensions over bringup's lists."""
+    env, names = _imported_from_bringup(tree), set()
+    for node in ast.walk(tree):
+        if _call_name(node) == "DeclareLaunchArgument" and isinstance(node.args[0], ast.Constant):
+            names.add(node.args[0].value)
+        elif isinstance(node, ast.GeneratorExp | ast.ListComp) and (
+            _call_name(node.elt) == "DeclareLaunchArgument"
+            and isinstance(node.elt.args[0], ast.Name)
+        ):
+            names |= set(_loop_names(node, node.elt.args[0].id, env))
+    return names
+
+
+def _passed_through(tree: ast.Module, included: str) -> dict[str, str]:
+    """launch argument of the included file -> the LaunchConfiguration it is given, for the
+    IncludeLaunchDescription whose source names `included`."""
+    env = _imported_from_bringup(tree)
+    holders = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
+               for t in node.targets if isinstance(t, ast.Name)
+               and any(isinstance(c, ast.Constant) and c.value == included
+                       for c in ast.walk(node.value))}  # fmt: skip
+    out: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if _call_name(node) != "IncludeLaunchDescription":
+            continue
+        if not {n.id for n in ast.walk(node.args[0]) if isinstance(n, ast.Name)} & holders:
+            continue
+        given = next(k.value for k in node.keywords if k.arg == "launch_arguments")
+        mapping = given.func.value if isinstance(given, ast.Call) else given  # {...}.items()
+        for key, value in zip(mapping.keys, mapping.values, strict=True):
+            if key is None and isinstance(value, ast.DictComp):  # **{k: LaunchConfiguration(k)}
+                if _call_name(value.value) == "LaunchConfiguration" and isinstance(
+                    value.key, ast.Name
+                ) and ast.dump(value.value.args[0]) == ast.dump(value.key):  # fmt: skip
+                    out |= {k: k for k in _loop_names(value, value.key.id, env)}
+            elif isinstance(key, ast.Constant) and _call_name(value) == "LaunchConfiguration":
+                arg = value.args[0]
+                if isinstance(arg, ast.Constant):
+                    out[key.value] = arg.value
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCH_GRAPHS), ids=str)
+def test_every_launch_file_declares_the_policy_adapter_arguments(name: str) -> None:
+    from vla_pruned_ros.bringup import POLICY_LAUNCH_ARGUMENTS
+
+    declared = _declared_arguments(ast.parse((ROOT / "launch" / name).read_text()))
+    missing = set(POLICY_LAUNCH_ARGUMENTS) - declared
+    assert not missing, f"{name} does not declare {sorted(missing)}"
+
+
+def test_gazebo_passes_the_adapter_arguments_through_to_robot_launch() -> None:
+    """gazebo.launch.py runs the policy through robot.launch.py: each of robot.launch.py's
+    adapter arguments must be given the gazebo launch argument of the same name, or
+    `ros2 launch ... gazebo.launch.py adapter:=openvla` would start the embedded adapter."""
+    from vla_pruned_ros.bringup import POLICY_LAUNCH_ARGUMENTS
+
+    tree = ast.parse((ROOT / "launch/gazebo.launch.py").read_text())
+    given = _passed_through(tree, "robot.launch.py")
+    robot = _declared_arguments(ast.parse((ROOT / "launch/robot.launch.py").read_text()))
+    assert set(POLICY_LAUNCH_ARGUMENTS) <= robot
+    for arg in POLICY_LAUNCH_ARGUMENTS:
+        assert given.get(arg) == arg, f"gazebo.launch.py gives robot.launch.py {arg}={given}"
+    assert set(given) <= robot, f"robot.launch.py declares none of {sorted(set(given) - robot)}"
