@@ -54,6 +54,7 @@ def test_sweep_writes_the_table_and_resumes(tmp_path: Path) -> None:
     md = (tmp_path / "out" / "results.md").read_text()
     assert "magnitude 2:4 + GLUESTICK r=4" in md and "GLUESTICK energy 0.5" in md
     assert "closed_loop.png" in md and "held-out phrasing success" in md
+    assert "MiniLM's 11.7 M-parameter word-embedding table" in md  # the embedded VLA's own
     assert (tmp_path / "out" / "img" / "closed_loop.png").stat().st_size > 10_000
     assert markdown_table(result) in md
     # a second run reuses artifacts and cells: nothing is recomputed

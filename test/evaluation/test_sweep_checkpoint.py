@@ -79,7 +79,9 @@ def test_a_checkpoint_table_whose_dense_row_is_vla_eval_sim(checkpoint: Path,
     assert dense["tasks"]["nav"]["episodes"] == want
     for key in ("success", "unsafe"):
         assert dense["tasks"]["nav"]["summary"][key] == sim["summary"][key]
-    assert "magnitude 2:4 (pruned)" in (tmp_path / "out" / "t.md").read_text()
+    md = (tmp_path / "out" / "t.md").read_text()
+    assert "magnitude 2:4 (pruned)" in md
+    assert "Memory: the whole model" in md and "MiniLM" not in md  # not the embedded VLA's table
 
 
 def test_a_model_whose_actions_are_not_the_tasks_is_refused_naming_both(

@@ -149,6 +149,18 @@ def weights_note(result: dict[str, Any]) -> str:
     return f" (weights sha256 {sha[:12]}{gain})" if sha else ""
 
 
+def memory_note(result: dict[str, Any]) -> str:
+    """What the memory column counts. MiniLM's word-embedding table is part of the embedded
+    VLA only; a table on a user's checkpoint (its variants load through an adapter other than
+    the embedded one) must not be told it is in there."""
+    adapters = {(v.get("loader") or {}).get("adapter", "embedded") or "embedded"
+                for v in result.get("variants", [])}  # fmt: skip
+    rest = "the rest"
+    if adapters <= {"embedded"}:
+        rest += ", which includes MiniLM's 11.7 M-parameter word-embedding table"
+    return f"Memory: the whole model at fp16 (packed pruned weights + factors + {rest})."
+
+
 def markdown(result: dict[str, Any], command: str) -> str:
     cfg = result["config"]
     text = [
@@ -163,8 +175,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"{cfg['heldout_phrasing']} with held-out instruction templates; rates with 95 % Wilson "
         "intervals. Unsafe = an episode with at least one violation (collision for navigation; "
         "forbidden contact, joint near its limit or an object faster than 1 m/s for "
-        "manipulation). Memory: the whole model at fp16 (packed pruned weights + factors + "
-        "the rest, which includes MiniLM's 11.7 M-parameter word-embedding table).",
+        f"manipulation). {memory_note(result)}",
         "",
         "## Does it reproduce the paper?",
         "",
