@@ -266,18 +266,18 @@ def test_loads_a_structurally_pruned_artifact(camera: Camera, tmp_path: Path) ->
 
 
 def test_runs_a_users_own_adapter_named_module_class(camera: Camera, tmp_path: Path) -> None:
-    import os
-
-    env = {**os.environ, "PYTHONPATH": f"{Path(__file__).parent}{os.pathsep}"
-           f"{os.environ.get('PYTHONPATH', '')}"}  # fmt: skip
-    proc = _start_policy(tmp_path, "adapter:=user_adapter:ConstantPolicy", env=env)
+    """`adapter:=module:Class` with `adapter_options` of the class's own: both options reach
+    its constructor (ScaledPolicy requires them), as the VLAAction it publishes shows:
+    0.25 * 0.5 + 0.1 and -0.5 * 0.5 + 0.3 instead of the class's plain 0.25, -0.5 (inside its
+    bounds, which the node clips to)."""
+    options = "{scale: 0.5, offset: [0.1, 0.3]}"
+    proc = _start_user_policy(tmp_path, "ScaledPolicy", f"adapter_options:='{options}'")
     try:
         _wait_for_actions(camera)
-        assert list(camera.actions[-1].action) == [0.25, -0.5]
-        assert camera.actions[-1].model_id == "constant"
+        np.testing.assert_allclose(camera.actions[-1].action, [0.225, 0.05], rtol=0, atol=1e-6)
+        assert camera.actions[-1].model_id == "scaled x0.5"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        _stop(proc)
 
 
 # -- issue 18: faults that must not go unseen ------------------------------------------------

@@ -1,6 +1,8 @@
 """A user's own policy adapter, as a robotics team would write one for their model; the policy
 node loads it by name (`adapter:=user_adapter:ConstantPolicy`)."""
 
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,22 @@ class ConstantPolicy:
 
     def predict(self, image: np.ndarray, instruction: str) -> np.ndarray:
         return self.value
+
+
+class ScaledPolicy(ConstantPolicy):
+    """A class with options of its own, both required (no defaults, no **options): `scale`
+    multiplies the constant action and `offset` is added to it, so the action it publishes says
+    which options reached it, and a deployment that dropped them fails to build it at all.
+    The rest are what every deployment passes a `module:Class` (registry.load_policy)."""
+
+    def __init__(self, artifact: str, task: str, *, scale: float, offset: Sequence[float],
+                 mode: str | None = None, device: str = "cpu",
+                 trust_remote_code: bool = False) -> None:  # fmt: skip
+        super().__init__(artifact, task)
+        self.info = replace(self.info, model_id=f"scaled x{scale:g}")
+        self.value = (self.value * np.float32(scale) + np.asarray(offset, np.float32)).astype(
+            np.float32
+        )
 
 
 class FlakyPolicy(ConstantPolicy):
