@@ -304,3 +304,29 @@ def test_a_mismatch_suggests_an_action_map_that_parses_and_then_fits(names) -> N
         assert out.tolist() == [1.0, 0.0]
     if names[0] == "angular_z":
         assert out.tolist() == [3.0, 1.0]
+
+
+def test_vla_eval_sim_gives_a_module_class_its_adapter_options(tmp_path: Path) -> None:
+    """`vla-eval sim --adapter module:Class --adapter-options YAML`: the options are the class's
+    constructor arguments (test/ros/user_adapter.ScaledPolicy requires scale and offset): with
+    them an episode runs, without them the class cannot be built and the tool says why."""
+    import json
+    import os
+    import subprocess
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1] / "ros"), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    cmd = [sys.executable, "-m", "vla_pruned_ros.cli.eval", "sim", "--task", "nav", "--model",
+           str(tmp_path), "--adapter", "user_adapter:ScaledPolicy", "--episodes", "1",
+           "--heldout-phrasing", "0", "--json", str(tmp_path / "sim.json")]  # fmt: skip
+    given = subprocess.run([*cmd, "--adapter-options", "{scale: 0.5, offset: [0.1, 0.3]}"],
+                           capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert given.returncode == 0, given.stderr[-2000:]
+    assert json.loads((tmp_path / "sim.json").read_text())["summary"]["episodes"] == 1
+    dropped = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert dropped.returncode != 0
+    assert "'scale' and 'offset'" in dropped.stderr, dropped.stderr[-2000:]
