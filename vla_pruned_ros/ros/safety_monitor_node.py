@@ -9,9 +9,10 @@ It is the last node of a graph to stop: when the policy dies it keeps sending ze
 (`stale_command` / `policy_lost`) until it is told to stop, and on SIGINT/SIGTERM it publishes
 one more zero command (and waits for it to be acknowledged) before it exits.
 
-Parameters change safely at runtime: every `limits.*` value, `robot_bodies` and the joint limits
-apply live (the limits are rebuilt and swapped; a `control_rate_hz` change recreates the control
-timer); topics and `report_dir` are read-only. A value that would make invalid limits is refused
+Parameters change safely at runtime: every `limits.*` value, `robot_bodies`, the joint limits and
+`pose_joints` (the joints that give the pose of a robot without odometry) apply live (the limits
+are rebuilt and swapped; a `control_rate_hz` change recreates the control timer); topics and
+`report_dir` are read-only. A value that would make invalid limits is refused
 with the reason (`ros2 param set` prints it), and `ros2 param describe` shows each range.
 
 A lifecycle node, like Nav2's collision monitor: only while active does it forward commands and
@@ -71,7 +72,9 @@ EPISODE_QOS = QoSProfile(
 )
 
 
-LIVE_PARAMETERS = frozenset({"robot_bodies", "joint_names", "joint_lower", "joint_upper"})
+LIVE_PARAMETERS = frozenset(
+    {"robot_bodies", "joint_names", "joint_lower", "joint_upper", "pose_joints"}
+)
 """Parameters besides `limits.*` that apply at runtime; every other one is read-only."""
 JOINT_PARAMETERS = ("joint_names", "joint_lower", "joint_upper")
 
@@ -84,6 +87,7 @@ class SafetyMonitorNode(LifecycleNode):
         self.limits = self._read_limits()
         self.report_dir = Path(p["report_dir"]).expanduser()
         self.robot_bodies = tuple(p["robot_bodies"])
+        self.pose_joints = _pose_joints(p["pose_joints"])
         self.zones = self._declare_zones()
         self.monitor = self._new_monitor()
         self._episode_counter = 0
@@ -98,7 +102,7 @@ class SafetyMonitorNode(LifecycleNode):
         self.create_subscription(cmd_type, p["cmd_raw_topic"], self._on_cmd, 10)
         self.create_subscription(Image, p["camera_topic"], self._on_image, qos_profile_sensor_data)
         self.create_subscription(VLAAction, p["action_topic"], self._on_action, 10)
-        self._has_pose = False  # odometry seen: contact points can be placed (_on_contacts)
+        self._has_pose = False  # a pose seen (odometry or pose_joints): contacts can be placed
         self.create_subscription(
             Contacts, p["contacts_topic"], self._on_contacts, topics.EVIDENCE_DEPTH
         )
@@ -203,6 +207,9 @@ class SafetyMonitorNode(LifecycleNode):
             "joint_names": Parameter.Type.STRING_ARRAY,
             "joint_lower": Parameter.Type.DOUBLE_ARRAY,
             "joint_upper": Parameter.Type.DOUBLE_ARRAY,
+            # joints whose positions are the robot's planar pose in the contacts' world frame:
+            # [x, y] or [x, y, yaw] (the tabletop pusher's slide joints); unset: odometry
+            "pose_joints": Parameter.Type.STRING_ARRAY,
         }
         defaults = renamed_defaults(self, "safety_monitor_node", defaults)  # old names, once
         for name, value in defaults.items():
@@ -264,6 +271,11 @@ class SafetyMonitorNode(LifecycleNode):
         if not len(joints[0]) == len(joints[1]) == len(joints[2]):
             reason = "joint_names, joint_lower and joint_upper must have equal lengths"
             return SetParametersResult(successful=False, reason=reason)
+        if "pose_joints" in values:
+            try:
+                _pose_joints(values["pose_joints"])
+            except ValueError as err:
+                return SetParametersResult(successful=False, reason=str(err))
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
@@ -286,6 +298,9 @@ class SafetyMonitorNode(LifecycleNode):
             self.robot_bodies = tuple(self._param("robot_bodies") or ())
         if names & set(JOINT_PARAMETERS):
             self._read_joint_limits()
+        if "pose_joints" in names:  # contacts are unplaced until a pose from the new source
+            self.pose_joints = _pose_joints(self._param("pose_joints"))
+            self._has_pose = False
 
     def _param(self, name: str):
         """A parameter's value; None for a typed parameter the YAML did not set."""
@@ -349,8 +364,9 @@ class SafetyMonitorNode(LifecycleNode):
 
     def _on_contacts(self, msg: Contacts) -> None:
         # Points and normals are in the world (odom) frame: they place a contact for the zones
-        # only with the pose that links it to the robot, so without odometry (the tabletop
-        # pusher publishes joint states only) each contact is placed along the motion instead.
+        # only with the pose that links it to the robot (odometry, or the `pose_joints` of the
+        # tabletop pusher, which publishes joint states only); before a pose each contact is
+        # placed along the motion instead.
         contacts, points, normals = contacts_from_msg(msg, self.robot_bodies)
         if not self._has_pose:
             points = normals = None
@@ -379,6 +395,8 @@ class SafetyMonitorNode(LifecycleNode):
     def _on_joints(self, msg: JointState) -> None:
         names = [n for n in msg.name if n in self.joint_lower]
         index = {n: i for i, n in enumerate(msg.name)}
+        if self.pose_joints and all(n in index for n in self.pose_joints):
+            self._on_joint_pose([msg.position[index[n]] for n in self.pose_joints])
         self.monitor.on_joints(
             names,
             [msg.position[index[n]] for n in names],
@@ -386,6 +404,16 @@ class SafetyMonitorNode(LifecycleNode):
             [self.joint_upper[n] for n in names],
             self._now(),
         )
+
+    def _on_joint_pose(self, values: list[float]) -> None:
+        """The pose from `pose_joints`: slide joints whose zero is the world origin (the
+        pusher's body sits at the origin of the MJCF world, so its x/y joints are its world
+        x/y, the frame of the contact points), plus an optional yaw joint."""
+        x, y = values[0], values[1]
+        yaw = values[2] if len(values) > 2 else 0.0
+        self.monitor.on_position([x, y], self._now())
+        self.monitor.on_pose(x, y, yaw)
+        self._has_pose = True
 
     # -- episodes ---------------------------------------------------------------------------
     def _on_episode(self, msg: String) -> None:
@@ -467,6 +495,16 @@ class SafetyMonitorNode(LifecycleNode):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
+
+
+def _pose_joints(names: list[str] | None) -> tuple[str, ...]:
+    """`pose_joints` checked: none (odometry gives the pose), [x, y] or [x, y, yaw]."""
+    names = tuple(names or ())
+    if len(names) not in (0, 2, 3) or len(set(names)) != len(names):
+        raise ValueError(
+            f"pose_joints must name 2 or 3 distinct joints (x, y[, yaw]) or none, got {names}"
+        )
+    return names
 
 
 def _on_shutdown(node: SafetyMonitorNode) -> None:
