@@ -79,7 +79,9 @@ def test_live_replay_twice_counts_the_same_and_matches_offline(tmp_path: Path) -
     recorded_frames = _messages(FIXTURE, "/camera/image_raw", Image)
     frames = {_stamp(m): m for m in recorded_frames}
     assert len(frames) == len(recorded_frames), "two recorded frames share a stamp"
-    assert len(live) > 50
+    # Most frames acted on (the player and the policy share a loaded machine, so not all):
+    # relative to the bag, whose length follows its episodes (succeeding ones are short).
+    assert len(live) > len(recorded_frames) // 2, (len(live), len(recorded_frames))
     policy = load_policy("embedded", "manip")
     matched = 0
     for action in live:
