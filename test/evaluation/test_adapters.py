@@ -221,6 +221,19 @@ def test_lerobot_contract_observation_keys_and_install_hint(tmp_path: Path) -> N
         load_policy(str(tmp_path), "manip", adapter="lerobot")
 
 
+def test_vla_prune_on_a_lerobot_folder_says_to_deploy_it_with_the_lerobot_adapter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vla_pruned_ros.cli.prune import main
+
+    folder = _lerobot_0_4_4_folder(tmp_path / "smolvla")
+    assert main(["--model", str(folder), "--output", str(tmp_path / "art")]) == 2
+    err = capsys.readouterr().err
+    assert "is a LeRobot policy folder" in err and "adapter:=lerobot" in err
+    assert "vla-train" not in err  # not the embedded model's "train them" advice
+    assert not (tmp_path / "art").exists()
+
+
 def test_fast_pixels_equal_the_image_processor_and_decline_what_they_cannot_do(
     two_datasets,
 ) -> None:

@@ -282,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.output.exists() and any(args.output.iterdir()) and not args.overwrite:
             raise ValueError(f"{args.output} exists and is not empty (use --overwrite)")
+        if (source / "policy_preprocessor.json").is_file():
+            raise ValueError(
+                f"{source} is a LeRobot policy folder: vla-prune compresses transformers "
+                "checkpoints and the embedded VLA, not LeRobot policies; deploy it unchanged "
+                "with adapter:=lerobot"
+            )
         dense = load_embedded(source)
         frames = None
         if args.method in ("wanda", "sparsegpt") or args.correction == "activation":
