@@ -8,20 +8,15 @@ import ast
 from pathlib import Path
 
 import pytest
-import rclpy
 import yaml
+from node_parameters import declared_parameters
 
 from vla_pruned_ros.evaluation.divergence_sweep import DivergenceConfig
 from vla_pruned_ros.evaluation.sweep import SweepConfig
-from vla_pruned_ros.ros.bag_player_node import BagPlayerParameters
-from vla_pruned_ros.ros.policy_node import PolicyNode
-from vla_pruned_ros.ros.safety_monitor_node import SafetyMonitorNode
-from vla_pruned_ros.ros.sim_node import SimNode
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
-NODE_CLASSES = [PolicyNode, SafetyMonitorNode, SimNode, BagPlayerParameters]
 # Parameter files of the command-line tools (same layout, read by read_ros_params).
 CLI_CONFIGS = {"vla_eval_sweep": SweepConfig, "vla_eval_divergence": DivergenceConfig}
 # Packages a launch file may use beyond ours: Gazebo integration, optional on a robot (README).
@@ -41,19 +36,7 @@ def _flatten(tree: dict, prefix: str = "") -> set[str]:
 @pytest.fixture(scope="module")
 def declared() -> dict[str, set[str]]:
     """Node name -> the parameters it declares, from real node instances."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        result = {}
-        for cls in NODE_CLASSES:
-            node = cls(context=context)
-            result[node.get_name()] = set(node._parameters) - {"use_sim_time"}
-            if hasattr(node, "task"):
-                node.task.close()
-            node.destroy_node()
-        return result
-    finally:
-        rclpy.shutdown(context=context)
+    return {name: set(params) - {"use_sim_time"} for name, params in declared_parameters().items()}
 
 
 def _console_scripts() -> set[str]:

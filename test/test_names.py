@@ -10,19 +10,14 @@ import ast
 from pathlib import Path
 
 import pytest
-import rclpy
 import yaml
+from node_parameters import NODE_CLASSES, declared_parameters
 
 from vla_pruned_ros import topic_names
 from vla_pruned_ros.bringup import NODE_NAMES, POLICY_LAUNCH_ARGUMENTS
-from vla_pruned_ros.ros.bag_player_node import BagPlayerParameters
 from vla_pruned_ros.ros.params import RENAMED
-from vla_pruned_ros.ros.policy_node import PolicyNode
-from vla_pruned_ros.ros.safety_monitor_node import SafetyMonitorNode
-from vla_pruned_ros.ros.sim_node import SimNode
 
 ROOT = Path(__file__).resolve().parents[1]
-NODE_CLASSES = [PolicyNode, SafetyMonitorNode, SimNode, BagPlayerParameters]
 # Optional inputs default to "" (not subscribed) instead of the table's topic.
 OPTIONAL_TOPICS = {("safety_monitor", "gz_contacts_topic")}  # (node name, parameter)
 
@@ -35,20 +30,7 @@ def _module(cls: type) -> str:
 @pytest.fixture(scope="module")
 def declared() -> dict[str, dict[str, object]]:
     """ROS node name -> {parameter: default}, from real node instances."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        result = {}
-        for cls in NODE_CLASSES:
-            node = cls(context=context)
-            params = node.get_parameters_by_prefix("")
-            result[node.get_name()] = {n: p.value for n, p in params.items()}
-            if hasattr(node, "task"):
-                node.task.close()
-            node.destroy_node()
-        return result
-    finally:
-        rclpy.shutdown(context=context)
+    return declared_parameters()
 
 
 def _by_executable(declared: dict, executable: str) -> dict[str, object]:
