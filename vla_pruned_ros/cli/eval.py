@@ -356,15 +356,19 @@ def _failed(result: dict) -> int:
 
 
 def _write_table(result: dict, cfg, text: str, image: Path) -> None:
-    """Results JSON, markdown (with the plot linked relative to it), and the table on stdout."""
+    """Results JSON, markdown (with the plot linked relative to it; what people wrote below
+    the page's hand-written mark is kept), and the table on stdout."""
     import os
+
+    from vla_pruned_ros.evaluation.report import keep_hand_written
+    from vla_pruned_ros.paths import atomic_write
 
     out, md = Path(cfg.json), Path(cfg.markdown)
     for path in (out, md):
         path.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    atomic_write(out, json.dumps(result, indent=1))
     rel = Path(os.path.relpath(image.resolve(), md.resolve().parent)).as_posix()
-    md.write_text(text + f"\n![{image.stem}]({rel})\n")
+    atomic_write(md, keep_hand_written(text + f"\n![{image.stem}]({rel})\n", md))
     print(text)
     print(f"written: {out}, {md}, {image}")
 

@@ -328,3 +328,24 @@ def correction_plot(result: dict[str, Any], out: Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+# A results page mixes the generated table with what people wrote about it (docs/results.md: the
+# correction section, the spot check). Rewriting the table must not erase that.
+HAND_WRITTEN_MARK = (
+    "<!-- hand-written below this line: `vla-eval sweep` keeps it when it rewrites the page -->"
+)
+
+
+def keep_hand_written(generated: str, path: Path) -> str:
+    """`generated` followed by the hand-written part of the page at `path` (from
+    HAND_WRITTEN_MARK to its end), so a rerun of the sweep replaces only the table. A page
+    without the mark is the sweep's own and is replaced whole."""
+    try:
+        old = path.read_text()
+    except FileNotFoundError:
+        return generated
+    at = old.find(HAND_WRITTEN_MARK)
+    if at < 0:
+        return generated
+    return generated.rstrip("\n") + "\n\n" + old[at:]
