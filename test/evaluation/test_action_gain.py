@@ -109,4 +109,4 @@ def test_calibration_runs_on_calibration_scenes_and_writes_the_choice(tmp_path: 
 
 def test_training_never_collects_from_calibration_scenes() -> None:
     with pytest.raises(ValueError, match="calibration"):
-        collect(CollectConfig("manip", 2, first_seed=CALIBRATION_SEED_START - 1), workers=1)
+        collect(CollectConfig("manip", 2, first_seed=CALIBRATION_SEED_START - 1))
