@@ -8,15 +8,12 @@ configuration, the same contact through `conversions.contacts_from_msg`) lets th
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from cmd_watcher import Watcher
 from geometry_msgs.msg import Twist, Vector3
+from monitor_process import camera_less_monitor
 from nav_msgs.msg import Odometry
 from vla_pruned_ros_msgs.msg import Contacts
 
@@ -35,20 +32,8 @@ WALL = ContactRecord("wall_e", "base", 5.0, (0.15, 0.0, 0.05), (-1.0, 0.0, 0.0))
 
 @pytest.fixture
 def monitor(tmp_path: Path):
-    args = [
-        "-m", "vla_pruned_ros.ros.safety_monitor_node", "--ros-args",
-        "--params-file", str(ROOT / TASK_SAFETY_CONFIG["nav"]),
-        "-p", f"report_dir:={tmp_path}",
-        "-p", "limits.command_timeout_s:=2.0",  # generous: a loaded machine delays our 10 Hz
-        "-p", "limits.camera_timeout_s:=0.0",  # no camera or policy in this graph
-        "-p", "limits.policy_timeout_s:=0.0",
-    ]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=dict(os.environ))
-    watcher = Watcher()
-    yield watcher
-    watcher.close()
-    proc.kill()
-    proc.wait()
+    with camera_less_monitor(ROOT / TASK_SAFETY_CONFIG["nav"], tmp_path) as watcher:
+        yield watcher
 
 
 def _in_process_gate(msg: Contacts) -> SafetyMonitor:

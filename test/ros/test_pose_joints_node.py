@@ -10,16 +10,13 @@ the reason."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cmd_watcher import Watcher
 from geometry_msgs.msg import Twist, Vector3
+from monitor_process import camera_less_monitor
 from sensor_msgs.msg import JointState
 from vla_pruned_ros_msgs.msg import Contacts
 
@@ -39,20 +36,8 @@ BLOCK = ContactRecord("block_blue", "pusher", 5.0, (HOME[0] + 0.025, HOME[1], 0.
 
 @pytest.fixture
 def monitor(tmp_path: Path):
-    args = [
-        "-m", "vla_pruned_ros.ros.safety_monitor_node", "--ros-args",
-        "--params-file", str(ROOT / TASK_SAFETY_CONFIG["manip"]),
-        "-p", f"report_dir:={tmp_path}",
-        "-p", "limits.command_timeout_s:=2.0",  # generous: a loaded machine delays our 10 Hz
-        "-p", "limits.camera_timeout_s:=0.0",  # no camera or policy in this graph
-        "-p", "limits.policy_timeout_s:=0.0",
-    ]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=dict(os.environ))
-    watcher = Watcher()
-    yield watcher
-    watcher.close()
-    proc.kill()
-    proc.wait()
+    with camera_less_monitor(ROOT / TASK_SAFETY_CONFIG["manip"], tmp_path) as watcher:
+        yield watcher
 
 
 def _gate(msg: Contacts, placed: bool) -> SafetyMonitor:

@@ -6,15 +6,12 @@ passes."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from cmd_watcher import Watcher
 from geometry_msgs.msg import Twist, Vector3
+from monitor_process import camera_less_monitor
 from nav_msgs.msg import Odometry
 from vla_pruned_ros_msgs.msg import Contacts
 
@@ -26,22 +23,9 @@ HOLD_S = 0.5
 
 @pytest.fixture
 def monitor(tmp_path: Path):
-    args = [
-        "-m", "vla_pruned_ros.ros.safety_monitor_node", "--ros-args",
-        "--params-file", str(ROOT / "config" / "safety_monitor_nav.yaml"),
-        "-p", f"report_dir:={tmp_path}",
-        "-p", "limits.command_timeout_s:=2.0",  # generous: a loaded machine delays our 10 Hz
-        "-p", f"limits.stop_hold_s:={HOLD_S}",
-        # this graph has no camera and no policy heartbeat: their checks off, as a user would
-        "-p", "limits.camera_timeout_s:=0.0",
-        "-p", "limits.policy_timeout_s:=0.0",
-    ]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=dict(os.environ))
-    watcher = Watcher()
-    yield watcher
-    watcher.close()
-    proc.kill()
-    proc.wait()
+    params = ROOT / "config" / "safety_monitor_nav.yaml"
+    with camera_less_monitor(params, tmp_path, "-p", f"limits.stop_hold_s:={HOLD_S}") as watcher:
+        yield watcher
 
 
 def test_monitor_blocks_the_command_toward_a_contact_and_passes_one_away(monitor) -> None:
