@@ -280,13 +280,20 @@ def _mcap_definitions(path: Path) -> list:
     found = schemas.mcap_definitions(path)
     if found is not None:
         return found
+    mcap = _streamed(path)
+    return schemas.stored_definitions(mcap.records_seen["schemas"], mcap.records_seen["channels"])
+
+
+def _streamed(path: Path) -> _Mcap:
+    """A file cut short, streamed up to its cut (or its first corrupt chunk), for what its
+    records declare (channels, schemas, QoS): a file without a summary says it nowhere else."""
     mcap = _Mcap(path, ReadReport())
     try:
         for _ in mcap.messages():
             pass
     except CorruptChunk:
         pass
-    return schemas.stored_definitions(mcap.records_seen["schemas"], mcap.records_seen["channels"])
+    return mcap
 
 
 def _translated(bag: Path, translation: Any, raw: bytes | memoryview, log_ns: int) -> bytes:
@@ -404,12 +411,7 @@ class BagReader:
                     self._span = (min(self._span[0], start), max(self._span[1], end))
             else:  # cut short: the channels the stream declares, uncounted
                 self._cut_files = True
-                mcap = _Mcap(f, ReadReport())
-                try:
-                    for _ in mcap.messages():
-                        pass
-                except CorruptChunk:
-                    pass
+                mcap = _streamed(f)
                 found = {t: TopicInfo(t, m, -1, _qos(mcap.qos.get(t, "")))
                          for t, m in mcap.channels.values()}  # fmt: skip
             for name, info in found.items():
