@@ -255,10 +255,11 @@ def evaluate_bag(
     a model at once where its adapter allows (1: frame by frame, as a live node runs)."""
     from tqdm import tqdm
 
-    from vla_pruned_ros.models.batch import predict_batch
+    from vla_pruned_ros.models.batch import predict_batch, reuse_freed_memory
 
     if not models:
         raise ValueError("give at least one model")
+    reuse_freed_memory()  # the batches' feature maps are not faulted in afresh each time
     if loader is None:
         loader = replay_loader({})
     from vla_pruned_ros.models.action_map import check_action_space

@@ -11,6 +11,34 @@ import numpy as np
 
 from vla_pruned_ros.frames import fit_frame
 
+# glibc malloc settings for a process that runs batched forwards: keep freed blocks of up to
+# 32 MiB in the heap (not one mmap each) and give the heap back only past 256 MiB free.
+MMAP_THRESHOLD_BYTES = 32 << 20
+TRIM_THRESHOLD_BYTES = 256 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+
+
+def reuse_freed_memory() -> bool:
+    """Let this process reuse the memory it frees instead of handing it back to the kernel
+    (glibc's `mallopt`; False, and nothing changed, on another C library).
+
+    A batch of 32 frames makes feature maps of 1-4 MiB. With glibc's default, dynamic
+    thresholds such blocks are given back when freed and faulted in again, page by page, on
+    the next forward: 2,500-4,700 minor page faults per forward; 1.35 against 0.86 ms of
+    CPU per frame, one idle core, batch 32 (bench/RESULTS_replay.md). Where memory comes from
+    does not change a single computed bit. Process-wide and lasting; offline replay calls it
+    (`evaluation/bag_replay.evaluate_bag`), a process that needs its memory back does not."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))  # fmt: skip
+
 
 def supports_batch(policy: object) -> bool:
     """Whether `predict_batch` runs `policy` as one forward pass (the embedded VLA)."""
