@@ -47,12 +47,10 @@ def record_task(task: str, episodes: int, bag: Path, first_seed: int) -> None:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from vla_pruned_ros.bags import writer
     from vla_pruned_ros.bags.record import BagRecorder
     from vla_pruned_ros.cli.ros_up import load_bringup, run_graph
     from vla_pruned_ros.paths import package_file
 
-    writer.CHUNK_BYTES = FIXTURE_CHUNK_BYTES  # read when the recorder opens its file
     specs, _ = load_bringup(package_file(f"config/bringup_{task}.yaml"))
     reports = Path(tempfile.mkdtemp(prefix="fixture_reports_"))
     for spec in specs:
@@ -64,7 +62,8 @@ def record_task(task: str, episodes: int, bag: Path, first_seed: int) -> None:
     # Log times on the simulation's clock (like `ros2 bag record --use-sim-time`), so a replay's
     # /clock and the recorded header stamps agree.
     sim_time = Parameter("use_sim_time", Parameter.Type.BOOL, True)
-    recorder = BagRecorder(bag, TOPICS, context=context, parameter_overrides=[sim_time])
+    recorder = BagRecorder(bag, TOPICS, chunk_bytes=FIXTURE_CHUNK_BYTES, context=context,
+                           parameter_overrides=[sim_time])  # fmt: skip
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(recorder)
     stop = threading.Event()

@@ -10,7 +10,7 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from vla_pruned_ros.bags.types import typestore
-from vla_pruned_ros.bags.writer import open_writer
+from vla_pruned_ros.bags.writer import CHUNK_BYTES, open_writer
 
 CAMERA, INSTRUCTION, ACTION = "/camera/image_raw", "/instruction", "/vla/action"
 SIDE = 64
@@ -51,12 +51,13 @@ def text(data: str) -> bytes:
 def write_bag(
     path: Path, frames: list[float], *, writer: str = "ours", storage: str = "mcap",
     compression: str = "", with_action: bool = True, camera_type: str = "sensor_msgs/msg/Image",
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Path:  # fmt: skip
     """An instruction, then per stamp a camera frame and the action computed from it, logged in
     list order (so stamps out of order in the list are out of order in the file)."""
     store = typestore()
     if writer == "ours":
-        bag = open_writer(path, storage, chunk_compression=compression)
+        bag = open_writer(path, storage, chunk_compression=compression, chunk_bytes=chunk_bytes)
     else:
         plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
         bag = Writer(path, version=9, storage_plugin=plugin)

@@ -57,6 +57,20 @@ def test_our_bags_carry_chunk_crcs_and_rosbags_reads_them(tmp_path) -> None:
     assert theirs.report.crc_checked_chunks == 0 and theirs.report.crc_unchecked_chunks >= 3
 
 
+def test_the_chunk_size_is_the_writers_argument(tmp_path) -> None:
+    """Smaller chunks (the fixture bags' 256 KiB) cut the same messages into more CRC'd chunks
+    that read back whole; a size of 0 is refused before a file is made."""
+    default = _chunks(_mcap(write_bag(tmp_path / "default", FRAMES)))
+    small = write_bag(tmp_path / "small", FRAMES, chunk_bytes=128 * 1024)
+    assert len(_chunks(_mcap(small))) > 3 * len(default)
+    reader = BagReader(small)
+    assert sum(1 for _ in reader.records()) == 401
+    assert reader.report.crc_checked_chunks == len(_chunks(_mcap(small)))
+    with pytest.raises(ValueError, match="chunk_bytes must be > 0"):
+        write_bag(tmp_path / "zero", FRAMES, chunk_bytes=0)
+    assert not (tmp_path / "zero").exists()
+
+
 def test_a_corrupted_chunk_is_refused_with_the_chunk_named(tmp_path, policy_loader) -> None:
     bag = write_bag(tmp_path / "bad", FRAMES)
     file = _mcap(bag)

@@ -23,12 +23,12 @@ from rclpy.qos import QoSProfile
 from rosgraph_msgs.msg import Clock
 
 from vla_pruned_ros.bags.qos import from_bag_qos
-from vla_pruned_ros.bags.reader import BagError, BagReader, TopicInfo
+from vla_pruned_ros.bags.reader import BagError, BagReader
 from vla_pruned_ros.bags.types import rclpy_class
 from vla_pruned_ros.ros.conversions import sec_to_stamp
 from vla_pruned_ros.topic_names import absolute
 
-__all__ = ["BagError", "BagPlayer", "PlayOptions", "open_reader"]
+__all__ = ["BagError", "BagPlayer", "PlayOptions"]
 
 
 @dataclass
@@ -41,33 +41,6 @@ class PlayOptions:
     clock: bool = True
     clock_hz: float = 100.0
     wait_for_subscribers_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class _Connection:
-    topic: str
-    msgtype: str
-    msgcount: int
-
-
-class BagInfo:
-    """What `vla-bag info` prints (duration, message count, topics), from the one reader."""
-
-    def __init__(self, bag: Path) -> None:
-        self._reader = BagReader(bag)
-        start, end = self._reader.span_ns()
-        self.duration = end - start
-        topics: list[TopicInfo] = list(self._reader.topics.values())
-        self.connections = [_Connection(t.name, t.msgtype, t.count) for t in topics]
-        self.message_count = sum(max(0, t.count) for t in topics)
-
-    def close(self) -> None:
-        self._reader.close()
-
-
-def open_reader(bag: Path) -> BagInfo:
-    """The bag's summary (kept for `vla-bag info`); reading is `bags.reader.BagReader`."""
-    return BagInfo(Path(bag))
 
 
 class BagPlayer(Node):

@@ -12,7 +12,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from vla_pruned_ros.bags.qos import to_bag_qos
 from vla_pruned_ros.bags.types import rclpy_class, typestore
-from vla_pruned_ros.bags.writer import STORAGES, open_writer
+from vla_pruned_ros.bags.writer import CHUNK_BYTES, STORAGES, open_writer
 from vla_pruned_ros.topic_names import absolute
 
 
@@ -21,14 +21,15 @@ class BagRecorder(Node):
     appear in the graph, and writes every message with its receive time."""
 
     def __init__(
-        self, bag: Path, topics: list[str], storage: str = "mcap", **node_kwargs: Any
-    ) -> None:
+        self, bag: Path, topics: list[str], storage: str = "mcap",
+        chunk_bytes: int = CHUNK_BYTES, **node_kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__("vla_bag_recorder", **node_kwargs)
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {sorted(STORAGES)}, not {storage!r}")
         if bag.exists():
             raise ValueError(f"{bag} already exists; choose a new output folder")
-        self.writer = open_writer(bag, storage)
+        self.writer = open_writer(bag, storage, chunk_bytes=chunk_bytes)
         self.pending = {absolute(t) for t in topics}
         self.counts: dict[str, int] = {}
         self._subs = []

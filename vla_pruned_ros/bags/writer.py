@@ -32,12 +32,13 @@ class McapStorage:
     cdr channels with their offered QoS, the rosbag2 metadata record, chunk CRCs."""
 
     compression = ""
+    chunk_bytes = CHUNK_BYTES
 
     def __init__(self, path: Path, compression: CompressionMode) -> None:
         self.path = path / f"{path.name}.mcap"
         self._file = self.path.open("xb")
         kind = "zstd" if compression == CompressionMode.STORAGE else self.compression
-        self._mcap = McapFileWriter(self._file, chunk_size=CHUNK_BYTES,
+        self._mcap = McapFileWriter(self._file, chunk_size=self.chunk_bytes,
                                     compression=COMPRESSIONS[kind], enable_crcs=True)  # fmt: skip
         self._mcap.start(profile="ros2", library=f"vla_pruned_ros (mcap {version('mcap')})")
         self._schemas: dict[str, int] = {}
@@ -74,14 +75,18 @@ class BagWriter(Writer):
     """rosbags' rosbag2 writer (connections, metadata.yaml) with MCAP storage on `mcap`."""
 
     def __init__(
-        self, path: Path | str, storage: str = "mcap", chunk_compression: str = ""
-    ) -> None:
+        self, path: Path | str, storage: str = "mcap", chunk_compression: str = "",
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:  # fmt: skip
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {sorted(STORAGES)}, not {storage!r}")
         if chunk_compression not in COMPRESSIONS:
             raise ValueError(f"chunk compression must be one of {sorted(COMPRESSIONS)}")
+        if chunk_bytes <= 0:
+            raise ValueError(f"chunk_bytes must be > 0, not {chunk_bytes}")
         super().__init__(path, version=9, storage_plugin=STORAGES[storage])
-        storage_class = type("McapStorage_", (McapStorage,), {"compression": chunk_compression})
+        fields = {"compression": chunk_compression, "chunk_bytes": chunk_bytes}
+        storage_class = type("McapStorage_", (McapStorage,), fields)
         self.STORAGE_PLUGINS = {StoragePlugin.MCAP: storage_class,
                                 StoragePlugin.SQLITE3: Sqlite3Writer}  # fmt: skip
 
@@ -91,8 +96,10 @@ class BagWriter(Writer):
         return self
 
 
-def open_writer(path: Path | str, storage: str = "mcap", chunk_compression: str = "") -> BagWriter:
-    """A new bag folder at `path` (which must not exist), open for writing."""
-    writer = BagWriter(path, storage, chunk_compression)
+def open_writer(path: Path | str, storage: str = "mcap", chunk_compression: str = "",
+                chunk_bytes: int = CHUNK_BYTES) -> BagWriter:  # fmt: skip
+    """A new bag folder at `path` (which must not exist), open for writing; MCAP chunks of
+    `chunk_bytes` (a cut file loses at most the tail of one)."""
+    writer = BagWriter(path, storage, chunk_compression, chunk_bytes)
     writer.open()
     return writer
