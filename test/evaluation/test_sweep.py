@@ -169,3 +169,47 @@ def test_corrections_and_factor_dtypes_are_variants(
     assert [v.name for v in build_variants(cfg, progress=False)] == names
     assert "prune magnitude" not in capfd.readouterr().err
     assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "art").glob("*/manifest.json")}
+
+
+def test_the_command_line_cuts_the_grid_and_a_changed_build_is_rerun(tmp_path: Path) -> None:
+    """`vla-eval sweep --patterns/--corrections/--factor-dtype/--calib-scenes/--damp/
+    --cells-dir/--artifacts-dir` reach the table (issue 22 ran edited copies of the config
+    before). A cached artifact is reused only for the same build settings, and a cell only for
+    the same artifact and runtime: a new damping rebuilds the activation variant and reruns its
+    cell, while the plain pruned model and its cell stand."""
+    from vla_pruned_ros.cli.eval import main as eval_main
+    from vla_pruned_ros.compression.kernels import kernel_build
+
+    config = _config(tmp_path, include=["heads.*"], episodes=1)
+    art, cells = tmp_path / "art2", tmp_path / "cells2"
+    argv = ["sweep", "--config", str(config), "--patterns", "4:8", "--ranks", "2",
+            "--corrections", "activation", "--factor-dtype", "int8", "--calib-scenes", "1",
+            "--heldout-phrasing", "0", "--artifacts-dir", str(art),
+            "--cells-dir", str(cells)]  # fmt: skip
+    assert eval_main([*argv, "--damp", "0.05"]) == 0
+    result = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
+    assert [v["name"] for v in result["variants"]] == [
+        "dense", "magnitude_4:8", "magnitude_4:8_r2_act_int8"]  # fmt: skip
+    assert result["config"]["damp"] == 0.05 and result["config"]["calib_scenes"] == 1
+    assert result["config"]["heldout_phrasing"] == 0
+    # the machine it ran on, as a reader of the page needs it (episodes differ across CPUs)
+    assert result["machine"]["cpu"] and result["machine"]["torch_cpu_capability"]
+    page = (tmp_path / "out" / "results.md").read_text()
+    assert f"torch {result['machine']['torch_cpu_capability']}" in page
+    assert {p.name for p in art.iterdir()} == {"magnitude_4-8", "magnitude_4-8_r2_act_int8"}
+    keys = {p.name: json.loads(p.read_text())["key"] for p in cells.iterdir()}
+    assert "artifact_sha256" not in keys["dense__nav.json"]
+    corrected = keys["magnitude_4-8_r2_act_int8__nav.json"]
+    assert corrected["runtime"] == kernel_build() and len(corrected["artifact_sha256"]) == 64
+
+    def files() -> dict[str, int]:
+        return {str(p.relative_to(tmp_path)): p.stat().st_mtime_ns
+                for p in [*cells.iterdir(), *art.glob("*/manifest.json")]}  # fmt: skip
+
+    stamps = files()
+    assert eval_main([*argv, "--damp", "0.2"]) == 0
+    changed = {name for name, stamp in files().items() if stamp != stamps[name]}
+    assert changed == {"cells2/magnitude_4-8_r2_act_int8__nav.json",
+                       "art2/magnitude_4-8_r2_act_int8/manifest.json"}  # fmt: skip
+    manifest = json.loads((art / "magnitude_4-8_r2_act_int8" / "manifest.json").read_text())
+    assert manifest["extra"]["sweep_build"]["damp"] == 0.2

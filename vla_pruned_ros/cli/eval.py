@@ -156,6 +156,25 @@ def main(argv: list[str] | None = None) -> int:
     add_adapter_arguments(sweep)
     sweep.add_argument("--methods", nargs="+")
     sweep.add_argument("--ranks", nargs="+", help="integers, energy:F or budget:MB")
+    sweep.add_argument("--patterns", nargs="+", help="2:4, 4:8, unstructured:0.7, ...")
+    sweep.add_argument("--corrections", nargs="+", choices=("svd", "activation"))
+    sweep.add_argument(
+        "--factor-dtype",
+        nargs="+",
+        choices=("float16", "int8", "float32"),
+        help="the correction factors' dtypes (each rank policy in each)",
+    )
+    sweep.add_argument("--calib-scenes", type=int,
+                       help="expert training scenes per task that Wanda, SparseGPT and the "
+                       "activation correction calibrate on")  # fmt: skip
+    sweep.add_argument("--damp", type=float, help="activation correction: damping of X^T X")
+    sweep.add_argument(
+        "--heldout-phrasing",
+        type=int,
+        help="episodes per cell with held-out instruction templates (0: none)",
+    )
+    sweep.add_argument("--artifacts-dir", help="where the variants' artifacts are cached")
+    sweep.add_argument("--cells-dir", help="where finished cells are cached")
     sweep.add_argument(
         "--render-only",
         action="store_true",
@@ -391,6 +410,11 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
     config = args.config or package_file("config/sweep.yaml")
     try:
         cfg = SweepConfig.from_file(config, methods=args.methods, ranks=args.ranks,
+                                    patterns=args.patterns, corrections=args.corrections,
+                                    factor_dtype=args.factor_dtype,
+                                    calib_scenes=args.calib_scenes, damp=args.damp,
+                                    heldout_phrasing=args.heldout_phrasing,
+                                    artifacts_dir=args.artifacts_dir, cells_dir=args.cells_dir,
                                     model=args.model, **_sweep_adapter_overrides(args),
                                     **_table_overrides(args))  # fmt: skip
         if args.render_only:

@@ -124,3 +124,12 @@ def kernel() -> ModuleType | None:
 def kernel_unavailable_reason() -> str | None:
     """Why `kernel()` is None, or None when it is available."""
     return None if kernel() is not None else str(_state.get("reason"))
+
+
+def kernel_build() -> str:
+    """What a pruned layer runs on here, as a cached result's key records it: the compiled
+    kernel's build (its cache folder names the source, torch, machine and flags), or the
+    pure-PyTorch path with the reason. Sums in another order flip single closed-loop episodes,
+    so a cell run on one must not be reused for the other."""
+    module = kernel()
+    return cache_dir().name if module is not None else f"pure-pytorch ({_state.get('reason')})"

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vla_pruned_ros.evaluation.provenance import machine, machine_words
 from vla_pruned_ros.evaluation.report import weights_note
 from vla_pruned_ros.evaluation.sweep import (
     TableConfig,
@@ -161,7 +160,7 @@ def run(cfg: DivergenceConfig, progress: bool = True) -> dict[str, Any]:
         })  # fmt: skip
     return {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "config": dataclasses.asdict(cfg),
         "model_sha256": built[0][1].model_sha256,
         "action_gain": built[0][1].action_gain,
@@ -186,7 +185,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
     lines = [
         "# Recovery-free structured pruning guided by adaptation divergence",
         "",
-        f"Made by `{command}` on {result['created']} ({result['machine']['cpus']} CPUs). "
+        f"Made by `{command}` on {result['created']} ({machine_words(result['machine'])}). "
         f"Model: `{cfg['model']}`{weights_note(result)}. "
         f"Units of the embedded VLA's language transformer (MiniLM, 6 layers x 1536 FFN channels "
         f"and 12 heads) are removed physically; divergence is ||W_vla - W_vlm|| against the "

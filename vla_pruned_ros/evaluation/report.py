@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vla_pruned_ros.evaluation.provenance import machine_words
+
 TASK_TITLES = {"nav": "navigation", "manip": "manipulation"}
 
 
@@ -166,7 +168,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
     text = [
         "# Closed-loop results: dense vs pruned vs pruned + GLUESTICK",
         "",
-        f"Made by `{command}` on {result['created']} ({result['machine']['cpus']} CPUs). "
+        f"Made by `{command}` on {result['created']} ({machine_words(result['machine'])}). "
         f"Model: `{cfg['model']}`{weights_note(result)}; patterns {', '.join(cfg['patterns'])} on "
         f"{'every linear layer' if not cfg['include'] else ', '.join(cfg['include'])}"
         f"{' except ' + ', '.join(cfg['exclude']) if cfg['exclude'] else ''}; GLUESTICK factors "
@@ -228,23 +230,47 @@ def findings(result: dict[str, Any]) -> list[str]:
 
 def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One table from several sweep results over the same dense weights and scenes (the main
-    table's svd rows beside a correction sweep's): variants united by name, the first part's
-    config kept. Parts about other weights, episodes or scenes are refused."""
+    table's svd rows beside a correction sweep's, a navigation run beside a manipulation
+    one): variants united by name, each with every task any part ran for it (the first part's
+    cell where two parts hold the same one), tasks united in order, the first part's config
+    kept. Parts about other weights, episodes or scenes are refused, and so are parts from
+    another kind of machine (`provenance`: the same seeds give other episodes there)."""
     first = parts[0]
-    same = ("model_sha256",)
+    machine_keys = ("cpu", "torch_cpu_capability")
     for part in parts[1:]:
-        for key in same:
-            if part.get(key) != first.get(key):
-                raise ValueError(f"results differ in {key}: {part.get(key)} vs {first.get(key)}")
+        for key in machine_keys:
+            mine = part.get("machine", {}).get(key)
+            theirs = first.get("machine", {}).get(key)
+            if mine != theirs:
+                raise ValueError(f"results ran on other machines ({key}: {mine!r} vs "
+                                 f"{theirs!r}): their episodes are not comparable")  # fmt: skip
+        if part.get("model_sha256") != first.get("model_sha256"):
+            raise ValueError(f"results differ in model_sha256: {part.get('model_sha256')} vs "
+                             f"{first.get('model_sha256')}")  # fmt: skip
         for key in ("episodes", "seed"):
             if part["config"][key] != first["config"][key]:
-                raise ValueError(f"results differ in {key}")
+                raise ValueError(f"results differ in {key}: {part['config'][key]} vs "
+                                 f"{first['config'][key]}")  # fmt: skip
     seen: dict[str, dict[str, Any]] = {}
+    tasks: list[str] = []
     for part in parts:
+        tasks += [t for t in part["config"]["tasks"] if t not in tasks]
         for v in part["variants"]:
-            seen.setdefault(v["name"], v)
-    tasks = [t for t in first["config"]["tasks"] if all(t in v["tasks"] for v in seen.values())]
-    return {**first, "config": {**first["config"], "tasks": tasks}, "variants": list(seen.values())}
+            if v["name"] not in seen:
+                seen[v["name"]] = {**v, "tasks": dict(v["tasks"])}
+            else:
+                held = seen[v["name"]]["tasks"]
+                held.update({t: c for t, c in v["tasks"].items() if t not in held})
+    rows = [r for part in parts for r in part.get("rows", [])]
+    unique = {(r["task"], r["variant"]): r for r in reversed(rows)}  # the first part's wins
+    return {**first, "config": {**first["config"], "tasks": tasks},
+            "variants": list(seen.values()),
+            "rows": [unique[k] for k in dict.fromkeys((r["task"], r["variant"]) for r in rows)],
+            "failed": [f for part in parts for f in part.get("failed", [])]}  # fmt: skip
+
+
+def _with_task(variants: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
+    return [v for v in variants if task in v["tasks"]]
 
 
 def correction_bytes(v: dict[str, Any], variants: list[dict[str, Any]]) -> int:
@@ -255,8 +281,10 @@ def correction_bytes(v: dict[str, Any], variants: list[dict[str, Any]]) -> int:
     return v["memory"]["artifact_bytes"] - pruned["memory"]["artifact_bytes"]
 
 
-def _corrected(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return [v for v in result["variants"] if not _is_dense(v)]
+def _corrected(result: dict[str, Any], task: str | None = None) -> list[dict[str, Any]]:
+    """The pruned and corrected variants (those run on `task`, given one)."""
+    found = [v for v in result["variants"] if not _is_dense(v)]
+    return found if task is None else _with_task(found, task)
 
 
 def correction_markdown(result: dict[str, Any]) -> str:
@@ -271,7 +299,7 @@ def correction_markdown(result: dict[str, Any]) -> str:
         lines = [f"### {TASK_TITLES.get(task, task)} ({d['episodes']} episodes per row)", "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
                  f"| dense | - | - | - | {_pct(d['success'])} | {_pct(d['unsafe'])} |"]  # fmt: skip
-        rows = sorted(_corrected(result), key=lambda v: (v["method"], v.get("pattern", ""),
+        rows = sorted(_corrected(result, task), key=lambda v: (v["method"], v.get("pattern", ""),
                       correction_bytes(v, variants), v.get("correction") or ""))  # fmt: skip
         for v in rows:
             s = v["tasks"][task]["summary"]
@@ -296,14 +324,13 @@ def correction_plot(result: dict[str, Any], out: Path) -> Path:
     variants = result["variants"]
     dense = next(v for v in variants if _is_dense(v))
     tasks = result["config"]["tasks"]
-    lines = sorted({_line(v) for v in _corrected(result) if v["rank"] != 0})
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         d = dense["tasks"][task]["summary"]["success"]
         ax.axhspan(*d["ci95"], color="gray", alpha=0.2)
         ax.axhline(d["rate"], color="gray", lw=1.5, label="dense")
-        for line in lines:
-            rows = [v for v in _corrected(result) if _line(v) == line
+        for line in sorted({_line(v) for v in _corrected(result, task) if v["rank"] != 0}):
+            rows = [v for v in _corrected(result, task) if _line(v) == line
                     or (v["rank"] == 0 and _line(v)[:2] == line[:2])]  # fmt: skip
             rows.sort(key=lambda v: correction_bytes(v, variants))
             x = [correction_bytes(v, variants) / 1e3 for v in rows]

@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from vla_pruned_ros.evaluation.closed_loop import (
     shared_model,
 )
 from vla_pruned_ros.evaluation.parallel import Parallel
+from vla_pruned_ros.evaluation.provenance import machine
 from vla_pruned_ros.evaluation.stats import summarize
 from vla_pruned_ros.params_file import params_dataclass
 from vla_pruned_ros.paths import atomic_write
@@ -119,6 +118,8 @@ class Variant:
     correction: str = ""  # "svd" or "activation" for a corrected variant, "" otherwise
     factor_dtype: str = ""  # of the correction's factors, "" without one
     loader: dict[str, Any] = field(default_factory=dict)  # load_policy's adapter arguments
+    artifact_sha256: str = ""  # of a compressed variant's tensors (what exactly was built)
+    runtime: str = ""  # what its pruned layers ran on (kernels.kernel_build), "" for dense
 
 
 def source_weights(model: str) -> tuple[Path, str]:
@@ -142,9 +143,11 @@ def config_sha256(config: Any) -> str:
     return hashlib.sha256(rest.to_json().encode()).hexdigest()
 
 
-def reusable_artifact(folder: Path, model_sha256: str, model_config: Any = None) -> bool:
+def reusable_artifact(folder: Path, model_sha256: str, model_config: Any = None,
+                      build: dict[str, Any] | None = None) -> bool:  # fmt: skip
     """Whether `folder` holds a complete artifact made from the weights with this sha256 (and,
-    given one, the same model config)."""
+    given them, the same model config and the same build settings: calibration scenes and
+    damping change the artifact without changing its name)."""
     from vla_pruned_ros.compression import read_manifest
     from vla_pruned_ros.compression.artifact import ArtifactError
 
@@ -156,6 +159,8 @@ def reusable_artifact(folder: Path, model_sha256: str, model_config: Any = None)
         stored = (manifest.get("extra") or {}).get("model_config")
         if stored != json.loads(model_config.to_json()):
             return False
+    if build is not None and (manifest.get("extra") or {}).get("sweep_build") != build:
+        return False
     return (manifest.get("source") or {}).get("sha256") == model_sha256
 
 
@@ -198,6 +203,39 @@ def variant_specs(cfg: SweepConfig, method: str, pattern: str) -> list[tuple[str
     return specs
 
 
+def build_settings(cfg: SweepConfig, method: str, pattern: str, rank: str, correction: str,
+                   factor_dtype: str) -> dict[str, Any]:  # fmt: skip
+    """Everything a sweep artifact is built from beside the dense weights, as its manifest
+    records it (`extra.sweep_build`): a cached artifact is reused only when these match."""
+    calibrated = method in ("wanda", "sparsegpt") or correction == "activation"
+    return {"method": method, "pattern": pattern, "rank_policy": rank,
+            "correction": correction, "factor_dtype": factor_dtype, "svd": cfg.svd,
+            "include": list(cfg.include), "exclude": list(cfg.exclude),
+            "calib_scenes": cfg.calib_scenes if calibrated else 0,
+            "damp": cfg.damp if correction == "activation" else 0.0}  # fmt: skip
+
+
+def tensors_sha256(folder: Path, manifest: dict[str, Any]) -> str:
+    """One checksum of an artifact's tensors (each model file's tensors by name, dtype, shape
+    and bytes; spectra aside): what a cell's result depends on. Neither the manifest's bytes
+    (they carry every task's action gain: another task's new gain must not rerun this task's
+    cells) nor the files' checksums (safetensors writes its header metadata in hash-map order,
+    so the same tensors saved twice differ in bytes)."""
+    import hashlib
+
+    import torch
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    for name in sorted(k for k in manifest["files"] if not k.startswith("spectra")):
+        with safe_open(str(Path(folder) / name), framework="pt") as f:
+            for key in sorted(f.keys()):
+                tensor = f.get_tensor(key).contiguous()
+                digest.update(f"{name}:{key}:{tensor.dtype}:{list(tensor.shape)};".encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _safe(name: str) -> str:
     return name.replace(":", "-").replace("/", "_")
 
@@ -237,6 +275,7 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
     if is_checkpoint(cfg.model):
         return build_checkpoint_variants(cfg, progress)
     from vla_pruned_ros.compression import memory_report
+    from vla_pruned_ros.compression.kernels import kernel_build
     from vla_pruned_ros.models.embedded import load_embedded
     from vla_pruned_ros.models.embedded_artifact import (
         compress,
@@ -257,8 +296,9 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
     for method in cfg.methods:
         for pattern in cfg.patterns:
             specs = variant_specs(cfg, method, pattern)
-            missing = [s for s in specs
-                       if not reusable_artifact(root / _safe(s[0]), sha, dense.config)]  # fmt: skip
+            builds = {s[0]: build_settings(cfg, method, pattern, *s[1:]) for s in specs}
+            missing = [s for s in specs if not reusable_artifact(
+                root / _safe(s[0]), sha, dense.config, builds[s[0]])]  # fmt: skip
             # one compress call per (correction, dtype), all on one pruned model
             groups: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {}
             for spec in missing:
@@ -285,7 +325,7 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
                 pruned = models["0"]
                 for name, rank, _, _ in group:
                     save_embedded_artifact(models[rank], root / _safe(name), source,
-                                           overwrite=True)  # fmt: skip
+                                           overwrite=True, sweep_build=builds[name])  # fmt: skip
             for name, rank, correction, dtype in specs:
                 folder = root / _safe(name)
                 report, manifest = artifact_memory(
@@ -295,7 +335,8 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
                 variants.append(Variant(name, method, fixed, str(folder), report, pattern,
                                         str(manifest["rank_policy"]), sha, conf,
                                         dense.config.action_gain, correction,
-                                        dtype, loader))  # fmt: skip
+                                        dtype, loader, tensors_sha256(folder, manifest),
+                                        kernel_build()))  # fmt: skip
     return variants
 
 
@@ -316,6 +357,9 @@ def _cell_file(cfg: TableConfig, variant: Variant, task: str, phrasing: str
            "action_gain": variant.action_gain.get(task, 1.0)}  # fmt: skip
     if phrasing != "train":
         key["phrasing"] = phrasing
+    if variant.artifact_sha256:  # the exact build and what its pruned layers ran on
+        key["artifact_sha256"] = variant.artifact_sha256
+        key["runtime"] = variant.runtime
     if variant.loader:  # a checkpoint's adapter and options (none for the embedded VLA)
         key["loader"] = json.loads(json.dumps(variant.loader, sort_keys=True, default=str))
     return path, key, episodes
@@ -403,7 +447,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict[str, Any]:
         out.append({**dataclasses.asdict(variant), "tasks": tasks})
     return {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "config": dataclasses.asdict(cfg),
         "model_sha256": variants[0].model_sha256 if variants else "",
         "action_gain": variants[0].action_gain if variants else {},
