@@ -12,10 +12,14 @@ loads the whole model as before it existed (MiniLM, transformers, the tokenizer)
 no entry (loads them at the first batch and stores the features); `warm` finds every
 instruction and never loads the text encoder. The cache lives in a temporary folder of this
 run. Bags are the committed fixtures and a 10-minute bag built here from the nav fixture's own
-frames, restamped (its instructions are the nav fixture's, so it finds them warm).
+frames, restamped (its instructions are the nav fixture's, so it finds them warm). `--models`
+replays other models than the shipped one, e.g. a compressed artifact's folder (`vla-prune
+... -o ART`), each on its own (one model per run); `transformers` says whether the run had
+imported it by its end.
 
     nice -n 10 .venv/bin/python bench/replay.py               # prints the table
     nice -n 10 .venv/bin/python bench/replay.py --minutes 10 --repeats 2 --batches 1,32
+    nice -n 10 .venv/bin/python bench/replay.py --models embedded,/tmp/art   # and an artifact
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "test" / "fixtures" / "bags"
 
 
-def child(bag: Path, batch: int, cache: str, spawned: float) -> None:
+def child(bag: Path, batch: int, cache: str, spawned: float, name: str = "embedded") -> None:
     """One measured replay; prints a JSON line. `cache`: 'off' or the cache folder."""
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
     import torch
@@ -61,10 +65,10 @@ def child(bag: Path, batch: int, cache: str, spawned: float) -> None:
         policies.append(load_policy(name, task, instruction_cache=store))
         return policies[-1]
 
-    result = bag_replay.evaluate_bag(bag, ["embedded"], progress=False, loader=loader,
+    result = bag_replay.evaluate_bag(bag, [name], progress=False, loader=loader,
                                      batch=batch)  # fmt: skip
     end = time.time()
-    model = result["models"]["embedded"]
+    model = result["models"][name]
     print(json.dumps({
         "startup_s": first[0] - spawned, "steady_s": end - first[0],
         "bag_s": result["bag_seconds"], "steps": model["steps"],
@@ -107,10 +111,10 @@ def make_long_bag(out: Path, minutes: float) -> Path:
     return out
 
 
-def run(bag: Path, batch: int, cache: str) -> dict:
+def run(bag: Path, batch: int, cache: str, name: str = "embedded") -> dict:
     spawned = time.time()
     done = subprocess.run(
-        [sys.executable, __file__, "--child", str(bag), str(batch), cache, repr(spawned)],
+        [sys.executable, __file__, "--child", str(bag), str(batch), cache, repr(spawned), name],
         capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -121,10 +125,13 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--batches", default="32", help="comma-separated batch sizes")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--models", default="embedded",
+                        help="comma-separated: 'embedded' or artifact folders")  # fmt: skip
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(Path(args.child[0]), int(args.child[1]), args.child[2], float(args.child[3]))
+        child(Path(args.child[0]), int(args.child[1]), args.child[2], float(args.child[3]),
+              args.child[4])  # fmt: skip
         return 0
     with tempfile.TemporaryDirectory(prefix="replay_bench_") as tmp:
         t0 = time.perf_counter()
@@ -134,21 +141,24 @@ def main() -> int:
             f"built {args.minutes:g}-minute bag ({size:.0f} MB) in {time.perf_counter() - t0:.1f} s"
         )
         print(f"load average at start: {os.getloadavg()[0]:.1f}")
-        print("| bag | batch | cache | steps | bag s | start-up s | steady s | model s "
-              "| x real time |")  # fmt: skip
-        print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+        print("| bag | model | batch | cache | steps | bag s | start-up s | steady s | model s "
+              "| x real time | transformers |")  # fmt: skip
+        print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|")
         bags = [("nav fixture", FIXTURES / "nav"), ("manip fixture", FIXTURES / "manip"),
                 (f"{args.minutes:g}-minute (nav frames)", long_bag)]  # fmt: skip
-        cache = str(Path(tmp) / "instruction_cache")
-        for _ in range(args.repeats):
+        for rep in range(args.repeats):
             for name, bag in bags:
-                for batch in (int(b) for b in args.batches.split(",")):
-                    for mode in ("off", cache, cache):  # before / first with the cache / again
-                        r = run(bag, batch, mode)
-                        print(f"| {name} | {batch} | {r['cache']} | {r['steps']} | "
-                              f"{r['bag_s']:.1f} | {r['startup_s']:.2f} | {r['steady_s']:.2f} | "
-                              f"{r['model_s']:.2f} | {r['bag_s'] / r['steady_s']:.0f} |",
-                              flush=True)  # fmt: skip
+                for model in args.models.split(","):
+                    label = model if model == "embedded" else Path(model).name
+                    for batch in (int(b) for b in args.batches.split(",")):
+                        cache = str(Path(tmp) / f"instruction_cache_{rep}")  # cold once per rep
+                        for mode in ("off", cache, cache):  # before / first with the cache / again
+                            r = run(bag, batch, mode, model)
+                            print(f"| {name} | {label} | {batch} | {r['cache']} | {r['steps']} | "
+                                  f"{r['bag_s']:.1f} | {r['startup_s']:.2f} | "
+                                  f"{r['steady_s']:.2f} | {r['model_s']:.2f} | "
+                                  f"{r['bag_s'] / r['steady_s']:.0f} | {r['transformers']} |",
+                                  flush=True)  # fmt: skip
         print(f"load average at end: {os.getloadavg()[0]:.1f}")
     return 0
 

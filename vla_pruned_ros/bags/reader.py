@@ -54,7 +54,17 @@ class TopicInfo:
     name: str
     msgtype: str
     count: int  # messages, as the bag's index says (-1: not indexed, e.g. a truncated file)
-    qos: list = field(default_factory=list)  # rosbags Qos profiles offered by the publishers
+    # The publishers' offered QoS profiles: rosbags Qos profiles, or the YAML text an MCAP
+    # channel stores them as, parsed on first use of `qos` (only the live player needs them,
+    # and parsing them with rosbags' YAML reader is most of opening a small bag).
+    offered_qos: list | str = field(default_factory=list)
+
+    @property
+    def qos(self) -> list:
+        """The rosbags Qos profiles offered by the publishers ([] when none or unreadable)."""
+        if isinstance(self.offered_qos, str):
+            return _qos(self.offered_qos)
+        return list(self.offered_qos)
 
 
 @dataclass(frozen=True)
@@ -337,7 +347,7 @@ def _mcap_summary(path: Path) -> tuple[dict[str, TopicInfo], int, int] | None:
     out: dict[str, TopicInfo] = {}
     for cid, ch in summary.channels.items():
         schema = summary.schemas.get(ch.schema_id)
-        qos = _qos(ch.metadata.get("offered_qos_profiles", ""))
+        qos = ch.metadata.get("offered_qos_profiles", "")
         prev = out.get(ch.topic)
         count = counts.get(cid, 0) + (prev.count if prev else 0)
         out[ch.topic] = TopicInfo(ch.topic, schema.name if schema else "", count, qos)
@@ -412,15 +422,16 @@ class BagReader:
             else:  # cut short: the channels the stream declares, uncounted
                 self._cut_files = True
                 mcap = _streamed(f)
-                found = {t: TopicInfo(t, m, -1, _qos(mcap.qos.get(t, "")))
+                found = {t: TopicInfo(t, m, -1, mcap.qos.get(t, ""))
                          for t, m in mcap.channels.values()}  # fmt: skip
             for name, info in found.items():
                 prev = merged.get(name)
                 count = -1 if info.count < 0 or (prev and prev.count < 0) else (
                     info.count + (prev.count if prev else 0))  # fmt: skip
-                merged[name] = TopicInfo(
-                    name, info.msgtype, count, info.qos or (prev.qos if prev else [])
-                )
+                qos = info.offered_qos
+                if prev is not None and not info.qos:  # parsed only where files disagree
+                    qos = prev.offered_qos
+                merged[name] = TopicInfo(name, info.msgtype, count, qos)
         return merged
 
     def _sqlite_topics(self) -> dict[str, TopicInfo]:

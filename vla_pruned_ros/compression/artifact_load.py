@@ -1,6 +1,8 @@
 """Loading an artifact into a model: checksums first (`artifact_verify`), then the pruned layers
 built in their runtime mode (`runtime_modes`) one at a time, then the rest of the state dict
-one tensor at a time into a skeleton that may sit on the meta device."""
+one tensor at a time into a skeleton that may sit on the meta device. A skeleton may leave out
+whole submodules (`leave_out`): their tensors are not read, and what they would run as and hold
+is recorded from the manifest and the tensor headers."""
 
 from __future__ import annotations
 
@@ -33,11 +35,14 @@ from vla_pruned_ros.compression.packing import unpack
 from vla_pruned_ros.compression.prune import replace_module
 from vla_pruned_ros.compression.quantize import quantize
 from vla_pruned_ros.compression.runtime_modes import (
+    AUTO,
     apply_mode,
     check_mode,
     layer_mode,
     meta_layer,
+    pruned_layer_bytes,
     sparse_path_note,
+    stored_tensor_bytes,
     wants_sparse,
 )
 from vla_pruned_ros.compression.safetensors_io import TensorFiles
@@ -68,6 +73,7 @@ def load_artifact(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     finish: Callable[[nn.Module], None] | None = None,
+    leave_out: tuple[str, ...] = (),
 ) -> nn.Module:
     """Rebuild a compressed model: `model_factory()` (or `model_factory(manifest)`) makes the
     dense architecture (on the meta device to spare a dense copy), the artifact's tensors replace
@@ -76,8 +82,19 @@ def load_artifact(
     every layer the kernel serves, read straight into its packed layout so no dense copy
     exists, and `materialize` for the others and on CUDA (see `runtime_modes`). The model
     comes back in eval mode with `.artifact` describing what was loaded (requested mode, mode
-    per layer, fallbacks, manifest)."""
+    per layer, fallbacks, manifest).
+
+    `leave_out`: submodule names (e.g. `("text",)`) the factory's skeleton does not build. Their
+    pruned layers and weights are not read (every file is still checksummed);
+    `.artifact["left_out"]` records the mode each of their pruned layers would take here and
+    why (the same choice a whole load makes, from the manifest entry), and the bytes their
+    stored tensors would hold (`runtime_modes.pruned_layer_bytes`; what the factory itself
+    would build there, such as `provided_by_factory` tensors, is the caller's to add). Only
+    for `auto`, `sparse` and `materialize`, whose choice needs no tensor."""
     requested = check_mode(mode)
+    if leave_out and requested not in (AUTO, "sparse", "materialize"):
+        raise ValueError(f"leave_out works with modes auto, sparse and materialize, not {mode!r}")
+    prefixes = tuple(f"{m}." for m in leave_out)
     folder = Path(path)
     manifest = read_manifest(folder, verify=True)
     takes_manifest = len(inspect.signature(model_factory).parameters) >= 1
@@ -92,11 +109,15 @@ def load_artifact(
     )
     chosen: dict[str, tuple[str, str | None]] = {}
     layer_keys = set()
+    outside: dict[str, tuple[str, str | None]] = {}
     for name, entry in manifest["layers"].items():
         check_layer_entry(folder / MANIFEST, name, entry)
         chosen[name] = (
             layer_mode(meta_layer(entry), device) if wants_sparse(requested) else (requested, None)
         )
+        if name.startswith(prefixes):
+            outside[name] = chosen.pop(name)
+            continue
         # a sparse layer keeps float factors as stored (never widened to the compute dtype)
         keep = chosen[name][0] == "sparse"
         layer, packed = _pruned_layer(folder, model, name, entry, pruned, factors, compute, keep)
@@ -113,7 +134,7 @@ def load_artifact(
         replace_module(model, name, layer)
         layer_keys.update(f"{name}.{k}" for k in ("weight", "bias", "a", "b", "a_scale", "b_scale"))
         layer_keys.update(f"{name}.{k}" for k in layer.state_dict())  # the sparse layout's too
-    _load_rest(folder, model, manifest, layer_keys, compute, on_meta)
+    _load_rest(folder, model, manifest, layer_keys, compute, on_meta, prefixes)
     if finish is not None:
         finish(model)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
@@ -130,7 +151,45 @@ def load_artifact(
     }
     if "sparse" in layer_modes.values():
         model.artifact["sparse_path"] = sparse_path_note()
+    if leave_out:
+        model.artifact["left_out"] = _left_out(folder, manifest, outside, pruned, factors, compute,
+                                               prefixes, leave_out)  # fmt: skip
     return model
+
+
+def _left_out(folder: Path, manifest: dict[str, Any], left: dict[str, tuple[str, str | None]],
+              pruned: TensorFiles, factors: TensorFiles, compute: torch.dtype,
+              prefixes: tuple[str, ...], leave_out: tuple[str, ...]) -> dict[str, Any]:  # fmt: skip
+    """What the left-out submodules' stored tensors would run as and hold (see load_artifact):
+    modes and fallback reasons as `apply_mode` records them, and bytes at `compute`."""
+    from vla_pruned_ros.compression.kernels import kernel_unavailable_reason
+
+    width = torch.empty((), dtype=compute).element_size()
+    sparse = any(m == "sparse" for m, _ in left.values())
+    # the compiled kernel keeps per-row offsets of an unstructured layer; its fallback does not
+    offsets = not sparse or kernel_unavailable_reason() is None
+
+    def header(key: str) -> dict | None:
+        for files in (pruned, factors):
+            if key in files:
+                return files.info(key)
+        return None
+
+    held = sum(pruned_layer_bytes(name, manifest["layers"][name], mode, header, width, offsets)
+               for name, (mode, _) in left.items())  # fmt: skip
+    rest = _tensors(folder, WEIGHTS, manifest)
+    held += sum(stored_tensor_bytes(rest.info(k), width) for k in rest.keys()
+                if k.startswith(prefixes))  # fmt: skip
+    return {
+        "modules": list(leave_out),
+        "layer_modes": {name: mode for name, (mode, _) in left.items()},
+        "fallbacks": {name: why for name, (_, why) in left.items() if why},
+        "bytes": held,
+        "provided_by_factory": [
+            k for k in manifest["provided_by_factory"] if k.startswith(prefixes)
+        ],
+        **({"sparse_path": sparse_path_note()} if sparse else {}),
+    }
 
 
 def _pruned_layer(
@@ -224,20 +283,23 @@ def _load_rest(
     layer_keys: set[str],
     compute: torch.dtype,
     on_meta: bool,
+    prefixes: tuple[str, ...] = (),
 ) -> None:
     """Every tensor of the weights files into the model, one at a time (a meta skeleton takes
-    them as they are), after checking the files and the model name the same tensors."""
+    them as they are), after checking the files and the model name the same tensors; those
+    under `prefixes` (submodules the skeleton leaves out) are not read."""
     rest = _tensors(folder, WEIGHTS, manifest)
+    stored = {k for k in rest.keys() if not k.startswith(prefixes)}
     state = model.state_dict(keep_vars=True)
     state_keys = set(state)
-    unexpected = sorted(rest.keys() - state_keys)
+    unexpected = sorted(stored - state_keys)
     aliases: dict[int, set[str]] = {}  # tied weights (e.g. lm_head = embeddings) are stored once
     for k, v in state.items():
         aliases.setdefault(id(v), set()).add(k)
     missing = sorted(
         k
-        for k in state_keys - rest.keys() - layer_keys - set(manifest["provided_by_factory"])
-        if not (aliases[id(state[k])] & rest.keys())
+        for k in state_keys - stored - layer_keys - set(manifest["provided_by_factory"])
+        if not (aliases[id(state[k])] & stored)
     )
     if unexpected or missing:
         raise ArtifactError(
@@ -245,7 +307,7 @@ def _load_rest(
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
-    for key in sorted(rest.keys()):
+    for key in sorted(stored):
         v = rest[key]
         v = v.to(compute) if v.is_floating_point() else v
         try:
@@ -254,7 +316,7 @@ def _load_rest(
             detail = " ".join(str(err).split())
             raise ArtifactError(f"{folder / WEIGHTS}: tensor {key!r}: {detail}") from None
     if on_meta:
-        _retie(model, aliases, rest.keys())
+        _retie(model, aliases, stored)
 
 
 def _retie(model: nn.Module, aliases: dict[int, set[str]], stored: set[str]) -> None:

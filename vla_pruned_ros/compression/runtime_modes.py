@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -118,25 +119,32 @@ def runtime_summary(model: nn.Module) -> RuntimeSummary:
     its resident bytes (every distinct parameter and buffer)."""
     info = getattr(model, "artifact", None) or {}
     layer_modes: dict[str, str] = info.get("layer_modes", {})
+    text, counts = modes_text(layer_modes, info.get("fallbacks", {}), info.get("sparse_path"))
+    return RuntimeSummary(text, counts, resident_bytes(model))
+
+
+def modes_text(
+    layer_modes: dict[str, str], fallbacks: dict[str, str], sparse_path: str | None = None
+) -> tuple[str, dict[str, int]]:
+    """`RuntimeSummary.modes` and `.layers` of {layer: mode}, {layer: why it fell back} and the
+    sparse path's note (`model.artifact`'s entries)."""
     counts: dict[str, int] = {}
     for mode in layer_modes.values():
         counts[mode] = counts.get(mode, 0) + 1
     if not counts:
-        text = "dense"
-    else:
-        total = len(layer_modes)
-        reasons: dict[str, set[str]] = {}
-        for name, why in info.get("fallbacks", {}).items():
-            reasons.setdefault(layer_modes.get(name, "materialize"), set()).add(why)
-        parts = []
-        for mode, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-            why = "; ".join(sorted(reasons.get(mode, ())))
-            parts.append(f"{mode} {n}/{total}" + (f" ({why})" if why else ""))
-        text = ", ".join(parts)
-        note = info.get("sparse_path")
-        if counts.get("sparse") and note:
-            text += f"; sparse layers: {note}"
-    return RuntimeSummary(text, counts, resident_bytes(model))
+        return "dense", counts
+    total = len(layer_modes)
+    reasons: dict[str, set[str]] = {}
+    for name, why in fallbacks.items():
+        reasons.setdefault(layer_modes.get(name, "materialize"), set()).add(why)
+    parts = []
+    for mode, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        why = "; ".join(sorted(reasons.get(mode, ())))
+        parts.append(f"{mode} {n}/{total}" + (f" ({why})" if why else ""))
+    text = ", ".join(parts)
+    if counts.get("sparse") and sparse_path:
+        text += f"; sparse layers: {sparse_path}"
+    return text, counts
 
 
 def sparse_path_note() -> str:
@@ -179,13 +187,6 @@ def expected_resident(
         for f in kind_files(Path(folder), name, manifest):
             headers.update({k: {**v, "kind": name} for k, v in safetensors_keys(f).items()})
     width = torch.empty((), dtype=compute_dtype).element_size()
-
-    def stored(key: str) -> int:
-        info = headers.get(key)
-        if info is None:
-            return 0
-        return math.prod(info["shape"]) * _dtype_bytes(info["dtype"])
-
     layers = {"sparse": 0, "materialize": 0}
     counts: dict[str, int] = {}
     for name, entry in manifest["layers"].items():
@@ -194,31 +195,9 @@ def expected_resident(
             chosen = layer_mode(meta_layer(entry), torch.device(device))
         kind = chosen[0]
         counts[kind] = counts.get(kind, 0) + 1
-        shape = entry["shape"]
-        size = 2 * width  # a_scale, b_scale follow the model's dtype
-        size += shape[0] * width if entry["bias"] else 0
-        if entry["rank"]:
-            for key in ("a", "b"):
-                numel = math.prod(headers.get(f"{name}.{key}", {}).get("shape", [0]))
-                if entry["factor_dtype"] == "int8":
-                    size += numel
-                elif kind == "sparse" and entry["factor_dtype"] == "float16":
-                    size += 2 * numel
-                else:
-                    size += numel * width
-        if kind == "sparse":
-            keys = ("values", "indices") if entry["storage"] == "nm" else ("values", "bitmask")
-            size += sum(stored(f"{name}.{k}") for k in keys)
-            if entry["storage"] != "nm":
-                size += (shape[0] + 1) * 8  # the kernel's per-row offsets (int64)
-        else:
-            size += math.prod(shape) * width
-        layers[kind] += size
-    rest = 0
-    for info in headers.values():
-        if info["kind"] == WEIGHTS:
-            floating = info["dtype"] in ("F64", "F32", "F16", "BF16")
-            rest += math.prod(info["shape"]) * (width if floating else _dtype_bytes(info["dtype"]))
+        layers[kind] += pruned_layer_bytes(name, entry, kind, headers.get, width)
+    rest = sum(stored_tensor_bytes(info, width) for info in headers.values()
+               if info["kind"] == WEIGHTS)  # fmt: skip
     return {
         "mode": requested,
         "device": device,
@@ -230,6 +209,52 @@ def expected_resident(
         "total_bytes": layers["sparse"] + layers["materialize"] + rest,
         "not_counted": list(manifest.get("provided_by_factory", [])),
     }
+
+
+def pruned_layer_bytes(
+    name: str,
+    entry: dict[str, Any],
+    kind: str,
+    header: Callable[[str], dict | None],
+    width: int,
+    row_offsets: bool = True,
+) -> int:
+    """Bytes one pruned layer holds loaded as `kind` (`sparse` or `materialize`) at a compute
+    dtype of `width` bytes, from its manifest entry and its tensors' safetensors headers
+    (`header(key)`: the entry, or None). `row_offsets`: the compiled kernel's per-row offsets
+    of an unstructured sparse layer are held (its pure-PyTorch fallback holds none)."""
+
+    def stored(key: str) -> int:
+        info = header(key)
+        if info is None:
+            return 0
+        return math.prod(info["shape"]) * _dtype_bytes(info["dtype"])
+
+    shape = entry["shape"]
+    size = 2 * width  # a_scale, b_scale follow the model's dtype
+    size += shape[0] * width if entry["bias"] else 0
+    if entry["rank"]:
+        for key in ("a", "b"):
+            if kind == "sparse":  # kept as the file stores them (fp32 factors may be fp16 there)
+                size += stored(f"{name}.{key}")
+                continue
+            numel = math.prod((header(f"{name}.{key}") or {}).get("shape", [0]))
+            size += numel if entry["factor_dtype"] == "int8" else numel * width
+    if kind == "sparse":
+        keys = ("values", "indices") if entry["storage"] == "nm" else ("values", "bitmask")
+        size += sum(stored(f"{name}.{k}") for k in keys)
+        if entry["storage"] != "nm" and row_offsets:
+            size += (shape[0] + 1) * 8  # the kernel's per-row offsets (int64)
+    else:
+        size += math.prod(shape) * width
+    return size
+
+
+def stored_tensor_bytes(info: dict, width: int) -> int:
+    """Bytes a weights-file tensor (its safetensors header entry) holds once loaded: floats at
+    the compute dtype's `width`, others as stored."""
+    floating = info["dtype"] in ("F64", "F32", "F16", "BF16")
+    return math.prod(info["shape"]) * (width if floating else _dtype_bytes(info["dtype"]))
 
 
 _BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,

@@ -128,6 +128,10 @@ class TensorFiles:
     def keys(self) -> set[str]:
         return set(self._where)
 
+    def info(self, key: str) -> dict:
+        """The header entry of `key` (dtype, shape, data_offsets), its data not read."""
+        return self._where[key][2]
+
     def __getitem__(self, key: str) -> torch.Tensor:
         path, base, info = self._where[key]
         with open(path, "rb") as f:

@@ -80,15 +80,21 @@ def save_embedded_artifact(
     )
 
 
-def embedded_factory(manifest: dict[str, Any]) -> EmbeddedVLA:
-    """The dense skeleton an artifact's tensors go into (with MiniLM's word embeddings)."""
+def embedded_factory_config(manifest: dict[str, Any]) -> EmbeddedVLAConfig:
+    """The embedded VLA's config an artifact's manifest records; a ValueError for another
+    model's artifact."""
     config = manifest.get("extra", {}).get("model_config")
     if manifest.get("source", {}).get("model_id") != SOURCE_ID or config is None:
         raise ValueError(
             f"artifact source {manifest.get('source')} is not the embedded VLA "
             "(no model_config in its manifest)"
         )
-    model = EmbeddedVLA.from_minilm(EmbeddedVLAConfig.from_json(json.dumps(config)))
+    return EmbeddedVLAConfig.from_json(json.dumps(config))
+
+
+def embedded_factory(manifest: dict[str, Any]) -> EmbeddedVLA:
+    """The dense skeleton an artifact's tensors go into (with MiniLM's word embeddings)."""
+    model = EmbeddedVLA.from_minilm(embedded_factory_config(manifest))
     structure = manifest.get("structure")
     if structure:  # a structurally pruned encoder: rebuild its smaller shapes first
         from vla_pruned_ros.compression.structured import apply_structure
@@ -100,12 +106,85 @@ def embedded_factory(manifest: dict[str, Any]) -> EmbeddedVLA:
 def load_embedded_artifact(path: Path, mode: str | None = None, device: str = "cpu") -> EmbeddedVLA:
     """An embedded-VLA artifact on `device` (fp32 on CPU, fp16 on CUDA), its pruned layers in
     `mode` (default `auto`: sparse on CPU, see `compression.runtime_modes`)."""
-    dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
-    return load_artifact(path, embedded_factory, mode=mode, device=device, dtype=dtype)
+    return load_artifact(path, embedded_factory, mode=mode, device=device, dtype=_dtype(device))
 
 
-def artifact_info(model: EmbeddedVLA) -> dict[str, Any]:
-    """PolicyInfo fields of a loaded artifact: its name, variant, rank and resident memory."""
+def _dtype(device: str) -> torch.dtype:
+    return torch.float16 if str(device).startswith("cuda") else torch.float32
+
+
+# What the text encoder's skeleton (transformers' BertModel) holds besides its state dict: the
+# non-persistent int64 buffers of its embeddings, one row of max_position_embeddings each.
+_TEXT_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+VISION_MODES = (None, "auto", "sparse", "materialize")  # what load_embedded_vision_artifact takes
+
+
+def embedded_vision_factory(manifest: dict[str, Any]) -> EmbeddedVLA:
+    """An artifact's skeleton without its text encoder (`EmbeddedVLA.without_text`: no
+    transformers, no MiniLM weights), for `load_artifact(..., leave_out=("text",))`."""
+    return EmbeddedVLA.without_text(embedded_factory_config(manifest))
+
+
+def load_embedded_vision_artifact(
+    path: Path, mode: str | None = None, device: str = "cpu"
+) -> tuple[EmbeddedVLA, dict[str, Any], str]:
+    """An embedded-VLA artifact's vision stem and heads without its text encoder, for a caller
+    that has the text features already (offline replay with cached instruction features):
+    the same modules, modes and weights as `load_embedded_artifact` gives them, without
+    importing transformers or reading MiniLM's weights or the encoder's tensors. Returns the
+    model, the full model's PolicyInfo fields (`artifact_info`, its `memory_bytes` those of
+    the whole model) and the full model's `runtime_summary(...).modes`, both worked out from
+    the manifest, the tensor headers and MiniLM's config.json (`load_artifact`'s `left_out`).
+    `mode`: one of VISION_MODES (the others need the layers themselves)."""
+    from vla_pruned_ros.compression.memory import resident_bytes
+    from vla_pruned_ros.compression.runtime_modes import modes_text
+    from vla_pruned_ros.models.embedded_config import minilm_path
+
+    if mode not in VISION_MODES:
+        raise ValueError(f"mode {mode!r}: the vision-only load takes {VISION_MODES}")
+    dtype = _dtype(device)
+    model = load_artifact(path, embedded_vision_factory, mode=mode, device=device, dtype=dtype,
+                          leave_out=("text",))  # fmt: skip
+    info, left = model.artifact, model.artifact["left_out"]
+    minilm = json.loads((minilm_path() / "config.json").read_text())
+    width = torch.empty((), dtype=dtype).element_size()
+    provided = {"text.embeddings.word_embeddings.weight": minilm["vocab_size"]
+                * minilm["hidden_size"] * width}  # fmt: skip
+    unknown = sorted(set(left["provided_by_factory"]) - set(provided))
+    if unknown:
+        raise ValueError(f"{path}: the text encoder's factory tensors {unknown} are not known "
+                         "to the vision-only load; load the whole artifact")  # fmt: skip
+    buffers = len(_TEXT_BUFFERS) * minilm["max_position_embeddings"] * 8
+    memory = resident_bytes(model) + left["bytes"] + buffers + sum(
+        provided[k] for k in left["provided_by_factory"])  # fmt: skip
+    modes = {**left["layer_modes"], **info["layer_modes"]}  # the text encoder's layers first
+    fallbacks = {**left["fallbacks"], **info["fallbacks"]}
+    note = info.get("sparse_path") or left.get("sparse_path")
+    runtime = modes_text(modes, fallbacks, note)[0]
+    return model, artifact_info(model, memory_bytes=memory), runtime
+
+
+def checked_artifact_encoder(
+    path: Path, mode: str | None, device: str, runtime: str, memory_bytes: int
+) -> EmbeddedVLA:
+    """The whole artifact (`load_embedded_artifact`), refused if its runtime modes or resident
+    bytes are not what `load_embedded_vision_artifact` worked out for it (they name its
+    features in the instruction cache and its PolicyInfo)."""
+    from vla_pruned_ros.compression.runtime_modes import runtime_summary
+
+    model = load_embedded_artifact(path, mode=mode, device=device)
+    got = runtime_summary(model).modes, artifact_info(model)["memory_bytes"]
+    if got != (runtime, memory_bytes):
+        raise RuntimeError(f"{path}: loaded whole, the artifact runs as {got[0]!r} holding "
+                           f"{got[1]} bytes, but its vision-only load worked out {runtime!r} "
+                           f"and {memory_bytes} bytes")  # fmt: skip
+    return model
+
+
+def artifact_info(model: EmbeddedVLA, memory_bytes: int | None = None) -> dict[str, Any]:
+    """PolicyInfo fields of a loaded artifact: its name, variant, rank and resident memory
+    (`memory_bytes` where the caller knows the whole model's and `model` is a part of it)."""
     manifest = model.artifact["manifest"]
     policy = str(manifest.get("rank_policy", ""))
     rank = int(policy.removeprefix("rank:")) if policy.startswith("rank:") else -1
@@ -116,7 +195,9 @@ def artifact_info(model: EmbeddedVLA) -> dict[str, Any]:
         "model_id": Path(model.artifact["path"]).name,
         "variant": variant,
         "rank": rank,
-        "memory_bytes": memory_report(model)["resident_bytes"],
+        "memory_bytes": (
+            memory_report(model)["resident_bytes"] if memory_bytes is None else memory_bytes
+        ),
     }
 
 

@@ -170,19 +170,7 @@ def _load(artifact: str, folder: Path | None, task: str, mode: str | None, devic
     if hint:
         raise ValueError(hint)
     if folder is not None and (folder / "manifest.json").is_file():
-        from vla_pruned_ros.models.embedded_artifact import artifact_info, load_embedded_artifact
-
-        model = load_embedded_artifact(folder, mode=mode, device=device)
-        cached = {}
-        if cache is not None:
-            from vla_pruned_ros.compression.artifact_layout import sha256_file
-            from vla_pruned_ros.compression.runtime_modes import runtime_summary
-            from vla_pruned_ros.models.embedded_config import minilm_identity
-
-            cached = {"cache": cache, "identity": {
-                "artifact": sha256_file(folder / "manifest.json"),
-                "runtime": runtime_summary(model).modes, "minilm": minilm_identity()}}  # fmt: skip
-        return EmbeddedPolicy(model, task, artifact_info(model), **cached)
+        return _embedded_artifact(folder, task, mode, device, cache)
     overrides = {"model_id": folder.name} if folder is not None else {}
     if cache is None:
         return EmbeddedPolicy(load_embedded(folder).to(device), task, overrides or None)
@@ -194,3 +182,33 @@ def _load(artifact: str, folder: Path | None, task: str, mode: str | None, devic
     return EmbeddedPolicy(vision.to(device), task, {**overrides, "memory_bytes": memory},
                           encoder=lambda: load_embedded(folder).to(device), cache=cache,
                           identity=identity)  # fmt: skip
+
+
+def _embedded_artifact(folder: Path, task: str, mode: str | None, device: str,
+                       cache: InstructionCache | None) -> PolicyAdapter:  # fmt: skip
+    """An embedded-VLA artifact. With an instruction cache and a mode decided from the manifest
+    (`embedded_artifact.VISION_MODES`, the default among them): its vision stem and heads
+    only, and the whole artifact on the first instruction the cache lacks, as `_load` does
+    for a saved model. The cache key names the artifact's manifest and the whole model's
+    runtime modes either way."""
+    from vla_pruned_ros.compression.artifact_layout import sha256_file
+    from vla_pruned_ros.models import embedded_artifact as ea
+    from vla_pruned_ros.models.embedded import EmbeddedPolicy
+    from vla_pruned_ros.models.embedded_config import minilm_identity
+
+    if cache is not None and mode in ea.VISION_MODES:
+        vision, info, runtime = ea.load_embedded_vision_artifact(folder, mode=mode, device=device)
+        identity = {"artifact": sha256_file(folder / "manifest.json"), "runtime": runtime,
+                    "minilm": minilm_identity()}  # fmt: skip
+        return EmbeddedPolicy(vision, task, info, cache=cache, identity=identity,
+                              encoder=lambda: ea.checked_artifact_encoder(
+                                  folder, mode, device, runtime, info["memory_bytes"]))  # fmt: skip
+    model = ea.load_embedded_artifact(folder, mode=mode, device=device)
+    cached = {}
+    if cache is not None:
+        from vla_pruned_ros.compression.runtime_modes import runtime_summary
+
+        cached = {"cache": cache, "identity": {
+            "artifact": sha256_file(folder / "manifest.json"),
+            "runtime": runtime_summary(model).modes, "minilm": minilm_identity()}}  # fmt: skip
+    return EmbeddedPolicy(model, task, ea.artifact_info(model), **cached)
