@@ -5,7 +5,8 @@ magnitude, GLUESTICK factors from a randomized SVD of the gap), every variant in
 process (median of `--reps` forwards of the three layers), as ratios against the fastest torch
 dense dtype at the same token count; resident bytes per variant; the measured read bandwidth and
 each variant's distance from the bytes-read roofline; the artifact's load peak (RSS above the
-process's baseline) in a fresh process per mode; the embedded VLA's policy step, dense vs sparse.
+process's baseline) in a fresh process per mode. The embedded VLA's policy step and the 1.1B
+checkpoint's per-token decode, dense vs sparse, are `bench/runtime_policy.py`.
 
     .venv/bin/python bench/runtime.py --out bench/RESULTS_runtime.md
 """
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -121,24 +123,37 @@ def time_variants(
     in a fixed order the variant that always follows the heaviest ones (`materialize`,
     `packed`) absorbs their after-effects (on a loaded machine ~40 % slower right after
     `materialize`), which is what made `sparse r=0` look slower than r=16 at 1 token."""
-    rng = random.Random(0)
     gen = torch.Generator().manual_seed(1)
     xs32 = [torch.randn(tokens, x["dense"].shape[1], generator=gen) for x in layers.values()]
     xs = {d: [x.to(d) for x in xs32] for d in (torch.float32, torch.bfloat16, torch.float16)}
-    times: dict[str, list[float]] = {k: [] for k in v}
+    calls = {name: (lambda parts=parts: _forward(parts, xs)) for name, parts in v.items()}
     with torch.inference_mode():
-        for parts in v.values():  # warm-up
-            _forward(parts, xs)
-        for _ in range(reps):
-            order = list(v)
-            if not fixed_order:
-                rng.shuffle(order)
-            for name in order:
-                parts = v[name]
-                start = time.perf_counter()
-                _forward(parts, xs)
-                times[name].append(time.perf_counter() - start)
+        for call in calls.values():  # warm-up
+            call()
+        times = time_interleaved(calls, reps, fixed_order)
     return {k: statistics.median(t) for k, t in times.items()}
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], object]],
+    reps: int,
+    fixed_order: bool = False,
+    seed: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
+    """Seconds of every call of each variant by `clock`, `reps` rounds; each round runs the
+    variants in a fresh random order (seeded), so no variant always follows the same one."""
+    rng = random.Random(seed)
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(reps):
+        order = list(calls)
+        if not fixed_order:
+            rng.shuffle(order)
+        for name in order:
+            start = clock()
+            calls[name]()
+            times[name].append(clock() - start)
+    return times
 
 
 LOAD_CHILD = r"""
