@@ -53,6 +53,23 @@ def test_the_compiled_kernel_is_built_and_vectorised_where_the_cpu_can() -> None
         assert k.vectorized()
 
 
+def test_a_built_kernel_loads_without_the_build_tools() -> None:
+    """Once built, a fresh process imports the cached library directly (a robot's every
+    start-up): no setuptools or cpp_extension import, no ninja check, and the same kernel."""
+    assert kernel() is not None
+    vectorized = kernel().vectorized()
+    code = ("import sys, torch\n"
+            "from vla_pruned_ros.compression.kernels import kernel\n"
+            "k = kernel()\n"
+            f"print(k is not None and k.vectorized() == {vectorized},"
+            " 'setuptools' in sys.modules or 'torch.utils.cpp_extension' in sys.modules)"
+            )  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "False"], done.stdout + done.stderr[-2000:]
+
+
 SHAPES = [(37, 20), (48, 1028), (5, 8), (33, 12), (130, 264)]
 
 

@@ -76,10 +76,34 @@ def _drop_stale_lock(lock: Path) -> None:
         pass
 
 
+def _built(folder: Path) -> ModuleType | None:
+    """The extension already built in `folder` (its name is keyed by the source, torch, machine
+    and flags, so nothing there can be stale), imported directly: `cpp_extension.load` would
+    import setuptools and run ninja's up-to-date check first, ~0.1 s of every start-up. None
+    when it is not there, a build holds the lock, or it does not import."""
+    import importlib.machinery
+    import importlib.util
+
+    library = folder / "vla_sparse_linear.so"
+    if not library.is_file() or (folder / "lock").exists():
+        return None
+    try:
+        loader = importlib.machinery.ExtensionFileLoader("vla_sparse_linear", str(library))
+        spec = importlib.util.spec_from_file_location("vla_sparse_linear", library, loader=loader)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        loader.exec_module(module)
+        return module
+    except ImportError:  # a half-written library: rebuild it the usual way
+        return None
+
+
 def _build() -> ModuleType | None:
     if os.environ.get("VLA_SPARSE_KERNEL", "1") == "0":
         _state["reason"] = "disabled by VLA_SPARSE_KERNEL=0"
         return None
+    ready = _built(cache_dir())
+    if ready is not None:
+        return ready
     cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if cxx is None:
         _state["reason"] = "no C++ compiler found (install g++ to build the sparse kernel)"
