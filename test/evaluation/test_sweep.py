@@ -180,7 +180,8 @@ def test_the_command_line_cuts_the_grid_and_a_changed_build_is_rerun(tmp_path: P
     from vla_pruned_ros.cli.eval import main as eval_main
     from vla_pruned_ros.compression.kernels import kernel_build
 
-    config = _config(tmp_path, include=["heads.*"], episodes=1)
+    # the command line's --ranks hold for every pattern, the config's pattern_ranks aside
+    config = _config(tmp_path, include=["heads.*"], episodes=1, pattern_ranks={"4:8": [4]})
     art, cells = tmp_path / "art2", tmp_path / "cells2"
     argv = ["sweep", "--config", str(config), "--patterns", "4:8", "--ranks", "2",
             "--corrections", "activation", "--factor-dtype", "int8", "--calib-scenes", "1",

@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                        "config's)")  # fmt: skip
     add_adapter_arguments(sweep)
     sweep.add_argument("--methods", nargs="+")
-    sweep.add_argument("--ranks", nargs="+", help="integers, energy:F or budget:MB")
+    sweep.add_argument("--ranks", nargs="+", help="integers, energy:F or budget:MB, for every "
+                       "pattern (the config's pattern_ranks then do not apply)")  # fmt: skip
     sweep.add_argument("--patterns", nargs="+", help="2:4, 4:8, unstructured:0.7, ...")
     sweep.add_argument("--corrections", nargs="+", choices=("svd", "activation"))
     sweep.add_argument(
@@ -410,6 +411,7 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
     config = args.config or package_file("config/sweep.yaml")
     try:
         cfg = SweepConfig.from_file(config, methods=args.methods, ranks=args.ranks,
+                                    pattern_ranks={} if args.ranks else None,
                                     patterns=args.patterns, corrections=args.corrections,
                                     factor_dtype=args.factor_dtype,
                                     calib_scenes=args.calib_scenes, damp=args.damp,
