@@ -1,6 +1,7 @@
 """Issue 22's table is several sweep slices merged (`report.merge_results`, run by
-`research/correction_table.py`): a slice for one task beside another task's, the main table's
-svd rows beside the correction sweep's. Merged on the two committed results files."""
+`research/correction_table.py`): a navigation slice beside a manipulation one, a fp16 slice
+beside an int8 one. Checked by cutting the committed table back into slices by task and merging
+them again."""
 
 from __future__ import annotations
 
@@ -12,66 +13,86 @@ from pathlib import Path
 
 import pytest
 
-from vla_pruned_ros.evaluation.report import correction_markdown, merge_results
+from vla_pruned_ros.evaluation.report import _label, correction_markdown, merge_results
 
 ROOT = Path(__file__).resolve().parents[2]
+TABLE = ROOT / "results" / "correction_closed_loop.json"
 
 
-def _load(name: str) -> dict:
-    return json.loads((ROOT / "results" / name).read_text())
+def _slice(table: dict, task: str) -> dict:
+    """The part of `table` one sweep over `task` alone would have written."""
+    part = copy.deepcopy(table)
+    part["config"]["tasks"] = [task]
+    part["variants"] = [{**v, "tasks": {task: v["tasks"][task]}}
+                        for v in part["variants"] if task in v["tasks"]]  # fmt: skip
+    part["rows"] = [r for r in part["rows"] if r["task"] == task]
+    return part
 
 
 def test_slices_of_other_tasks_merge_by_variant_and_task() -> None:
-    correction, main = _load("correction_closed_loop.json"), _load("closed_loop.json")
-    assert correction["config"]["tasks"] == ["manip"]  # the correction table ran manip only
-    merged = merge_results([correction, main])
+    table = json.loads(TABLE.read_text())
+    assert table["config"]["tasks"] == ["manip", "nav"]
+    manip, nav = _slice(table, "manip"), _slice(table, "nav")
+    merged = merge_results([manip, nav])
     assert merged["config"]["tasks"] == ["manip", "nav"]
+    original = {v["name"]: v for v in table["variants"]}
     by_name = {v["name"]: v for v in merged["variants"]}
-    first = {v["name"]: v for v in correction["variants"]}
-    # a variant in both: the first part's manip cell, the second's nav cell
-    r8 = by_name["magnitude_2:4_r8"]
-    assert set(r8["tasks"]) == {"manip", "nav"}
-    assert r8["tasks"]["manip"] == first["magnitude_2:4_r8"]["tasks"]["manip"]
-    main_r8 = next(v for v in main["variants"] if v["name"] == "magnitude_2:4_r8")
-    assert r8["tasks"]["nav"] == main_r8["tasks"]["nav"]
-    # only in the correction part: manip only; the parts themselves are left as they were
-    assert set(by_name["magnitude_2:4_r2_act"]["tasks"]) == {"manip"}
-    assert set(first["magnitude_2:4_r8"]["tasks"]) == {"manip"}
-    rows = {(r["task"], r["variant"]) for r in merged["rows"]}
-    assert ("nav", "magnitude_2:4_r8") in rows and ("manip", "magnitude_2:4_r2_act") in rows
-    assert len(rows) == len(merged["rows"])
+    assert by_name.keys() == original.keys()
+    for name, v in by_name.items():  # every cell back where it was, no task invented
+        assert v["tasks"] == original[name]["tasks"]
+    both = [n for n, v in original.items() if set(v["tasks"]) == {"manip", "nav"}]
+    only_manip = [n for n, v in original.items() if set(v["tasks"]) == {"manip"}]
+    assert both and only_manip  # the table has both kinds, or this test proves nothing
+    assert {(r["task"], r["variant"]) for r in merged["rows"]} == {
+        (r["task"], r["variant"]) for r in table["rows"]}  # fmt: skip
+    assert len(merged["rows"]) == len(table["rows"])
+    # the parts themselves are left as they were
+    assert all(set(v["tasks"]) == {"manip"} for v in manip["variants"])
+    # a part holding a cell already merged: the first part's cell wins
+    changed = copy.deepcopy(nav)
+    changed["variants"][0]["tasks"]["nav"]["summary"] = {"changed": True}
+    again = merge_results([nav, changed])
+    assert again["variants"][0]["tasks"]["nav"] == nav["variants"][0]["tasks"]["nav"]
     # each task's table lists the variants that ran it, and only those
     text = correction_markdown(merged)
-    manip, nav = text.split("### navigation")
-    assert "GLUESTICK r=2 (activation)" in manip and "GLUESTICK r=2 (activation)" not in nav
-    assert "magnitude 2:4 + GLUESTICK r=64" in nav
+    manip_text, nav_text = text.split("### navigation")
+    label = f"| {_label(original[only_manip[-1]])} |"
+    assert label in manip_text and label not in nav_text
 
 
-def test_parts_about_other_scenes_or_weights_are_refused() -> None:
-    correction, main = _load("correction_closed_loop.json"), _load("closed_loop.json")
-    other = copy.deepcopy(main)
+def test_parts_about_other_scenes_weights_or_machines_are_refused() -> None:
+    table = json.loads(TABLE.read_text())
+    manip, nav = _slice(table, "manip"), _slice(table, "nav")
+    other = copy.deepcopy(nav)
     other["config"]["episodes"] = 64
     with pytest.raises(ValueError, match="episodes: 64 vs 200"):
-        merge_results([correction, other])
-    other = copy.deepcopy(main)
+        merge_results([manip, other])
+    other = copy.deepcopy(nav)
     other["model_sha256"] = "0" * 64
     with pytest.raises(ValueError, match="model_sha256"):
-        merge_results([correction, other])
+        merge_results([manip, other])
+    other = copy.deepcopy(nav)
+    other["machine"]["torch_cpu_capability"] = "NO AVX"
+    with pytest.raises(ValueError, match="other machines"):
+        merge_results([manip, other])
 
 
 def test_the_research_command_writes_the_merged_table_and_plot(tmp_path: Path) -> None:
+    table = json.loads(TABLE.read_text())
+    parts = []
+    for task in ("manip", "nav"):
+        parts.append(tmp_path / f"{task}.json")
+        parts[-1].write_text(json.dumps(_slice(table, task)))
     out, plot = tmp_path / "merged.json", tmp_path / "img" / "correction.png"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "research" / "correction_table.py"),
-         str(ROOT / "results" / "correction_closed_loop.json"),
-         str(ROOT / "results" / "closed_loop.json"), "--out", str(out), "--plot", str(plot),
-         "--note", "merged in a test"],
+        [sys.executable, str(ROOT / "research" / "correction_table.py"), *map(str, parts),
+         "--out", str(out), "--plot", str(plot), "--note", "merged in a test"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     merged = json.loads(out.read_text())
     assert merged["config"]["tasks"] == ["manip", "nav"]
     assert merged["note"].endswith("merged in a test")
-    assert merged["slices"][-1]["from"].endswith("closed_loop.json")
+    assert len(merged["variants"]) == len(table["variants"])
     assert plot.stat().st_size > 10_000
-    assert "### navigation" in done.stdout
+    assert "### navigation" in done.stdout and "### manipulation" in done.stdout

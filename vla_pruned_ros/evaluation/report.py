@@ -313,9 +313,20 @@ def correction_markdown(result: dict[str, Any]) -> str:
     return "\n\n".join(blocks)
 
 
+def _point(v: dict[str, Any], task: str, variants: list[dict[str, Any]]
+           ) -> tuple[float, float, list[float]]:  # fmt: skip
+    """A plot point: correction kB, success rate, and the rate's distance to its interval."""
+    block = v["tasks"][task]["summary"]["success"]
+    rate = block["rate"]
+    return (correction_bytes(v, variants) / 1e3, rate,
+            [rate - block["ci95"][0], block["ci95"][1] - rate])  # fmt: skip
+
+
 def correction_plot(result: dict[str, Any], out: Path) -> Path:
-    """Success against stored correction bytes, one line per method, pattern, correction and
-    factor dtype (from the pruned model at 0), 95 % Wilson intervals, dense as a band."""
+    """Success against stored correction bytes: a panel per task and pattern, a line per method,
+    correction and factor dtype over the fixed ranks (from the pruned model at 0), a star per
+    budget policy, 95 % Wilson intervals, dense as a band. Colour: method and correction;
+    line: factor dtype."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -323,33 +334,47 @@ def correction_plot(result: dict[str, Any], out: Path) -> Path:
 
     variants = result["variants"]
     dense = next(v for v in variants if _is_dense(v))
-    tasks = result["config"]["tasks"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.2), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    panels = [
+        (task, pattern)
+        for task in result["config"]["tasks"]
+        for pattern in dict.fromkeys(v.get("pattern", "") for v in _corrected(result, task))
+    ]
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.4 * rows), squeeze=False)
+    colours: dict[tuple[str, str], str] = {}
+    for ax, (task, pattern) in zip(axes.flat, panels, strict=False):  # spare panels hidden below
         d = dense["tasks"][task]["summary"]["success"]
         ax.axhspan(*d["ci95"], color="gray", alpha=0.2)
         ax.axhline(d["rate"], color="gray", lw=1.5, label="dense")
-        for line in sorted({_line(v) for v in _corrected(result, task) if v["rank"] != 0}):
-            rows = [v for v in _corrected(result, task) if _line(v) == line
-                    or (v["rank"] == 0 and _line(v)[:2] == line[:2])]  # fmt: skip
-            rows.sort(key=lambda v: correction_bytes(v, variants))
-            x = [correction_bytes(v, variants) / 1e3 for v in rows]
-            blocks = [v["tasks"][task]["summary"]["success"] for v in rows]
-            y = [b["rate"] for b in blocks]
-            err = [[yy - b["ci95"][0] for yy, b in zip(y, blocks, strict=True)],
-                   [b["ci95"][1] - yy for yy, b in zip(y, blocks, strict=True)]]  # fmt: skip
-            style = "-" if line[2] == "activation" else "--"
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, ls=style,
-                        label=" ".join(x for x in line if x != "float16"))  # fmt: skip
-            for xx, yy, v in zip(x, y, rows, strict=True):
-                if v["rank"] > 0:
-                    ax.annotate(f"r{v['rank']}", (xx, yy), fontsize=7, xytext=(3, -9),
-                                textcoords="offset points")  # fmt: skip
-        ax.set_xscale("symlog", linthresh=50)  # the pruned model at 0, ranks 1-32 logarithmic
+        here = [v for v in _corrected(result, task) if v.get("pattern", "") == pattern]
+
+        for line in sorted({_line(v) for v in here if v["rank"] != 0}):
+            colour = colours.setdefault(line[::2], f"C{len(colours) % 10}")
+            fixed = sorted((v for v in here if v["rank"] >= 0 and (_line(v) == line or (
+                v["rank"] == 0 and _line(v)[0] == line[0]))),
+                key=lambda v: correction_bytes(v, variants))  # fmt: skip
+            label = " ".join(x for x in (line[0], line[2], line[3]) if x != "float16")
+            if len(fixed) > 1:
+                x, y, err = zip(*(_point(v, task, variants) for v in fixed), strict=True)
+                ax.errorbar(x, y, yerr=list(zip(*err, strict=True)), marker="o", capsize=3,
+                            color=colour, ls="-" if line[3] == "float16" else ":",
+                            label=label)  # fmt: skip
+                for xx, yy, v in zip(x, y, fixed, strict=True):
+                    if v["rank"] > 0:
+                        ax.annotate(f"r{v['rank']}", (xx, yy), fontsize=7, xytext=(3, -9),
+                                    textcoords="offset points")  # fmt: skip
+            for v in (v for v in here if v["rank"] < 0 and _line(v) == line):
+                xx, yy, err = _point(v, task, variants)
+                ax.errorbar([xx], [yy], yerr=[[err[0]], [err[1]]], marker="*", ms=12,
+                            capsize=3, color=colour, ls="none",
+                            label=f"{label} budget {v['rank_policy'].split(':')[-1]}")  # fmt: skip
+        ax.set_xscale("symlog", linthresh=50)  # the pruned model at 0, ranks logarithmic
         ax.set(xlabel="stored correction kB (0 = pruned only)", ylabel="success rate",
-               ylim=(-0.02, 1.02), title=f"{TASK_TITLES.get(task, task)}: success vs "
-               "correction bytes")  # fmt: skip
-        ax.legend(fontsize=7)
+               ylim=(-0.02, 1.02), title=f"{TASK_TITLES.get(task, task)}, {pattern}")  # fmt: skip
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
