@@ -18,8 +18,10 @@ from vla_pruned_ros.evaluation.bag_replay import evaluate_bag
 from vla_pruned_ros.models.instruction_cache import InstructionCache
 from vla_pruned_ros.models.registry import load_policy
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from replay_results import untimed  # noqa: E402
+
 BAG = Path(__file__).resolve().parents[1] / "fixtures" / "bags" / "nav"
-TIMING = ("model_seconds", "realtime_factor")
 
 # The replay `vla-eval bag BAG --model ART` runs (bag_fleet.replay_one: evaluate_bag with
 # replay_loader), with every model output kept; then what had been imported.
@@ -41,14 +43,6 @@ print(json.dumps({{"modules": {{m: m in sys.modules for m in
                    ("transformers", "rclpy", "ray", "matplotlib")}},
                   "outputs": outputs, "result": result}}))
 """
-
-
-def _untimed(result: dict) -> dict:
-    result = json.loads(json.dumps(result))
-    for model in result["models"].values():
-        for key in TIMING:
-            model.pop(key)
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +128,7 @@ def test_warm_artifact_replay_imports_no_transformers(artifacts, tmp_path, monke
 
     first = evaluate_bag(BAG, [art], progress=False, loader=cold)  # stores the features
     assert policies[0].model.text is None and policies[0]._encoder is not None
-    assert _untimed(first) == _untimed(plain)
+    assert untimed(first) == untimed(plain)
 
     monkeypatch.setenv("VLA_INSTRUCTION_CACHE", str(tmp_path))
     code = CHILD.format(threads=torch.get_num_threads(), bag=str(BAG), art=art)
@@ -143,7 +137,7 @@ def test_warm_artifact_replay_imports_no_transformers(artifacts, tmp_path, monke
     child = json.loads(done.stdout.strip().splitlines()[-1])
     assert child["modules"] == {"transformers": False, "rclpy": False, "ray": False,
                                 "matplotlib": False}  # fmt: skip
-    assert _untimed(child["result"]) == _untimed(plain)
+    assert untimed(child["result"]) == untimed(plain)
     assert child["result"]["models"][art]["steps"] >= 100
     # every action, bit for bit, as the whole artifact computes it
     assert child["outputs"] == outputs

@@ -16,16 +16,10 @@ from vla_pruned_ros.evaluation.bag_replay import evaluate_bag
 from vla_pruned_ros.models.instruction_cache import InstructionCache
 from vla_pruned_ros.models.registry import load_policy
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from replay_results import untimed  # noqa: E402
+
 BAG = Path(__file__).resolve().parents[1] / "fixtures" / "bags" / "nav"
-TIMING = ("model_seconds", "realtime_factor")
-
-
-def _untimed(result: dict) -> dict:
-    result = json.loads(json.dumps(result))
-    for model in result["models"].values():
-        for key in TIMING:
-            model.pop(key)
-    return result
 
 
 def _replay(cache: InstructionCache | None) -> tuple[dict, list]:
@@ -48,7 +42,7 @@ def test_cold_and_warm_cache_replay_equal_the_uncached_one(tmp_path, monkeypatch
     warm, (warm_policy,) = _replay(warm_cache)
     assert warm_cache.hits >= 1 and warm_cache.misses == 0
     assert warm_policy._encoder is None and warm_policy._tokenizer is None  # MiniLM never loaded
-    assert _untimed(cold) == _untimed(plain) == _untimed(warm)
+    assert untimed(cold) == untimed(plain) == untimed(warm)
     assert warm["models"]["embedded"]["steps"] >= 100  # the whole fixture, not a prefix
     # info (memory_bytes included) is the full model's whichever way it was loaded
     assert warm_policy.info == eager.info
@@ -68,7 +62,7 @@ def test_cold_and_warm_cache_replay_equal_the_uncached_one(tmp_path, monkeypatch
                           check=True, timeout=300)  # fmt: skip
     child = json.loads(done.stdout.strip().splitlines()[-1])
     assert child["transformers"] is False
-    assert _untimed(child["result"]) == _untimed(plain)
+    assert untimed(child["result"]) == untimed(plain)
 
 
 def test_an_entry_is_found_only_under_its_whole_key(tmp_path) -> None:
