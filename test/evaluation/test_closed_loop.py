@@ -91,3 +91,23 @@ def test_the_adapter_and_runtime_mode_reach_the_loader(tmp_path: Path, capsys) -
     assert "unknown runtime mode 'bogus'" in capsys.readouterr().err
     assert eval_main([*base, "--adapter", "no_such_module_here:Policy"]) == 2
     assert "no_such_module_here" in capsys.readouterr().err
+
+
+def test_a_model_that_fails_to_load_leaves_the_worker_usable(tmp_path: Path) -> None:
+    """A worker process keeps its simulator and policy between shards. A shard whose model does
+    not load must not leave the previous shard's closed simulator behind for the next one (it
+    did: on Ray a good cell's retry on that worker failed with 'render cannot be called after
+    close')."""
+    import pytest
+
+    from vla_pruned_ros.evaluation.closed_loop import run_shard
+
+    model = _tiny(tmp_path / "tiny")
+    seed = heldout_seeds(0, 1)[0]
+    first = run_shard([EvalJob("nav", model, seed)])
+    with pytest.raises(Exception, match="does not exist"):
+        run_shard([EvalJob("nav", str(tmp_path / "missing"), seed)])
+    again = run_shard([EvalJob("nav", model, seed)])
+    drop = ("step_latency_ms",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in again] == [
+        {k: v for k, v in r.items() if k not in drop} for r in first]  # fmt: skip

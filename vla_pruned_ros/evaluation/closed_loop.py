@@ -87,8 +87,9 @@ def _policy_and_task(job: EvalJob):
         from vla_pruned_ros.models.registry import load_policy
         from vla_pruned_ros.sim import make_task
 
-        if "task" in _WORKER:
-            _WORKER["task"].close()
+        if "task" in _WORKER:  # forget it before loading: a load that fails must not leave
+            _WORKER.pop("task").close()  # a closed simulator for the next shard
+        _WORKER.clear()
         extra = {} if job.supersample is None else {"supersample": job.supersample}
         task = make_task(job.task, **extra)
         loader = {"adapter": job.adapter, **job.options}
