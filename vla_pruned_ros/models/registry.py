@@ -196,11 +196,13 @@ def _embedded_artifact(folder: Path, task: str, mode: str | None, device: str,
     from vla_pruned_ros.models.embedded import EmbeddedPolicy
     from vla_pruned_ros.models.embedded_config import minilm_identity
 
+    def identity(runtime: str) -> dict[str, str]:  # the cache key's names, either way
+        return {"artifact": sha256_file(folder / "manifest.json"), "runtime": runtime,
+                "minilm": minilm_identity()}  # fmt: skip
+
     if cache is not None and mode in ea.VISION_MODES:
         vision, info, runtime = ea.load_embedded_vision_artifact(folder, mode=mode, device=device)
-        identity = {"artifact": sha256_file(folder / "manifest.json"), "runtime": runtime,
-                    "minilm": minilm_identity()}  # fmt: skip
-        return EmbeddedPolicy(vision, task, info, cache=cache, identity=identity,
+        return EmbeddedPolicy(vision, task, info, cache=cache, identity=identity(runtime),
                               encoder=lambda: ea.checked_artifact_encoder(
                                   folder, mode, device, runtime, info["memory_bytes"]))  # fmt: skip
     model = ea.load_embedded_artifact(folder, mode=mode, device=device)
@@ -208,7 +210,5 @@ def _embedded_artifact(folder: Path, task: str, mode: str | None, device: str,
     if cache is not None:
         from vla_pruned_ros.compression.runtime_modes import runtime_summary
 
-        cached = {"cache": cache, "identity": {
-            "artifact": sha256_file(folder / "manifest.json"),
-            "runtime": runtime_summary(model).modes, "minilm": minilm_identity()}}  # fmt: skip
+        cached = {"cache": cache, "identity": identity(runtime_summary(model).modes)}
     return EmbeddedPolicy(model, task, ea.artifact_info(model), **cached)
