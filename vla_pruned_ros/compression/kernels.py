@@ -20,20 +20,15 @@ from types import ModuleType
 
 import torch
 
+from vla_pruned_ros.cpuinfo import cpuinfo_field
+
 SOURCE = Path(__file__).parent / "csrc" / "sparse_linear.cpp"
 _X86_FLAGS = ("avx2", "fma", "f16c")
 _state: dict[str, object] = {}
 
 
 def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+    return set((cpuinfo_field("flags") or "").split())
 
 
 def compile_flags() -> list[str]:

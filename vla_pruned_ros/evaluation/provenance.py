@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 from typing import Any
+
+from vla_pruned_ros.cpuinfo import cpuinfo_field
 
 
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo), or the platform's processor string elsewhere."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def machine() -> dict[str, Any]:
