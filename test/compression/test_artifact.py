@@ -105,6 +105,18 @@ def test_round_trip_is_bit_exact_in_every_mode(tmp_path, dense, spec, factor_dty
     assert "4" not in manifest["layers"]
 
 
+def test_the_same_model_saved_twice_gives_the_same_bytes(tmp_path, dense) -> None:
+    """Every tensor file, and so its checksum in the manifest, is the same bytes each time the
+    same model is saved (safetensors wrote two metadata keys in hash-map order: about half of
+    the saves differed), so a rebuilt artifact can be told from a changed one by its checksums."""
+    model = _corrected(dense, "2:4", "float16")
+    saved = [save_artifact(model, tmp_path / f"art{i}", source_model="tiny") for i in range(6)]
+    manifests = [read_manifest(folder) for folder in saved]
+    assert len({json.dumps(m["files"], sort_keys=True) for m in manifests}) == 1
+    for name in manifests[0]["files"]:
+        assert len({(folder / name).read_bytes() for folder in saved}) == 1, name
+
+
 def test_packed_mode_holds_less_and_reports_it(tmp_path, dense) -> None:
     model = _corrected(dense, "2:4", "int8")
     folder = save_artifact(model, tmp_path / "art", weight_dtype="float16")

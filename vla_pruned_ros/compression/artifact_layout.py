@@ -46,8 +46,11 @@ class ArtifactError(ValueError):
 
 
 def file_metadata(kind: str) -> dict[str, str]:
-    """The safetensors header metadata of every tensor file of an artifact."""
-    return {"format": f"{FORMAT}/{FORMAT_VERSION}", "kind": kind}
+    """The safetensors header metadata of every tensor file of an artifact: one key, because
+    safetensors writes the metadata in hash-map order, so with two keys the same tensors saved
+    twice gave files that differ in bytes and in their manifest checksums (artifacts before
+    2026-12-02 carry `format` and `kind` apart; no reader uses either)."""
+    return {"format": f"{FORMAT}/{FORMAT_VERSION} {kind}"}
 
 
 def shard_name(kind: str, index: int) -> str:
