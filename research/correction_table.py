@@ -24,7 +24,7 @@ from vla_pruned_ros.evaluation.report import correction_markdown, correction_plo
 from vla_pruned_ros.paths import atomic_write
 
 SLICE_KEYS = ("methods", "patterns", "ranks", "pattern_ranks", "corrections", "factor_dtype",
-              "tasks", "calib_scenes", "damp")  # fmt: skip
+              "tasks", "calib_scenes", "damp", "conv")  # fmt: skip
 
 
 def main() -> None:

@@ -214,3 +214,43 @@ def test_the_command_line_cuts_the_grid_and_a_changed_build_is_rerun(tmp_path: P
                        "art2/magnitude_4-8_r2_act_int8/manifest.json"}  # fmt: skip
     manifest = json.loads((art / "magnitude_4-8_r2_act_int8" / "manifest.json").read_text())
     assert manifest["extra"]["sweep_build"]["damp"] == 0.2
+
+
+def test_conv_prunes_the_vision_convolutions_under_their_own_names(tmp_path: Path) -> None:
+    """`vla-eval sweep --conv` (issue 22's harder regime: the vision pathway included) prunes
+    and corrects the vision stem's convolutions too, under names of their own (`_conv`), so a
+    table never serves a conv variant's artifact or cell for the plain one; the result and the
+    page say which rows pruned the convolutions; a checkpoint sweep refuses the option."""
+    from vla_pruned_ros.cli.eval import main as eval_main
+    from vla_pruned_ros.evaluation.report import correction_markdown
+
+    layers = ["heads.*", "blocks.[12].conv"]  # blocks.0.conv reads 45 inputs: not 2:4
+    config = _config(tmp_path, include=layers, episodes=1, heldout_phrasing=0)
+    argv = ["sweep", "--config", str(config), "--ranks", "2", "--corrections", "activation",
+            "--calib-scenes", "1"]  # fmt: skip
+    assert eval_main([*argv, "--conv"]) == 0
+    result = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
+    names = [v["name"] for v in result["variants"]]
+    assert names == ["dense", "magnitude_2:4_conv", "magnitude_2:4_conv_r2_act"]
+    assert [v["conv"] for v in result["variants"]] == [False, True, True]
+    manifest = json.loads((tmp_path / "art" / "magnitude_2-4_conv_r2_act" / "manifest.json"
+                           ).read_text())  # fmt: skip
+    convs = {n: e for n, e in manifest["layers"].items() if "conv" in e}
+    assert sorted(convs) == ["blocks.1.conv", "blocks.2.conv"]
+    assert all(e["rank"] == 2 for e in convs.values())
+    assert manifest["extra"]["sweep_build"]["conv"] is True
+    assert "magnitude 2:4 + convs + GLUESTICK r=2 (activation)" in correction_markdown(result)
+    # the plain regime: its own artifacts, no convolution pruned, no `conv` in its build
+    assert eval_main(argv) == 0
+    result = json.loads((tmp_path / "out" / "closed_loop.json").read_text())
+    assert [v["name"] for v in result["variants"]] == ["dense", "magnitude_2:4",
+                                                      "magnitude_2:4_r2_act"]  # fmt: skip
+    manifest = json.loads((tmp_path / "art" / "magnitude_2-4_r2_act" / "manifest.json"
+                           ).read_text())  # fmt: skip
+    assert not any("conv" in e for e in manifest["layers"].values())
+    assert "conv" not in manifest["extra"]["sweep_build"]  # artifacts cached before it match
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="conv: a checkpoint sweep prunes its Linear layers"):
+        SweepConfig.from_file(config, model=str(checkpoint), conv=True)

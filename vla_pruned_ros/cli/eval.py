@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="expert training scenes per task that Wanda, SparseGPT and the "
                        "activation correction calibrate on")  # fmt: skip
     sweep.add_argument("--damp", type=float, help="activation correction: damping of X^T X")
+    sweep.add_argument("--conv", action="store_true", default=None,
+                       help="also prune the vision convolutions (names get _conv; the "
+                       "embedded VLA only)")  # fmt: skip
     sweep.add_argument(
         "--heldout-phrasing",
         type=int,
@@ -415,6 +418,7 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
                                     patterns=args.patterns, corrections=args.corrections,
                                     factor_dtype=args.factor_dtype,
                                     calib_scenes=args.calib_scenes, damp=args.damp,
+                                    conv=args.conv,
                                     heldout_phrasing=args.heldout_phrasing,
                                     artifacts_dir=args.artifacts_dir, cells_dir=args.cells_dir,
                                     model=args.model, **_sweep_adapter_overrides(args),

@@ -19,10 +19,18 @@ def _is_dense(v: dict[str, Any]) -> bool:
     return not v["method"]
 
 
+def _pattern(v: dict[str, Any]) -> str:
+    """What a variant was pruned to, as tables group it: the pattern, and whether the vision
+    convolutions were pruned too (a sweep with `conv`), since the two regimes never share a
+    pruned model, a line or a panel."""
+    pattern = v.get("pattern") or (v["name"].split("_")[1] if "_" in v["name"] else "")
+    return pattern + (" + convs" if v.get("conv") else "")
+
+
 def _label(v: dict[str, Any]) -> str:
     if _is_dense(v):
         return "dense"
-    pattern = v.get("pattern") or v["name"].split("_")[1]
+    pattern = _pattern(v)
     policy = v.get("rank_policy") or f"rank:{v['rank']}"
     if policy in ("rank:0", "0"):
         return f"{v['method']} {pattern} (pruned)"
@@ -38,7 +46,7 @@ def _label(v: dict[str, Any]) -> str:
 def _line(v: dict[str, Any]) -> tuple[str, str, str, str]:
     """A plot line: method, pattern, correction and factor dtype (the pruned model, rank 0,
     starts every line of its method and pattern)."""
-    return (v["method"], v.get("pattern", ""), v.get("correction") or "svd",
+    return (v["method"], _pattern(v), v.get("correction") or "svd",
             v.get("factor_dtype") or "float16")  # fmt: skip
 
 
@@ -199,9 +207,9 @@ def findings(result: dict[str, Any]) -> list[str]:
     lines = []
     for task in result["config"]["tasks"]:
         d = dense["tasks"][task]["summary"]
-        groups = sorted({(v["method"], v.get("pattern", "")) for v in variants if not _is_dense(v)})
+        groups = sorted({(v["method"], _pattern(v)) for v in variants if not _is_dense(v)})
         for method, pattern in groups:
-            rows = [v for v in variants if (v["method"], v.get("pattern", "")) == (method, pattern)]
+            rows = [v for v in variants if (v["method"], _pattern(v)) == (method, pattern)]
             pruned = next((v for v in rows if v.get("rank_policy") in ("rank:0", "0")
                            or v["rank"] == 0), None)  # fmt: skip
             fixes = [v for v in rows if v is not pruned and v["memory"]["total_bytes"] <= dense_mem]
@@ -277,7 +285,7 @@ def correction_bytes(v: dict[str, Any], variants: list[dict[str, Any]]) -> int:
     """What a variant's correction costs as stored: its artifact's bytes beyond the plain pruned
     model's of the same method and pattern (factors at their own dtype; 0 for that model)."""
     pruned = next(p for p in variants if p["method"] == v["method"]
-                  and p.get("pattern") == v.get("pattern") and p["rank"] == 0)  # fmt: skip
+                  and _pattern(p) == _pattern(v) and p["rank"] == 0)  # fmt: skip
     return v["memory"]["artifact_bytes"] - pruned["memory"]["artifact_bytes"]
 
 
@@ -299,7 +307,7 @@ def correction_markdown(result: dict[str, Any]) -> str:
         lines = [f"### {TASK_TITLES.get(task, task)} ({d['episodes']} episodes per row)", "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
                  f"| dense | - | - | - | {_pct(d['success'])} | {_pct(d['unsafe'])} |"]  # fmt: skip
-        rows = sorted(_corrected(result, task), key=lambda v: (v["method"], v.get("pattern", ""),
+        rows = sorted(_corrected(result, task), key=lambda v: (v["method"], _pattern(v),
                       correction_bytes(v, variants), v.get("correction") or ""))  # fmt: skip
         for v in rows:
             s = v["tasks"][task]["summary"]
@@ -337,7 +345,7 @@ def correction_plot(result: dict[str, Any], out: Path) -> Path:
     panels = [
         (task, pattern)
         for task in result["config"]["tasks"]
-        for pattern in dict.fromkeys(v.get("pattern", "") for v in _corrected(result, task))
+        for pattern in dict.fromkeys(_pattern(v) for v in _corrected(result, task))
     ]
     cols = min(2, len(panels))
     rows = -(-len(panels) // cols)
@@ -347,7 +355,7 @@ def correction_plot(result: dict[str, Any], out: Path) -> Path:
         d = dense["tasks"][task]["summary"]["success"]
         ax.axhspan(*d["ci95"], color="gray", alpha=0.2)
         ax.axhline(d["rate"], color="gray", lw=1.5, label="dense")
-        here = [v for v in _corrected(result, task) if v.get("pattern", "") == pattern]
+        here = [v for v in _corrected(result, task) if _pattern(v) == pattern]
 
         for line in sorted({_line(v) for v in here if v["rank"] != 0}):
             colour = colours.setdefault(line[::2], f"C{len(colours) % 10}")

@@ -77,6 +77,9 @@ class SweepConfig(TableConfig):
     svd: str = "exact"
     factor_dtype: str | list[str] = "float16"  # or several: each rank policy in each
     damp: float = 0.01  # activation correction: damping of X^T X, share of its mean diagonal
+    # also prune the vision pathway's groups=1 Conv2d layers (`vla-prune --conv`), a harder
+    # regime; every variant's name then carries `_conv` after its pattern
+    conv: bool = False
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     artifacts_dir: str = "runs/sweep/artifacts"
@@ -95,6 +98,9 @@ class SweepConfig(TableConfig):
         from vla_pruned_ros.evaluation.sweep_checkpoint import is_checkpoint, scoped_paths
 
         if is_checkpoint(self.model):  # its caches (and outputs) never meet the embedded table's
+            if self.conv:
+                raise ValueError("conv: a checkpoint sweep prunes its Linear layers only; "
+                                 "pruning convolutions is the embedded VLA's option")  # fmt: skip
             for key, value in scoped_paths(self).items():
                 setattr(self, key, value)
 
@@ -120,6 +126,7 @@ class Variant:
     loader: dict[str, Any] = field(default_factory=dict)  # load_policy's adapter arguments
     artifact_sha256: str = ""  # of a compressed variant's tensors (what exactly was built)
     runtime: str = ""  # what its pruned layers ran on (kernels.kernel_build), "" for dense
+    conv: bool = False  # its vision convolutions were pruned too
 
 
 def source_weights(model: str) -> tuple[Path, str]:
@@ -191,7 +198,7 @@ def variant_specs(cfg: SweepConfig, method: str, pattern: str) -> list[tuple[str
     pattern: the plain pruned model first (rank '0'), then each rank policy with each
     correction and factor dtype ('activation-budget:N' only with the activation correction: it
     ranks by output error, which the plain SVD does not measure)."""
-    base = f"{method}_{pattern}"
+    base = f"{method}_{pattern}" + ("_conv" if cfg.conv else "")
     ranks = cfg.pattern_ranks.get(pattern, cfg.ranks)
     specs = [(base, "0", "", "")]
     for correction in cfg.corrections:
@@ -208,32 +215,27 @@ def build_settings(cfg: SweepConfig, method: str, pattern: str, rank: str, corre
     """Everything a sweep artifact is built from beside the dense weights, as its manifest
     records it (`extra.sweep_build`): a cached artifact is reused only when these match."""
     calibrated = method in ("wanda", "sparsegpt") or correction == "activation"
+    # `conv` only when on, so the artifacts cached before the option existed still match
     return {"method": method, "pattern": pattern, "rank_policy": rank,
             "correction": correction, "factor_dtype": factor_dtype, "svd": cfg.svd,
             "include": list(cfg.include), "exclude": list(cfg.exclude),
             "calib_scenes": cfg.calib_scenes if calibrated else 0,
-            "damp": cfg.damp if correction == "activation" else 0.0}  # fmt: skip
+            "damp": cfg.damp if correction == "activation" else 0.0,
+            **({"conv": True} if cfg.conv else {})}  # fmt: skip
 
 
-def tensors_sha256(folder: Path, manifest: dict[str, Any]) -> str:
-    """One checksum of an artifact's tensors (each model file's tensors by name, dtype, shape
-    and bytes; spectra aside): what a cell's result depends on. Neither the manifest's bytes
-    (they carry every task's action gain: another task's new gain must not rerun this task's
-    cells) nor the files' checksums (safetensors writes its header metadata in hash-map order,
-    so the same tensors saved twice differ in bytes)."""
+def tensors_sha256(manifest: dict[str, Any]) -> str:
+    """One checksum of an artifact's tensor files (the manifest's sha256 of each, spectra
+    aside), which loading the artifact has just verified: what a cell's result depends on.
+    Not the manifest's bytes: they carry every task's action gain, and another task's new gain
+    must not rerun this task's cells. The files are the same bytes whenever the same tensors
+    are saved (`artifact_layout.file_metadata`), so a rebuilt but unchanged artifact keeps its
+    cells; an artifact written before that (two metadata keys) reruns its cells once when it is
+    rebuilt."""
     import hashlib
 
-    import torch
-    from safetensors import safe_open
-
-    digest = hashlib.sha256()
-    for name in sorted(k for k in manifest["files"] if not k.startswith("spectra")):
-        with safe_open(str(Path(folder) / name), framework="pt") as f:
-            for key in sorted(f.keys()):
-                tensor = f.get_tensor(key).contiguous()
-                digest.update(f"{name}:{key}:{tensor.dtype}:{list(tensor.shape)};".encode())
-                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    files = {k: v for k, v in sorted(manifest["files"].items()) if not k.startswith("spectra")}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
 def _safe(name: str) -> str:
@@ -320,7 +322,7 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
                     frames if needs_frames else None, cfg.include or None, cfg.exclude or None,
                     cfg.svd, dtype, progress, correction=correction, damp=cfg.damp,
                     calib_source=calib_source if correction == "activation" else "",
-                    pruned=pruned,
+                    pruned=pruned, conv=cfg.conv,
                 )  # fmt: skip
                 pruned = models["0"]
                 for name, rank, _, _ in group:
@@ -335,8 +337,8 @@ def build_variants(cfg: SweepConfig, progress: bool = True) -> list[Variant]:
                 variants.append(Variant(name, method, fixed, str(folder), report, pattern,
                                         str(manifest["rank_policy"]), sha, conf,
                                         dense.config.action_gain, correction,
-                                        dtype, loader, tensors_sha256(folder, manifest),
-                                        kernel_build()))  # fmt: skip
+                                        dtype, loader, tensors_sha256(manifest),
+                                        kernel_build(), cfg.conv))  # fmt: skip
     return variants
 
 
