@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vla_pruned_ros.compression.gluestick import GluestickLinear, gap_factors
+from vla_pruned_ros.compression.kernels import kernel
 from vla_pruned_ros.compression.memory import resident_bytes
 from vla_pruned_ros.compression.runtime import to_packed
 from vla_pruned_ros.compression.sparse_runtime import to_sparse
@@ -84,7 +85,30 @@ def variants(layers: dict) -> dict[str, list[nn.Module | torch.Tensor]]:
             to_sparse(_linear(x["pruned"], x["factors"], rank, fdt), torch.float16)
             for x in layers.values()
         ]
+    k = kernel()
+    if k is not None and k.simd() == "avx512":  # the AVX2 path beside it, on the same CPU
+        v["sparse r=16 float16 avx2"] = [
+            Avx2Path(to_sparse(_linear(x["pruned"], x["factors"], 16, "float16"), torch.float16))
+            for x in layers.values()
+        ]
     return v
+
+
+class Avx2Path(nn.Module):
+    """A sparse layer run with the kernel's AVX-512 2:4 dot switched off: the AVX2 path, timed
+    on a CPU that has both."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = kernel()
+        k.use_avx512(0)
+        try:
+            return self.inner(x)
+        finally:
+            k.use_avx512(1)
 
 
 def _forward(parts: list, xs: dict[torch.dtype, list[torch.Tensor]]) -> None:

@@ -70,6 +70,20 @@ def test_a_built_kernel_loads_without_the_build_tools() -> None:
     assert done.stdout.split() == ["True", "False"], done.stdout + done.stderr[-2000:]
 
 
+def test_the_kernel_runs_on_torch_s_threads() -> None:
+    """The kernel's parallel regions run on as many threads as torch is set to: it was built
+    without OpenMP before, so ATen's inline parallel_for ran every call on one thread and the
+    second core of every 2-thread measurement sat idle."""
+    k = kernel()
+    before = torch.get_num_threads()
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            assert k.parallel_threads(64) == threads
+    finally:
+        torch.set_num_threads(before)
+
+
 SHAPES = [(37, 20), (48, 1028), (5, 8), (33, 12), (130, 264)]
 
 
@@ -92,6 +106,37 @@ def test_kernel_equals_materialize(pattern, values) -> None:
     x3 = torch.randn(2, 5, d_in)  # 3-D input of the last shape
     assert _rel(sparse(x3), ref_layer(x3)) < 1e-3
     assert sparse(x3).shape == (2, 5, d_out)
+
+
+@pytest.mark.parametrize("values", [torch.float16, torch.bfloat16])
+def test_the_avx512_and_avx2_dots_both_equal_the_dense_layer(values) -> None:
+    """Where the CPU has AVX-512F, the 2:4 few-token dot takes its own path (32 inputs per
+    step); it and the AVX2 path, forced in turn, each equal the dense layer, on widths with a
+    tail of 1-7 groups past the last 32 inputs; `kernel_build` names the path taken. Where the
+    CPU lacks it, the switch cannot turn it on."""
+    from vla_pruned_ros.compression.kernels import kernel_build
+
+    k = kernel()
+    has = "avx512f" in open("/proc/cpuinfo").read().split()
+    assert k.use_avx512() == has  # on by default exactly where the CPU has it
+    limits = k.set_tuning(4)  # the few-token path for up to 4 tokens
+    try:
+        for on in (False, True):
+            assert k.use_avx512(int(on)) == (on and has)
+            assert kernel_build().endswith("+" + k.simd())
+            assert k.simd() == ("avx512" if on and has else "avx2" if k.vectorized()
+                                else "portable")  # fmt: skip
+            for d_out, d_in in ((7, 32), (9, 36), (16, 60), (33, 1028), (5, 4100), (3, 8)):
+                for tokens in (1, 2, 4):
+                    layer = _layer(d_out, d_in, "2:4", 0, "float16", tokens == 1, seed=d_in)
+                    layer.weight.data = layer.weight.data.to(values).float()
+                    sparse = to_sparse(layer, values)
+                    x = torch.randn(tokens, d_in, generator=torch.Generator().manual_seed(1))
+                    case = (on, values, d_out, d_in, tokens)
+                    assert _rel(sparse(x), layer(x)) < 1e-5, case
+    finally:
+        k.use_avx512(int(has))
+        k.set_tuning(limits[0])
 
 
 @pytest.mark.parametrize("pattern", ["2:4", "4:8", "unstructured:0.5"])

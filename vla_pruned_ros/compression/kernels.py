@@ -31,12 +31,22 @@ def _cpu_flags() -> set[str]:
     return set((cpuinfo_field("flags") or "").split())
 
 
+def openmp_flags() -> list[str]:
+    """-fopenmp (compiling and linking) where torch runs its threads on OpenMP (its Linux
+    wheels; the process then shares torch's libgomp): ATen's parallel_for, which spreads the
+    kernel's rows over threads, is an inline OpenMP region, so without the flag every call ran
+    on one thread whatever torch's thread count (until 2026-12-02)."""
+    return ["-fopenmp"] if torch.backends.openmp.is_available() else []
+
+
 def compile_flags() -> list[str]:
-    """-O3 plus AVX2/FMA/F16C where this x86 CPU has all three (runtime check at build time);
-    elsewhere (aarch64, older x86) the portable scalar path only. `VLA_SPARSE_KERNEL_PORTABLE=1`
-    builds the portable path on x86 too: the flags an aarch64 build gets, so the same `#if`
-    leaves the SIMD code out (how that path is tested where no ARM compiler exists)."""
-    flags = ["-O3"]
+    """-O3 and OpenMP, plus AVX2/FMA/F16C where this x86 CPU has all three (runtime check at
+    build time); elsewhere (aarch64, older x86) the portable scalar path only. The AVX-512 2:4
+    dot is compiled for its own target and chosen at run time (the kernel's `simd()`).
+    `VLA_SPARSE_KERNEL_PORTABLE=1` builds the portable path on x86 too: the flags an aarch64
+    build gets, so the same `#if` leaves the SIMD code out (how that path is tested where no
+    ARM compiler exists)."""
+    flags = ["-O3", *openmp_flags()]
     portable = os.environ.get("VLA_SPARSE_KERNEL_PORTABLE", "0") == "1"
     if (
         not portable
@@ -119,6 +129,7 @@ def _build() -> ModuleType | None:
             name="vla_sparse_linear",
             sources=[str(SOURCE)],
             extra_cflags=compile_flags(),
+            extra_ldflags=openmp_flags(),
             build_directory=str(folder),
             verbose=False,
         )
@@ -147,8 +158,11 @@ def kernel_unavailable_reason() -> str | None:
 
 def kernel_build() -> str:
     """What a pruned layer runs on here, as a cached result's key records it: the compiled
-    kernel's build (its cache folder names the source, torch, machine and flags), or the
-    pure-PyTorch path with the reason. Sums in another order flip single closed-loop episodes,
-    so a cell run on one must not be reused for the other."""
+    kernel's build (its cache folder names the source, torch, machine and flags) with the SIMD
+    paths it takes on this CPU (`avx512` where the CPU has it, else `avx2` or `portable`), or
+    the pure-PyTorch path with the reason. Sums in another order flip single closed-loop
+    episodes, so a cell run on one must not be reused for the other."""
     module = kernel()
-    return cache_dir().name if module is not None else f"pure-pytorch ({_state.get('reason')})"
+    if module is None:
+        return f"pure-pytorch ({_state.get('reason')})"
+    return f"{cache_dir().name}+{module.simd()}"
