@@ -326,7 +326,11 @@ def test_frames_stamped_ahead_of_the_clock_are_rejected_as_clock_skew(
     frozen = camera.now() + 3.0
     camera.stream(2.0, make=lambda: camera.frame(stamp=frozen))
     camera.spin(1.2)
-    assert not camera.actions, f"acted {len(camera.actions)} times on frames 3 s in the future"
+    # an action carries its frame's stamp: those of frames sent before the clear, still in
+    # flight on a loaded machine, are not actions on the future frames
+    future = [a for a in camera.actions
+              if a.header.stamp.sec + a.header.stamp.nanosec * 1e-9 >= frozen - 0.01]  # fmt: skip
+    assert not future, f"acted {len(future)} times on frames 3 s in the future"
     assert any(int(v.get("clock_skew", 0)) > 0 for _, v in camera.diagnostics)
     assert any(level == 1 and "clock_skew" in v["message"] for level, v in camera.diagnostics), (
         "no WARN clock_skew diagnostic"
