@@ -305,26 +305,21 @@ struct NMRows {
       const int64_t q0 = o * (cols / 4);  // nibble of the row's first group
       by_kind(kind, [&](auto K) {
         constexpr Kind KK = decltype(K)::value;
-#if VPR_AVX512
-        if (q0 % 2 == 0 && g_avx512) {
-          const uint8_t* p = bits + q0 / 2;
-          switch (T) {
-            case 1: dots24_avx512<KK, 1>(row(o), p, cols, x, ldx, s); return;
-            case 2: dots24_avx512<KK, 2>(row(o), p, cols, x, ldx, s); return;
-            case 3: dots24_avx512<KK, 3>(row(o), p, cols, x, ldx, s); return;
-            default: dots24_avx512<KK, 4>(row(o), p, cols, x, ldx, s); return;
-          }
-        }
-#endif
 #if VPR_AVX2
-        if (q0 % 2 == 0) {
-          const uint8_t* p = bits + q0 / 2;
-          switch (T) {
-            case 1: dots24_avx<KK, 1>(row(o), p, cols, x, ldx, s); return;
-            case 2: dots24_avx<KK, 2>(row(o), p, cols, x, ldx, s); return;
-            case 3: dots24_avx<KK, 3>(row(o), p, cols, x, ldx, s); return;
-            default: dots24_avx<KK, 4>(row(o), p, cols, x, ldx, s); return;
-          }
+        if (q0 % 2 == 0) {  // the row starts on an index byte: the vector dots (1-4 tokens)
+          using Dot = void (*)(const char*, const uint8_t*, int64_t, const float*, int64_t,
+                               float*);
+          static constexpr Dot avx2[4] = {dots24_avx<KK, 1>, dots24_avx<KK, 2>,
+                                          dots24_avx<KK, 3>, dots24_avx<KK, 4>};
+#if VPR_AVX512
+          static constexpr Dot avx512[4] = {dots24_avx512<KK, 1>, dots24_avx512<KK, 2>,
+                                            dots24_avx512<KK, 3>, dots24_avx512<KK, 4>};
+          const Dot* dots = g_avx512 ? avx512 : avx2;
+#else
+          const Dot* dots = avx2;
+#endif
+          dots[std::min<int64_t>(T, 4) - 1](row(o), bits + q0 / 2, cols, x, ldx, s);
+          return;
         }
 #endif
         std::fill(s, s + T, 0.f);
