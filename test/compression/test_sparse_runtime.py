@@ -141,6 +141,19 @@ def test_the_avx512_and_avx2_dots_both_equal_the_dense_layer(values) -> None:
         k.set_tuning(limits[0])
 
 
+def test_casting_the_model_casts_the_bias_only() -> None:
+    """`model.to(bf16)` must not narrow what the artifact stores: values, indices and factors
+    keep their dtypes, and so do the int8 factors' fp32 scales (a bf16 scale moved every
+    dequantized factor by up to 0.4 %); the bias follows the model."""
+    ref = _layer(40, 64, "2:4", 8, "int8", True)
+    sparse = to_sparse(ref, torch.float16)
+    stored = {k: (t.dtype, t.clone()) for k, t in sparse._buffers.items()}
+    sparse.to(torch.bfloat16)
+    for key, (dtype, before) in stored.items():
+        assert sparse._buffers[key].dtype == dtype and torch.equal(sparse._buffers[key], before)
+    assert sparse.a_scale.dtype == torch.float32 and sparse.bias.dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize("pattern", ["2:4", "4:8", "unstructured:0.5"])
 def test_few_token_and_many_token_paths_equal_the_dense_reference(pattern) -> None:
     """Both kernel paths (per-row compact dot; panels of 16 tokens through the micro-kernel),

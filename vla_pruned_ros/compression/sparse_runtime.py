@@ -20,7 +20,7 @@ from vla_pruned_ros.compression.packing import unpack
 from vla_pruned_ros.compression.patterns import parse_pattern
 from vla_pruned_ros.compression.quantize import dequantize
 
-_STORAGE = ("values", "indices", "bitmask", "row_offsets", "a", "b")
+_STORAGE = ("values", "indices", "bitmask", "row_offsets", "a", "b", "a_scale", "b_scale")
 _VALUE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
