@@ -85,6 +85,12 @@ def variants(layers: dict) -> dict[str, list[nn.Module | torch.Tensor]]:
             to_sparse(_linear(x["pruned"], x["factors"], rank, fdt), torch.float16)
             for x in layers.values()
         ]
+    for rank in (0, 16, 64):  # bf16 values fed bf16 inputs: a model run in bf16 (the AMX path)
+        v[f"sparse r={rank} bf16 model"] = [
+            _bf16_model(to_sparse(_linear(x["pruned"], x["factors"], rank, "float16"),
+                                  torch.bfloat16))
+            for x in layers.values()
+        ]  # fmt: skip
     k = kernel()
     if k is not None and k.simd() == "avx512":  # the AVX2 path beside it, on the same CPU
         v["sparse r=16 float16 avx2"] = [
@@ -92,6 +98,13 @@ def variants(layers: dict) -> dict[str, list[nn.Module | torch.Tensor]]:
             for x in layers.values()
         ]
     return v
+
+
+def _bf16_model(layer: nn.Module) -> nn.Module:
+    """The layer as a model cast to bf16 runs it: bf16 inputs (its stored values and factors
+    keep their dtypes), which is what takes the kernel's AMX path where the CPU has one."""
+    layer.input_dtype = torch.bfloat16
+    return layer.to(torch.bfloat16)
 
 
 class Avx2Path(nn.Module):
@@ -116,7 +129,7 @@ def _forward(parts: list, xs: dict[torch.dtype, list[torch.Tensor]]) -> None:
         if isinstance(p, torch.Tensor):
             F.linear(xs[p.dtype][i], p)
         else:
-            p(xs[torch.float32][i])
+            p(xs[getattr(p, "input_dtype", torch.float32)][i])
 
 
 def _nbytes(parts: list) -> int:

@@ -125,7 +125,7 @@ def test_the_avx512_and_avx2_dots_both_equal_the_dense_layer(values) -> None:
     try:
         for on in (False, True):
             assert k.use_avx512(int(on)) == (on and has)
-            assert kernel_build().endswith("+" + k.simd())
+            assert kernel_build().split("+")[1] == k.simd()
             assert k.simd() == ("avx512" if on and has else "avx2" if k.vectorized()
                                 else "portable")  # fmt: skip
             for d_out, d_in in ((7, 32), (9, 36), (16, 60), (33, 1028), (5, 4100), (3, 8)):
@@ -152,6 +152,52 @@ def test_casting_the_model_casts_the_bias_only() -> None:
     for key, (dtype, before) in stored.items():
         assert sparse._buffers[key].dtype == dtype and torch.equal(sparse._buffers[key], before)
     assert sparse.a_scale.dtype == torch.float32 and sparse.bias.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("pattern", ["2:4", "4:8", "unstructured:0.5"])
+def test_the_amx_tile_path_equals_the_dense_layer_in_bf16(pattern) -> None:
+    """bf16 values fed bf16 inputs from the tile-token limit on take the AMX path where the CPU
+    has AMX-BF16 (on by default exactly there): against the dense layer in fp32 on the same
+    bf16 weights and inputs, within bf16 output rounding, on shapes that leave partial row
+    groups (d_out % 32), partial 32-column steps (d_in % 32, 2:4 rows ending mid-byte),
+    partial and odd token tiles (17, 45 tokens), 3-D inputs, bias, fp16 and int8 factors over
+    more than one step (rank 40). The same inputs with the path off give other bits (another
+    summation order), so the path really ran. Where the CPU lacks AMX the switch cannot turn
+    it on, and the same checks hold for the path that runs instead."""
+    from vla_pruned_ros.compression.kernels import kernel_build
+
+    k = kernel()
+    flags = open("/proc/cpuinfo").read().split()
+    has = {"amx_bf16", "amx_tile"} <= set(flags) and k.vectorized()
+    assert k.use_tiles() == has
+    assert k.set_tuning()[3] == 2  # the default limit: from 2 tokens on
+    assert kernel_build().endswith("+amx") == has
+    gen = torch.Generator().manual_seed(13)
+    differs = []
+    try:
+        for d_out, d_in, rank, factor_dtype, bias in (
+            (70, 200, 40, "int8", True),
+            (33, 4100, 0, "float16", False),
+            (300, 1032, 16, "float16", True),
+        ):
+            if pattern == "4:8" and d_in % 8:
+                continue
+            ref = _layer(d_out, d_in, pattern, rank, factor_dtype, bias, seed=d_in)
+            ref.weight.data = ref.weight.data.bfloat16().float()
+            sparse = to_sparse(ref, torch.bfloat16).to(torch.bfloat16)
+            for shape in ((16, d_in), (17, d_in), (45, d_in), (256, d_in), (2, 20, d_in)):
+                x = torch.randn(*shape, generator=gen).bfloat16()
+                want = ref(x.float())
+                assert k.use_tiles(1) == has
+                got = sparse(x)
+                assert got.dtype == torch.bfloat16 and got.shape == want.shape
+                case = (pattern, d_out, d_in, rank, factor_dtype, shape)
+                assert _rel(got.float(), want) < 1e-2, case
+                k.use_tiles(0)
+                differs.append(not torch.equal(sparse(x), got))
+    finally:
+        k.use_tiles(int(has))
+    assert any(differs) == has
 
 
 @pytest.mark.parametrize("pattern", ["2:4", "4:8", "unstructured:0.5"])
@@ -345,6 +391,17 @@ def test_bfloat16_artifact_under_auto_keeps_its_stored_dtypes(tmp_path) -> None:
     for tokens in (1, 16):
         x = torch.randn(tokens, 24)
         assert _rel(auto(x), mat(x)) < 1e-3, tokens
+    # the README's AMX recipe: the same artifact loaded as a bf16 model (bf16 inputs, so many
+    # tokens take the AMX tiles where the CPU has them) keeps the stored dtypes and matches
+    # materialize within bf16 rounding
+    bf16 = load_artifact(folder, _Tiny, mode="sparse", dtype=torch.bfloat16)
+    assert bf16.get_submodule("a").values.dtype == torch.bfloat16
+    assert bf16.get_submodule("a").bias.dtype == torch.bfloat16
+    for tokens in (1, 16, 40):
+        x = torch.randn(tokens, 24)
+        got = bf16(x.bfloat16())
+        assert got.dtype == torch.bfloat16
+        assert _rel(got.float(), mat(x.bfloat16().float())) < 3e-2, tokens
 
 
 def test_fallback_path_without_the_kernel(tmp_path) -> None:

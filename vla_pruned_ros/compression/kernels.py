@@ -159,10 +159,11 @@ def kernel_unavailable_reason() -> str | None:
 def kernel_build() -> str:
     """What a pruned layer runs on here, as a cached result's key records it: the compiled
     kernel's build (its cache folder names the source, torch, machine and flags) with the SIMD
-    paths it takes on this CPU (`avx512` where the CPU has it, else `avx2` or `portable`), or
-    the pure-PyTorch path with the reason. Sums in another order flip single closed-loop
-    episodes, so a cell run on one must not be reused for the other."""
+    paths it takes on this CPU (`avx512` where the CPU has it, else `avx2` or `portable`; then
+    `+amx` where bf16 layers run many tokens on AMX tiles), or the pure-PyTorch path with the
+    reason. Sums in another order flip single closed-loop episodes, so a cell run on one must
+    not be reused for the other."""
     module = kernel()
     if module is None:
         return f"pure-pytorch ({_state.get('reason')})"
-    return f"{cache_dir().name}+{module.simd()}"
+    return f"{cache_dir().name}+{module.simd()}" + ("+amx" if module.use_tiles() else "")

@@ -18,11 +18,17 @@
 // of a layer never exists. Rows are spread over threads (at::parallel_for; the many-token path
 // hands out row groups dynamically), which needs the build's -fopenmp (kernels.compile_flags).
 // AVX2+FMA+F16C paths are compiled where the compiler targets them; a portable scalar path
-// elsewhere (aarch64). Inputs are validated once (validate_nm, bitmask_row_offsets) and every
+// elsewhere (aarch64). A model run in bf16 (bf16 values and inputs) on a CPU with AMX-BF16
+// takes AMX tiles from 2 tokens on (see tiled). Inputs are validated once (validate_nm, bitmask_row_offsets) and every
 // call re-checks the shapes it relies on, so a malformed tensor raises instead of reading out of
 // bounds.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -32,6 +38,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -164,16 +171,22 @@ struct DenseRows {
 
 // 2:4 lookup for expand: for a byte of four 2-bit indices (two groups), the dense lane of each
 // value.
+// `bytes`: the same as a byte shuffle of the four 16-bit values (0x80: a zero byte), for
+// expand16.
 struct Table24 {
   int32_t perm[256][8];
   int32_t mask[256][8];
+  uint8_t bytes[256][16];
   Table24() {
     for (int b = 0; b < 256; ++b) {
       for (int l = 0; l < 8; ++l) perm[b][l] = 0, mask[b][l] = 0;
+      for (int i = 0; i < 16; ++i) bytes[b][i] = 0x80;
       for (int j = 0; j < 4; ++j) {
         int lane = ((b >> (2 * j)) & 3) + (j >= 2 ? 4 : 0);
         perm[b][lane] = j;
         mask[b][lane] = -1;
+        bytes[b][2 * lane] = uint8_t(2 * j);
+        bytes[b][2 * lane + 1] = uint8_t(2 * j + 1);
       }
     }
   }
@@ -359,6 +372,52 @@ struct NMRows {
     expand_scalar(o, buf, 0);
   }
 
+  // Row o as its stored 16-bit values (zeros where pruned), columns c at
+  // dst[(c / 32) * cs + c % 32], for 2:4 rows that start on an index byte: one byte shuffle per
+  // 8 columns. False (nothing written) elsewhere.
+  bool expand16(int64_t o, uint16_t* dst, int64_t cs) const {
+#if VPR_AVX2
+    const int64_t first = o * k;
+    if (n != 2 || m != 4 || elem_size(kind) != 2 || (first * width) % 8 != 0) return false;
+    const Table24& t = table24();
+    const uint8_t* p = bits + first * width / 8;
+    const uint16_t* v = reinterpret_cast<const uint16_t*>(row(o));
+    const int64_t whole = cols / 8;
+    auto shuffle = [&](int64_t g) {  // 2 x 8 columns from index bytes g, g + 1
+      const __m256i raw = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(v + 4 * g))),
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(v + 4 * g + 4)), 1);
+      const __m256i shuf =
+          _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(t.bytes[p[g + 1]]),
+                              reinterpret_cast<const __m128i*>(t.bytes[p[g]]));
+      return _mm256_shuffle_epi8(raw, shuf);
+    };
+    int64_t g = 0;
+    for (; g + 4 <= whole; g += 4) {  // 32 columns: two 16-lane shuffles
+      uint16_t* d = dst + (g >> 2) * cs;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), shuffle(g));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 16), shuffle(g + 2));
+    }
+    for (; g < whole; ++g) {
+      const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(v + 4 * g));
+      const __m128i shuf = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t.bytes[p[g]]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (g >> 2) * cs + (g & 3) * 8),
+                       _mm_shuffle_epi8(raw, shuf));
+    }
+    if (whole * 8 < cols) {  // one group of 4 left (cols % 8 == 4)
+      uint16_t* d = dst + (whole >> 2) * cs + (whole & 3) * 8;
+      const uint8_t b = p[whole] & 15;
+      for (int64_t l = 0; l < 4; ++l) d[l] = 0;
+      d[b & 3] = v[4 * whole];
+      d[b >> 2] = v[4 * whole + 1];
+    }
+    return true;
+#else
+    (void)o, (void)dst, (void)cs;
+    return false;
+#endif
+  }
+
   // Groups from `group0` on, one value at a time (any N:M, any alignment).
   void expand_scalar(int64_t o, float* buf, int64_t group0) const {
     const int64_t groups = cols / m;
@@ -390,6 +449,8 @@ struct MaskRows {
     expand(o, buf);
     for (int64_t t = 0; t < T; ++t) s[t] = dot_k<F32>(reinterpret_cast<const char*>(buf), 1.f, x + t * ldx, cols);
   }
+
+  bool expand16(int64_t, uint16_t*, int64_t) const { return false; }  // expand() instead
 
   void expand(int64_t o, float* buf) const {
     std::fill(buf, buf + cols, 0.f);
@@ -742,6 +803,7 @@ struct Factors {
   bool present = false;
   DenseRows a, b;
   int64_t r = 0;
+  torch::Tensor ta, tb;  // the same factors as tensors (the AMX path's GEMMs)
 };
 
 Factors read_factors(const c10::optional<torch::Tensor>& a, const c10::optional<torch::Tensor>& b,
@@ -757,26 +819,203 @@ Factors read_factors(const c10::optional<torch::Tensor>& a, const c10::optional<
   f.r = a->size(1);
   f.a = {static_cast<const char*>(a->data_ptr()), kind_of(*a), float(a_scale), f.r};
   f.b = {static_cast<const char*>(b->data_ptr()), kind_of(*b), float(b_scale), d_in};
+  f.ta = *a;
+  f.tb = *b;
   return f;
 }
 
-torch::Tensor as_input(const torch::Tensor& x, int64_t d_in) {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == d_in, "sparse_linear: input of shape ", x.sizes(),
-              " does not fit ", d_in, " input features");
-  return x.to(torch::kFloat32).contiguous();
+// ---- many tokens on AMX: the decoded rows multiplied in AMX tiles -------------------------
+// On a CPU with AMX-BF16, one tile multiply (16x32 by 32x16 bf16, fp32 sums) does the work of
+// 512 16-lane FMAs; torch's bf16 GEMM on it runs 16 tokens of the 7B-shaped block in the time
+// of one, where the fp32 micro-kernel above took 2.7x as long. So for bf16 values and bf16
+// inputs (a model run in bf16), from g_tile_tokens tokens on (2: on the 7B-shaped block's
+// layers at 2-16 tokens 0.34-0.38x of the fp32 paths' time; at 1 token 1.6x of the SIMD dot's;
+// idle Xeon, 2026-12-03, bench/RESULTS_runtime.md): the tokens are laid out once as the tiles' B operand (pairs of columns
+// interleaved, 16 tokens a tile, zero-padded to 16 tokens and 32 columns); each thread takes
+// groups of 32 rows, decodes them from the packed form into bf16 rows in L2 (2:4: a byte
+// shuffle per 8 weights, the stored values copied bit for bit; the GLUESTICK A row appended as
+// 32-column-aligned extra columns whose inputs are z = B x, computed the same way first), and
+// runs every 32 tokens through four accumulator tiles over all columns. Each packed weight is
+// read from memory once per call; at most 32 rows per thread are ever dense, and no BLAS call
+// runs inside the threads. The factors and z are rounded to bf16 (the precision a bf16 model
+// computes them in).
+#if VPR_AVX2 && defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+#define VPR_AMX 1
+#define VPR_TAMX __attribute__((target("amx-tile,amx-bf16")))
+
+bool cpu_has_amx_bf16() {  // CPUID.(EAX=7,ECX=0):EDX[22] AMX-BF16 and [24] AMX-TILE, and
+  static const bool ok = [] {  // Linux's permission for the tile state (asked once)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 22) & 1) || !((d >> 24) & 1))
+      return false;
+    constexpr long kReqXcompPerm = 0x1023, kXtiledata = 18;  // arch_prctl, asm/prctl.h
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXtiledata) == 0;
+  }();
+  return ok;
 }
+
+struct TileConfig {  // the palette-1 layout _tile_loadconfig reads
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Tiles 0-3: sums for rows 0-15/16-31 x tokens 0-15/16-31; 4, 5: rows 0-15, 16-31 of the
+// decoded weight (32 columns); 6, 7: the two token tiles.
+VPR_TAMX void amx_begin() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+  // not GCC 12's _tile_loadconfig: its asm names only 8 bytes of the config as read, so the
+  // compiler drops the stores to the rest (ldtilecfg then faults on the stale bytes)
+  asm volatile("ldtilecfg %0" ::"m"(cfg));
+}
+VPR_TAMX void amx_end() { _tile_release(); }
+
+// sums[32 x 32] (row-major fp32) = w[32 rows, stride ldw] . panel over `steps` of 32 columns,
+// for one (two: `both`) token tiles; panel tile (p, s) at panel + (p * steps + s) * 512.
+VPR_TAMX void amx_rows32(const uint16_t* w, int64_t ldw, const uint16_t* panel, int64_t steps,
+                         bool both, float* sums) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  const uint16_t* q = panel + steps * 512;
+  for (int64_t s = 0; s < steps; ++s) {
+    _tile_loadd(4, w + 32 * s, ldw * 2);
+    _tile_loadd(5, w + 16 * ldw + 32 * s, ldw * 2);
+    _tile_loadd(6, panel + s * 512, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(2, 5, 6);
+    if (both) {
+      _tile_loadd(7, q + s * 512, 64);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, sums, 128);
+  _tile_stored(2, sums + 16 * 32, 128);
+  if (both) {
+    _tile_stored(1, sums + 16, 128);
+    _tile_stored(3, sums + 16 * 32 + 16, 128);
+  }
+}
+
+// Row o of e as bf16, column c at dst[(c / 32) * cs + c % 32] and zeros up to the next 32
+// columns: the 2:4 shuffle where it applies, else widened and rounded to nearest (exact for
+// values stored as bf16).
+template <class E>
+void row_bf16(const E& e, int64_t o, int64_t cols, uint16_t* dst, int64_t cs,
+              std::vector<float>& buf) {
+  bool done = false;
+  if constexpr (!std::is_same_v<E, DenseRows>) done = e.expand16(o, dst, cs);
+  if (!done) {
+    buf.resize(cols + 8);
+    e.expand(o, buf.data());
+    for (int64_t c = 0; c < cols; ++c) dst[(c >> 5) * cs + (c & 31)] = c10::BFloat16(buf[c]).x;
+  }
+  if (cols % 32) std::fill_n(dst + (cols >> 5) * cs + cols % 32, 32 - cols % 32, uint16_t(0));
+}
+
+// Lay out columns [c0, c0 + n) of tokens (T x n fp32 or bf16 values via `get(t, c)`) as the B
+// operand of 32-column steps s0.. of `panel` (Tp/16 token tiles of `steps` steps each).
+template <class G>
+void fill_panel(uint16_t* panel, int64_t T, int64_t steps, int64_t s0, int64_t n, G get) {
+  const int64_t tiles = (T + 15) / 16, width = (n + 31) / 32;
+  at::parallel_for(0, tiles * width, 16, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t p = i / width, s = s0 + i % width;
+      uint16_t* dst = panel + (p * steps + s) * 512;  // [16 column pairs][16 tokens][2]
+      for (int64_t kk = 0; kk < 16; ++kk)
+        for (int64_t t = 0; t < 16; ++t)
+          for (int64_t j = 0; j < 2; ++j) {
+            const int64_t tok = p * 16 + t, col = (s - s0) * 32 + 2 * kk + j;
+            dst[(kk * 16 + t) * 2 + j] = tok < T && col < n ? get(tok, col) : uint16_t(0);
+          }
+    }
+  });
+}
+
+// out (T x rows, fp32, row stride ldo) = [rows of e | rows of a] . panel^T (+ bias).
+template <class E>
+void amx_times(const E& e, int64_t rows, int64_t cols, const DenseRows* a, const uint16_t* panel,
+               int64_t T, int64_t steps, const float* bias, float* out, int64_t ldo) {
+  // rows one 64-byte line longer than the columns: a whole number of 4 KB apart, the 16 rows
+  // of a tile load would all fall in one L1 set
+  const int64_t ldw = steps * 32 + 32, ax = (cols + 31) / 32 * 32;  // A's columns start at ax
+  const int64_t groups = (rows + 31) / 32, pairs = (T + 31) / 32;
+  at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+    std::vector<uint16_t> w(32 * ldw);
+    std::vector<float> buf, sums(32 * 32);
+    amx_begin();
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t r0 = g * 32, nr = std::min<int64_t>(32, rows - r0);
+      for (int64_t i = 0; i < nr; ++i) {
+        uint16_t* row = w.data() + i * ldw;
+        if (r0 + i + 1 < rows) prefetch_block(e, r0 + i + 1, 0, cols, 0);  // the next row
+        row_bf16(e, r0 + i, cols, row, 32, buf);
+        if (a) row_bf16(*a, r0 + i, a->cols, row + ax, 32, buf);
+      }
+      std::fill(w.begin() + nr * ldw, w.end(), uint16_t(0));  // rows past the last
+      for (int64_t p = 0; p < pairs; ++p) {
+        const bool both = 32 * p + 16 < T;
+        amx_rows32(w.data(), ldw, panel + 2 * p * steps * 512, steps, both, sums.data());
+        for (int64_t t = 32 * p; t < std::min(T, 32 * p + 32); ++t)
+          for (int64_t i = 0; i < nr; ++i)
+            out[t * ldo + r0 + i] = sums[i * 32 + t - 32 * p] + (bias ? bias[r0 + i] : 0.f);
+      }
+    }
+    amx_end();
+  });
+}
+
+template <class E>
+torch::Tensor tiled(const E& e, int64_t d_out, int64_t d_in, const torch::Tensor& x,
+                    const torch::Tensor& bias, const Factors& f) {
+  const int64_t T = x.size(0), tiles = (T + 15) / 16 + 1;  // +1: a spare tile for odd pairs
+  const int64_t ax = (d_in + 31) / 32 * 32, r = f.present ? f.r : 0;
+  const int64_t steps = (ax + (r + 31) / 32 * 32) / 32;
+  std::vector<uint16_t> panel(tiles * steps * 512, 0);
+  const uint16_t* xb = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+  fill_panel(panel.data(), T, steps, 0, d_in, [&](int64_t t, int64_t c) { return xb[t * d_in + c]; });
+  if (r) {
+    std::vector<float> z(T * r);
+    amx_times(f.b, r, d_in, nullptr, panel.data(), T, steps, nullptr, z.data(), r);
+    fill_panel(panel.data(), T, steps, ax / 32, r,
+               [&](int64_t t, int64_t c) { return c10::BFloat16(z[t * r + c]).x; });
+  }
+  auto y = torch::empty({T, d_out}, torch::kFloat32);
+  amx_times(e, d_out, d_in, r ? &f.a : nullptr, panel.data(), T, steps,
+            bias.defined() ? bias.data_ptr<float>() : nullptr, y.data_ptr<float>(), d_out);
+  return y;
+}
+#else
+#define VPR_AMX 0
+bool cpu_has_amx_bf16() { return false; }
+template <class E>
+torch::Tensor tiled(const E&, int64_t, int64_t, const torch::Tensor&, const torch::Tensor&,
+                    const Factors&) {
+  TORCH_CHECK(false, "sparse_linear: built without the AMX path");
+}
+#endif
+bool g_tiles = cpu_has_amx_bf16();  // the AMX path on (use_tiles)
+int64_t g_tile_tokens = 2;  // from this many tokens on (set_tuning; 1 token: the SIMD dot wins)
 
 template <class E>
 torch::Tensor run(const E& e, int64_t d_out, int64_t d_in, const torch::Tensor& x_in,
                   const c10::optional<torch::Tensor>& bias_in, const Factors& f) {
-  auto x = as_input(x_in, d_in);
-  const int64_t T = x.size(0);
+  TORCH_CHECK(x_in.dim() == 2 && x_in.size(1) == d_in, "sparse_linear: input of shape ",
+              x_in.sizes(), " does not fit ", d_in, " input features");
   torch::Tensor bias;
   if (bias_in.has_value()) {
     TORCH_CHECK(bias_in->numel() == d_out, "sparse_linear: bias has ", bias_in->numel(),
                 " values for ", d_out, " outputs");
     bias = bias_in->to(torch::kFloat32).contiguous();
   }
+  if (g_tiles && e.kind == BF16 && x_in.scalar_type() == torch::kBFloat16 &&
+      x_in.size(0) >= g_tile_tokens)
+    return tiled(e, d_out, d_in, x_in.contiguous(), bias, f);
+  auto x = x_in.to(torch::kFloat32).contiguous();
+  const int64_t T = x.size(0);
   auto yt = torch::empty({d_out, T}, torch::kFloat32);
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   if (f.present) {
@@ -950,13 +1189,23 @@ bool use_avx512(int64_t on) {
   return g_avx512;
 }
 
-// Set the few-token limit and the many-token path's columns per block (values <= 0 leave one
-// unchanged; block columns are rounded up to a multiple of 16); returns both.
-std::vector<int64_t> set_tuning(int64_t small_tokens, int64_t block_cols, int64_t sub_rows) {
+// Turn the AMX tile path (bf16 values and inputs, many tokens; `tiled`) on or off (< 0:
+// unchanged; on only where the CPU has AMX-BF16); returns whether it is on.
+bool use_tiles(int64_t on) {
+  if (on >= 0) g_tiles = on > 0 && cpu_has_amx_bf16();
+  return g_tiles;
+}
+
+// Set the few-token limit, the many-token path's columns per block (rounded up to a multiple
+// of 16) and rows decoded at once, and the tokens from which the AMX tile path runs (small
+// and tile tokens <= 0, the others < 0: unchanged); returns all four.
+std::vector<int64_t> set_tuning(int64_t small_tokens, int64_t block_cols, int64_t sub_rows,
+                                int64_t tile_tokens) {
   if (small_tokens > 0) g_small_tokens = small_tokens;
   if (block_cols >= 0) g_block_cols = (block_cols + 15) / 16 * 16;
   if (sub_rows >= 0) g_sub_rows = sub_rows;
-  return {g_small_tokens, g_block_cols, g_sub_rows};
+  if (tile_tokens > 0) g_tile_tokens = tile_tokens;
+  return {g_small_tokens, g_block_cols, g_sub_rows, g_tile_tokens};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
@@ -969,7 +1218,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("simd", &simd, "the SIMD paths taken here: avx512, avx2 or portable");
   mod.def("use_avx512", &use_avx512, "AVX-512 2:4 dot on (1) / off (0) / unchanged (-1); "
           "returns whether it is on", py::arg("on") = -1);
+  mod.def("use_tiles", &use_tiles, "AMX tile path (bf16, many tokens) on (1) / off (0) / "
+          "unchanged (-1); returns whether it is on", py::arg("on") = -1);
   mod.def("set_tuning", &set_tuning, "few-token limit (<= 0: unchanged), block columns and rows "
-          "decoded at once (0: by token count, < 0: unchanged)", py::arg("small_tokens") = 0,
-          py::arg("block_cols") = -1, py::arg("sub_rows") = -1);
+          "decoded at once (0: by token count, < 0: unchanged), tokens from which the AMX tile "
+          "path runs (<= 0: unchanged)", py::arg("small_tokens") = 0,
+          py::arg("block_cols") = -1, py::arg("sub_rows") = -1, py::arg("tile_tokens") = 0);
 }
