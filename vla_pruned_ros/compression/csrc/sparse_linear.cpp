@@ -19,9 +19,9 @@
 // hands out row groups dynamically), which needs the build's -fopenmp (kernels.compile_flags).
 // AVX2+FMA+F16C paths are compiled where the compiler targets them; a portable scalar path
 // elsewhere (aarch64). A model run in bf16 (bf16 values and inputs) on a CPU with AMX-BF16
-// takes AMX tiles from 2 tokens on (see tiled). Inputs are validated once (validate_nm, bitmask_row_offsets) and every
-// call re-checks the shapes it relies on, so a malformed tensor raises instead of reading out of
-// bounds.
+// takes AMX tiles from 2 tokens on (see tiled). Inputs are validated once (validate_nm,
+// bitmask_row_offsets) and every call re-checks the shapes it relies on, so a malformed tensor
+// raises instead of reading out of bounds.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
@@ -170,8 +170,7 @@ struct DenseRows {
 };
 
 // 2:4 lookup for expand: for a byte of four 2-bit indices (two groups), the dense lane of each
-// value.
-// `bytes`: the same as a byte shuffle of the four 16-bit values (0x80: a zero byte), for
+// value; `bytes`, the same as a byte shuffle of the four 16-bit values (0x80: a zero byte), for
 // expand16.
 struct Table24 {
   int32_t perm[256][8];
@@ -372,10 +371,9 @@ struct NMRows {
     expand_scalar(o, buf, 0);
   }
 
-  // Row o as its stored 16-bit values (zeros where pruned), columns c at
-  // dst[(c / 32) * cs + c % 32], for 2:4 rows that start on an index byte: one byte shuffle per
-  // 8 columns. False (nothing written) elsewhere.
-  bool expand16(int64_t o, uint16_t* dst, int64_t cs) const {
+  // Row o as its stored 16-bit values into dst[0..cols) (zeros where pruned), for 2:4 rows that
+  // start on an index byte: one byte shuffle per 8 columns. False (nothing written) elsewhere.
+  bool expand16(int64_t o, uint16_t* dst) const {
 #if VPR_AVX2
     const int64_t first = o * k;
     if (n != 2 || m != 4 || elem_size(kind) != 2 || (first * width) % 8 != 0) return false;
@@ -394,18 +392,17 @@ struct NMRows {
     };
     int64_t g = 0;
     for (; g + 4 <= whole; g += 4) {  // 32 columns: two 16-lane shuffles
-      uint16_t* d = dst + (g >> 2) * cs;
+      uint16_t* d = dst + 8 * g;
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), shuffle(g));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 16), shuffle(g + 2));
     }
     for (; g < whole; ++g) {
       const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(v + 4 * g));
       const __m128i shuf = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t.bytes[p[g]]));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (g >> 2) * cs + (g & 3) * 8),
-                       _mm_shuffle_epi8(raw, shuf));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * g), _mm_shuffle_epi8(raw, shuf));
     }
     if (whole * 8 < cols) {  // one group of 4 left (cols % 8 == 4)
-      uint16_t* d = dst + (whole >> 2) * cs + (whole & 3) * 8;
+      uint16_t* d = dst + 8 * whole;
       const uint8_t b = p[whole] & 15;
       for (int64_t l = 0; l < 4; ++l) d[l] = 0;
       d[b & 3] = v[4 * whole];
@@ -413,7 +410,7 @@ struct NMRows {
     }
     return true;
 #else
-    (void)o, (void)dst, (void)cs;
+    (void)o, (void)dst;
     return false;
 #endif
   }
@@ -450,7 +447,7 @@ struct MaskRows {
     for (int64_t t = 0; t < T; ++t) s[t] = dot_k<F32>(reinterpret_cast<const char*>(buf), 1.f, x + t * ldx, cols);
   }
 
-  bool expand16(int64_t, uint16_t*, int64_t) const { return false; }  // expand() instead
+  bool expand16(int64_t, uint16_t*) const { return false; }  // expand() instead
 
   void expand(int64_t o, float* buf) const {
     std::fill(buf, buf + cols, 0.f);
@@ -803,7 +800,6 @@ struct Factors {
   bool present = false;
   DenseRows a, b;
   int64_t r = 0;
-  torch::Tensor ta, tb;  // the same factors as tensors (the AMX path's GEMMs)
 };
 
 Factors read_factors(const c10::optional<torch::Tensor>& a, const c10::optional<torch::Tensor>& b,
@@ -819,8 +815,6 @@ Factors read_factors(const c10::optional<torch::Tensor>& a, const c10::optional<
   f.r = a->size(1);
   f.a = {static_cast<const char*>(a->data_ptr()), kind_of(*a), float(a_scale), f.r};
   f.b = {static_cast<const char*>(b->data_ptr()), kind_of(*b), float(b_scale), d_in};
-  f.ta = *a;
-  f.tb = *b;
   return f;
 }
 
@@ -829,9 +823,10 @@ Factors read_factors(const c10::optional<torch::Tensor>& a, const c10::optional<
 // 512 16-lane FMAs; torch's bf16 GEMM on it runs 16 tokens of the 7B-shaped block in the time
 // of one, where the fp32 micro-kernel above took 2.7x as long. So for bf16 values and bf16
 // inputs (a model run in bf16), from g_tile_tokens tokens on (2: on the 7B-shaped block's
-// layers at 2-16 tokens 0.34-0.38x of the fp32 paths' time; at 1 token 1.6x of the SIMD dot's;
-// idle Xeon, 2026-12-03, bench/RESULTS_runtime.md): the tokens are laid out once as the tiles' B operand (pairs of columns
-// interleaved, 16 tokens a tile, zero-padded to 16 tokens and 32 columns); each thread takes
+// layers at 2-16 tokens 0.34-0.38x of the fp32 paths' time, at 1 token 1.6x of the SIMD dot's;
+// an ad hoc probe on an idle Xeon, 2026-12-03, see bench/RESULTS_runtime.md): the tokens are
+// laid out once as the tiles' B operand (pairs of columns interleaved, 16 tokens a tile,
+// zero-padded to 16 tokens and 32 columns); each thread takes
 // groups of 32 rows, decodes them from the packed form into bf16 rows in L2 (2:4: a byte
 // shuffle per 8 weights, the stored values copied bit for bit; the GLUESTICK A row appended as
 // 32-column-aligned extra columns whose inputs are z = B x, computed the same way first), and
@@ -840,7 +835,6 @@ Factors read_factors(const c10::optional<torch::Tensor>& a, const c10::optional<
 // runs inside the threads. The factors and z are rounded to bf16 (the precision a bf16 model
 // computes them in).
 #if VPR_AVX2 && defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
-#define VPR_AMX 1
 #define VPR_TAMX __attribute__((target("amx-tile,amx-bf16")))
 
 bool cpu_has_amx_bf16() {  // CPUID.(EAX=7,ECX=0):EDX[22] AMX-BF16 and [24] AMX-TILE, and
@@ -900,20 +894,18 @@ VPR_TAMX void amx_rows32(const uint16_t* w, int64_t ldw, const uint16_t* panel, 
   }
 }
 
-// Row o of e as bf16, column c at dst[(c / 32) * cs + c % 32] and zeros up to the next 32
-// columns: the 2:4 shuffle where it applies, else widened and rounded to nearest (exact for
-// values stored as bf16).
+// Row o of e as bf16 into dst[0..cols), then zeros up to the next 32 columns: the 2:4 shuffle
+// where it applies, else widened and rounded to nearest (exact for values stored as bf16).
 template <class E>
-void row_bf16(const E& e, int64_t o, int64_t cols, uint16_t* dst, int64_t cs,
-              std::vector<float>& buf) {
+void row_bf16(const E& e, int64_t o, int64_t cols, uint16_t* dst, std::vector<float>& buf) {
   bool done = false;
-  if constexpr (!std::is_same_v<E, DenseRows>) done = e.expand16(o, dst, cs);
+  if constexpr (!std::is_same_v<E, DenseRows>) done = e.expand16(o, dst);
   if (!done) {
     buf.resize(cols + 8);
     e.expand(o, buf.data());
-    for (int64_t c = 0; c < cols; ++c) dst[(c >> 5) * cs + (c & 31)] = c10::BFloat16(buf[c]).x;
+    for (int64_t c = 0; c < cols; ++c) dst[c] = c10::BFloat16(buf[c]).x;
   }
-  if (cols % 32) std::fill_n(dst + (cols >> 5) * cs + cols % 32, 32 - cols % 32, uint16_t(0));
+  std::fill(dst + cols, dst + (cols + 31) / 32 * 32, uint16_t(0));
 }
 
 // Lay out columns [c0, c0 + n) of tokens (T x n fp32 or bf16 values via `get(t, c)`) as the B
@@ -952,8 +944,8 @@ void amx_times(const E& e, int64_t rows, int64_t cols, const DenseRows* a, const
       for (int64_t i = 0; i < nr; ++i) {
         uint16_t* row = w.data() + i * ldw;
         if (r0 + i + 1 < rows) prefetch_block(e, r0 + i + 1, 0, cols, 0);  // the next row
-        row_bf16(e, r0 + i, cols, row, 32, buf);
-        if (a) row_bf16(*a, r0 + i, a->cols, row + ax, 32, buf);
+        row_bf16(e, r0 + i, cols, row, buf);
+        if (a) row_bf16(*a, r0 + i, a->cols, row + ax, buf);
       }
       std::fill(w.begin() + nr * ldw, w.end(), uint16_t(0));  // rows past the last
       for (int64_t p = 0; p < pairs; ++p) {
@@ -976,7 +968,8 @@ torch::Tensor tiled(const E& e, int64_t d_out, int64_t d_in, const torch::Tensor
   const int64_t steps = (ax + (r + 31) / 32 * 32) / 32;
   std::vector<uint16_t> panel(tiles * steps * 512, 0);
   const uint16_t* xb = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-  fill_panel(panel.data(), T, steps, 0, d_in, [&](int64_t t, int64_t c) { return xb[t * d_in + c]; });
+  fill_panel(panel.data(), T, steps, 0, d_in,
+             [&](int64_t t, int64_t c) { return xb[t * d_in + c]; });
   if (r) {
     std::vector<float> z(T * r);
     amx_times(f.b, r, d_in, nullptr, panel.data(), T, steps, nullptr, z.data(), r);
@@ -989,7 +982,6 @@ torch::Tensor tiled(const E& e, int64_t d_out, int64_t d_in, const torch::Tensor
   return y;
 }
 #else
-#define VPR_AMX 0
 bool cpu_has_amx_bf16() { return false; }
 template <class E>
 torch::Tensor tiled(const E&, int64_t, int64_t, const torch::Tensor&, const torch::Tensor&,
