@@ -1,11 +1,13 @@
 """The test side of a gated graph: a real rclpy node that records the gated commands (with their
-receipt times) and the monitor's status, and sets the monitor's parameters through its service."""
+receipt times), the monitor's status and its /diagnostics values, and sets the monitor's
+parameters through its service."""
 
 from __future__ import annotations
 
 import time
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
@@ -27,8 +29,10 @@ class Watcher:
         self.cmds: list[tuple[float, float]] = []  # (receipt time, linear.x)
         self.frames: list[str] = []  # header.frame_id of each TwistStamped
         self.status: list[SafetyStatus] = []
+        self.diagnostics: list[dict[str, str]] = []  # the monitor's key/values, oldest first
         self.node.create_subscription(TwistStamped if stamped else Twist, topics.CMD, self._cmd, 50)
         self.node.create_subscription(SafetyStatus, topics.SAFETY_STATUS, self.status.append, 50)
+        self.node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._diagnostics, 50)
         self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
 
@@ -37,6 +41,11 @@ class Watcher:
             self.frames.append(msg.header.frame_id)
             msg = msg.twist
         self.cmds.append((time.monotonic(), msg.linear.x))
+
+    def _diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith("safety_monitor"):
+                self.diagnostics.append({kv.key: kv.value for kv in status.values})
 
     def set_parameters(self, **values) -> list:
         """Set parameters of the running monitor through its real `set_parameters` service

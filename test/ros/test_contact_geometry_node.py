@@ -87,6 +87,11 @@ def test_monitor_limits_speed_into_a_contact_normal_as_the_in_process_gate_does(
         return sent[-1]
 
     assert watcher.spin_until(lambda: drive() or any(x == 0.3 for _, x in watcher.cmds), 30.0)
+    # Commands can pass before the first odometry arrives; a contact then is placed along the
+    # motion, not at its world point. Touch only once the monitor says it has the pose.
+    assert watcher.spin_until(
+        lambda: drive() or any(d.get("pose") == "odom" for d in watcher.diagnostics), 30.0
+    ), f"the monitor never reported a pose: {watcher.diagnostics[-1:]}"
     msg = contacts_to_msg([WALL], sec_to_stamp(0.0))
     assert len(msg.position) == len(msg.normal) == 1
     contacts_pub.publish(msg)

@@ -94,7 +94,12 @@ def test_monitor_places_a_contact_from_pose_joints_as_the_in_process_gate_does(m
         return sent[-1]
 
     assert watcher.spin_until(lambda: drive() or any(x == 0.3 for _, x in watcher.cmds), 30.0)
-    settled(HOME, 0.3)  # the joint states have placed the pusher before the touch
+    settled(HOME, 0.3)
+    # The joint states have placed the pusher before the touch (a contact before a pose is
+    # placed along the motion instead): the monitor's /diagnostics say where its pose is from.
+    assert watcher.spin_until(
+        lambda: drive() or any(d.get("pose") == "pose_joints" for d in watcher.diagnostics), 30.0
+    ), f"the monitor never reported a pose from its joints: {watcher.diagnostics[-1:]}"
     msg = contacts_to_msg([BLOCK], sec_to_stamp(0.0))
     contacts_pub.publish(msg)
     contacts_pub.publish(Contacts())  # the touch ends; the surface is remembered

@@ -102,7 +102,9 @@ class SafetyMonitorNode(LifecycleNode):
         self.create_subscription(cmd_type, p["cmd_raw_topic"], self._on_cmd, 10)
         self.create_subscription(Image, p["camera_topic"], self._on_image, qos_profile_sensor_data)
         self.create_subscription(VLAAction, p["action_topic"], self._on_action, 10)
-        self._has_pose = False  # a pose seen (odometry or pose_joints): contacts can be placed
+        # Where the last pose came from ("odom" or "pose_joints"; "" before one): contacts are
+        # placed by their world points only with a pose, and /diagnostics says which it is.
+        self._pose_source = ""
         self.create_subscription(
             Contacts, p["contacts_topic"], self._on_contacts, topics.EVIDENCE_DEPTH
         )
@@ -300,7 +302,7 @@ class SafetyMonitorNode(LifecycleNode):
             self._read_joint_limits()
         if "pose_joints" in names:  # contacts are unplaced until a pose from the new source
             self.pose_joints = _pose_joints(self._param("pose_joints"))
-            self._has_pose = False
+            self._pose_source = ""
 
     def _param(self, name: str):
         """A parameter's value; None for a typed parameter the YAML did not set."""
@@ -368,7 +370,7 @@ class SafetyMonitorNode(LifecycleNode):
         # tabletop pusher, which publishes joint states only); before a pose each contact is
         # placed along the motion instead.
         contacts, points, normals = contacts_from_msg(msg, self.robot_bodies)
-        if not self._has_pose:
+        if not self._pose_source:
             points = normals = None
         self.monitor.on_contacts(contacts, self._now(), points=points, normals=normals)
 
@@ -388,7 +390,7 @@ class SafetyMonitorNode(LifecycleNode):
         q = msg.pose.pose.orientation
         yaw = math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
         self.monitor.on_pose(pos.x, pos.y, yaw)
-        self._has_pose = True
+        self._pose_source = "odom"
         speed = (twist.linear.x**2 + twist.linear.y**2 + twist.linear.z**2) ** 0.5
         self.monitor.on_measured_speed(speed, abs(twist.angular.z), now)
 
@@ -413,7 +415,7 @@ class SafetyMonitorNode(LifecycleNode):
         yaw = values[2] if len(values) > 2 else 0.0
         self.monitor.on_position([x, y], self._now())
         self.monitor.on_pose(x, y, yaw)
-        self._has_pose = True
+        self._pose_source = "pose_joints"
 
     # -- episodes ---------------------------------------------------------------------------
     def _on_episode(self, msg: String) -> None:
@@ -491,6 +493,8 @@ class SafetyMonitorNode(LifecycleNode):
             KeyValue(key="episode", value=ep.episode_id),
             KeyValue(key="violations", value=str(ep.total_violations)),
             KeyValue(key="unsafe", value=str(ep.unsafe)),
+            # Without a pose a contact is placed along the motion, not at its world point.
+            KeyValue(key="pose", value=self._pose_source or "none (contacts placed along motion)"),
         ] + [KeyValue(key=c, value=str(n)) for c, n in ep.counts.items() if n]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
