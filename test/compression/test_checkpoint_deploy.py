@@ -113,3 +113,58 @@ def test_vla_inspect_shows_the_deployment(built) -> None:
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "adapter openvla {'unnorm_key': 'bridge_orig'}" in shown.stdout
     assert "modeling_tiny_openvla.py" in shown.stdout
+
+
+def test_a_bf16_artifact_runs_as_bf16_from_its_adapter_options_alone(built, tmp_path) -> None:
+    """`vla-prune --weight-dtype bfloat16 --adapter-option dtype=bfloat16`: the node's loader
+    (`load_policy` with the manifest's preset) computes in bf16 on bf16 values, which is what
+    the kernel's AMX tile path takes, and says so; the model agrees with the same artifact
+    loaded as fp32 to bf16 rounding; a dtype that is not one is refused by name."""
+    from vla_pruned_ros.compression.kernels import kernel
+    from vla_pruned_ros.compression.runtime_modes import runtime_summary
+    from vla_pruned_ros.compression.sparse_runtime import SparseGluestickLinear
+    from vla_pruned_ros.models.registry import load_policy
+
+    folder, _ = built
+    out = tmp_path / "bf16"
+    done = subprocess.run(
+        [sys.executable, "-m", "vla_pruned_ros.cli.prune", "--model", str(folder),
+         "--trust-remote-code", "--pattern", "2:4", "--rank", "8", "--weight-dtype", "bfloat16",
+         "--adapter-option", "dtype=bfloat16", "-o", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_manifest(out)["extra"]["deploy"]["adapter"]["options"]["dtype"] == "bfloat16"
+    policy = load_policy(str(out), "nav", trust_remote_code=True)
+    layers = [m for m in policy.model.modules() if isinstance(m, SparseGluestickLinear)]
+    assert layers and {m.weight_dtype for m in layers} == {torch.bfloat16}
+    assert {p.dtype for p in policy.model.parameters() if p.is_floating_point()} == {torch.bfloat16}
+    note = runtime_summary(policy.model).modes
+    k = kernel()
+    if k is not None and k.use_tiles():
+        assert "AMX tiles from 2 tokens" in note, note
+    else:
+        assert "AMX" not in note, note
+    frame = np.random.default_rng(1).integers(0, 255, (16, 16, 3), np.uint8)
+    assert policy.predict(frame, "pick up the cup").shape == (7,)
+    fp32 = load_policy(str(out), "nav", trust_remote_code=True, dtype="float32")
+    inputs = fp32.inputs(frame, "pick up the cup")
+    with torch.no_grad():
+        want = fp32.model(**inputs).logits
+        got = policy.model(**policy.inputs(frame, "pick up the cup")).logits.float()
+    assert (got - want).abs().max() < 5e-2 * want.abs().max()
+    with pytest.raises(ValueError, match="dtype 'float8' is not one of float32, bfloat16"):
+        load_policy(str(out), "nav", trust_remote_code=True, dtype="float8")
+    # an fp16-valued artifact run in bf16 says why it is not on the tiles
+    _, fp16_artifact = built
+    mixed = load_policy(str(fp16_artifact), "nav", trust_remote_code=True, dtype="bfloat16")
+    if k is not None and k.use_tiles():
+        assert "prune with --weight-dtype bfloat16" in runtime_summary(mixed.model).modes
+
+
+def test_weight_dtype_is_refused_where_it_cannot_apply(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "vla_pruned_ros.cli.prune", "--weight-dtype", "bfloat16",
+         "-o", str(tmp_path / "x")], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and "--weight-dtype applies to checkpoint folders" in done.stderr

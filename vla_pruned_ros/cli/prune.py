@@ -85,6 +85,10 @@ def parser() -> argparse.ArgumentParser:
         help="activation correction: damping added to X^T X, as a fraction of its mean diagonal",
     )
     p.add_argument("--factor-dtype", choices=sorted(FACTOR_DTYPES), default="float16")
+    p.add_argument("--weight-dtype", choices=["float16", "bfloat16"], default="float16",
+                   help="the stored values of a checkpoint's layers; bfloat16 with the adapter "
+                   "option dtype=bfloat16 lets a CPU with AMX-BF16 multiply many tokens in "
+                   "tiles (checkpoint folders only)")  # fmt: skip
     p.add_argument("--include", nargs="*", default=None, help="module-name globs to prune")
     p.add_argument("--exclude", nargs="*", default=None,
                    help="module-name globs to keep dense, added to the defaults (checkpoints: "
@@ -161,7 +165,8 @@ def _stream(args: argparse.Namespace, folder: Path) -> int:
             raise ValueError("checkpoints stream with a fixed --rank (energy/budget policies need "
                              "every layer's spectrum first)")  # fmt: skip
         options = dict(svd=args.svd, factor_dtype=args.factor_dtype, overwrite=args.overwrite,
-                       shard_bytes=int(args.shard_mb * 2**20))  # fmt: skip
+                       shard_bytes=int(args.shard_mb * 2**20),
+                       weight_dtype=args.weight_dtype)  # fmt: skip
         if args.method == "magnitude" and args.correction == "svd":
             out = compress_checkpoint(
                 folder, args.output, args.pattern, args.rank or 0, args.include, args.exclude,
@@ -282,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.output.exists() and any(args.output.iterdir()) and not args.overwrite:
             raise ValueError(f"{args.output} exists and is not empty (use --overwrite)")
+        if args.weight_dtype != "float16":
+            raise ValueError("--weight-dtype applies to checkpoint folders; the embedded VLA "
+                             "stores float16 values")  # fmt: skip
         if (source / "policy_preprocessor.json").is_file():
             raise ValueError(
                 f"{source} is a LeRobot policy folder: vla-prune compresses transformers "

@@ -46,7 +46,7 @@ from vla_pruned_ros.compression.runtime_modes import (
     wants_sparse,
 )
 from vla_pruned_ros.compression.safetensors_io import TensorFiles
-from vla_pruned_ros.compression.sparse_runtime import from_loaded
+from vla_pruned_ros.compression.sparse_runtime import SparseGluestickLinear, from_loaded
 
 
 def _tensors(folder: Path, name: str, manifest: dict[str, Any]) -> TensorFiles:
@@ -150,7 +150,9 @@ def load_artifact(
         "manifest": manifest,
     }
     if "sparse" in layer_modes.values():
-        model.artifact["sparse_path"] = sparse_path_note()
+        values = frozenset(m.weight_dtype for m in model.modules()
+                           if isinstance(m, SparseGluestickLinear))  # fmt: skip
+        model.artifact["sparse_path"] = sparse_path_note(compute, values)
     if leave_out:
         model.artifact["left_out"] = _left_out(folder, manifest, outside, pruned, factors, compute,
                                                prefixes, leave_out)  # fmt: skip

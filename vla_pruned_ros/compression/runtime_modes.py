@@ -147,10 +147,25 @@ def modes_text(
     return text, counts
 
 
-def sparse_path_note() -> str:
-    """How `sparse` layers compute here: the compiled kernel, or the pure-PyTorch path and why."""
+def sparse_path_note(compute: torch.dtype = torch.float32,
+                     values: frozenset[torch.dtype] = frozenset()) -> str:  # fmt: skip
+    """How `sparse` layers compute here: the compiled kernel (and whether a model computing
+    in `compute` with layer `values` of those dtypes takes its AMX tile path for many tokens),
+    or the pure-PyTorch path and why. What an operator reads to see that the bf16 recipe
+    really reaches the tiles."""
+    from vla_pruned_ros.compression.kernels import kernel
+
     reason = kernel_unavailable_reason()
-    return "compiled kernel" if reason is None else f"pure-PyTorch path ({reason})"
+    if reason is not None:
+        return f"pure-PyTorch path ({reason})"
+    module = kernel()
+    if compute != torch.bfloat16 or module is None or not module.use_tiles():
+        return "compiled kernel"
+    if values == {torch.bfloat16}:
+        return "compiled kernel, AMX tiles from 2 tokens (bf16 values and inputs)"
+    return ("compiled kernel; not on AMX tiles: bf16 inputs need bf16 values (this artifact "
+            "stores " + ", ".join(sorted(str(v).removeprefix("torch.") for v in values)) +
+            "; prune with --weight-dtype bfloat16)")  # fmt: skip
 
 
 def meta_layer(entry: dict[str, Any]) -> GluestickLinear:

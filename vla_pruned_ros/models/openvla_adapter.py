@@ -64,13 +64,40 @@ def _check_remote_code(folder: Path, config: dict[str, Any], trust_remote_code: 
         )
 
 
+# The adapter option `dtype`: the dtype the model computes in. float32 by default (what the
+# artifact's tests compare against); bfloat16 halves a dense model's memory and, on a CPU with
+# AMX-BF16, lets the sparse kernel multiply many tokens (a prompt's prefill) in tiles.
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def compute_dtype(name: str) -> torch.dtype:
+    """The torch dtype of the adapter option `dtype`, or a ValueError naming the choices."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype {name!r} is not one of {', '.join(COMPUTE_DTYPES)}")
+    return COMPUTE_DTYPES[name]
+
+
+def model_inputs(inputs: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+    """A processor's tensors on the model's device, floating ones in its dtype (pixels come
+    as float32 whatever the model computes in)."""
+    first = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if first is None:
+        return dict(inputs)
+    dev, dtype = first.device, first.dtype
+    return {k: (v.to(dev, dtype) if v.is_floating_point() else v.to(dev))
+            if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}  # fmt: skip
+
+
 def load_model(folder: Path, trust_remote_code: bool, mode: str | None = None,
-               device: str = "cpu") -> torch.nn.Module:  # fmt: skip
-    """The model of a checkpoint folder (dense) or of an artifact made from one."""
+               device: str = "cpu", dtype: str = "float32") -> torch.nn.Module:  # fmt: skip
+    """The model of a checkpoint folder (dense) or of an artifact made from one, computing in
+    `dtype` (a name of COMPUTE_DTYPES)."""
+    torch_dtype = compute_dtype(dtype)
     if (folder / "manifest.json").is_file():
         from vla_pruned_ros.models.hf_checkpoint import load_checkpoint_artifact
 
-        model = load_checkpoint_artifact(folder, mode=mode, trust_remote_code=trust_remote_code)
+        model = load_checkpoint_artifact(folder, mode=mode, dtype=torch_dtype,
+                                         trust_remote_code=trust_remote_code)  # fmt: skip
     else:
         from safetensors.torch import load_file
 
@@ -84,6 +111,7 @@ def load_model(folder: Path, trust_remote_code: bool, mode: str | None = None,
         for f in checkpoint_files(folder):
             state.update(load_file(str(f)))
         model.load_state_dict(state)
+        model = model.to(torch_dtype)
     return model.to(device).eval()
 
 
@@ -162,9 +190,6 @@ class OpenVLAPolicy:
         if resize != "processor" and self._pixels is None:
             raise ValueError(f"resize {resize!r} cannot apply: {self.pixel_path}")
         self._text: dict[str, dict[str, torch.Tensor]] = {}
-        self._device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        self._dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
-                           torch.float32)  # fmt: skip
 
     def inputs(self, image: np.ndarray, instruction: str) -> dict[str, torch.Tensor]:
         """What the processor makes of (prompt, image); the text part cached per instruction."""
@@ -184,8 +209,7 @@ class OpenVLAPolicy:
             else:  # the array itself: the processor would convert a PIL image back to one
                 pixels = self.processor.image_processor(rgb, return_tensors="pt")["pixel_values"]
             out = {**text, "pixel_values": pixels}
-        dev, dtype = self._device, self._dtype
-        return {k: v.to(dev, dtype) if v.is_floating_point() else v.to(dev) for k, v in out.items()}
+        return model_inputs(out, self.model)
 
     def predict(self, image: np.ndarray, instruction: str) -> np.ndarray:
         inputs = self.inputs(image, instruction)
@@ -203,17 +227,19 @@ def load_openvla_policy(artifact: str, task: str = "", *, unnorm_key: str = "",
                         trust_remote_code: bool = False, mode: str | None = None,
                         device: str = "cpu", action_names: list[str] | None = None,
                         prompt: str = OPENVLA_PROMPT, cache_prompt: bool = True,
-                        resize: str = "processor") -> OpenVLAPolicy:  # fmt: skip
+                        resize: str = "processor",
+                        dtype: str = "float32") -> OpenVLAPolicy:  # fmt: skip
     """`adapter: openvla` for a checkpoint folder or an artifact of one. `resize`: "processor"
     (the checkpoint's own resize, exactly) or "area" (`frames.fit_frame`: cheaper on large
-    frames, not the resize it was trained with); see models/pixel_inputs.py."""
+    frames, not the resize it was trained with); see models/pixel_inputs.py. `dtype`: what the
+    model computes in (COMPUTE_DTYPES)."""
     folder = Path(artifact).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"artifact {folder} is not a folder")
     config = _config(folder)
     _check_remote_code(folder, config, trust_remote_code)
     processor = load_processor(folder, trust_remote_code)
-    model = load_model(folder, trust_remote_code, mode, device)
+    model = load_model(folder, trust_remote_code, mode, device, dtype)
     stats = getattr(model, "norm_stats", None) or config.get("norm_stats") or {}
     variant = model_variant(folder, model)
     names = tuple(action_names) if action_names else None

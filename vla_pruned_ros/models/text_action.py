@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from vla_pruned_ros.models.base import PolicyInfo
+from vla_pruned_ros.models.openvla_adapter import model_inputs
 
 NUMBER = r"(-?\d+(?:\.\d+)?)"
 # NaVILA's answers, onto our navigation twist (linear_x m/s, angular_z rad/s) for one step
@@ -107,6 +108,7 @@ class TextActionPolicy:
             inputs = self.processor(text, return_tensors="pt")
         else:
             inputs = self.processor(text=text, images=Image.fromarray(image), return_tensors="pt")
+        inputs = model_inputs(inputs, self.model)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
                                       do_sample=False)  # fmt: skip
@@ -125,14 +127,15 @@ def load_text_policy(artifact: str, task: str = "nav", *, mode: str | None = Non
                      action_names: Sequence[str] = ("linear_x", "angular_z"),
                      action_low: Sequence[float] = (-0.5, -1.0),
                      action_high: Sequence[float] = (0.5, 1.0), prompt: str = NAVILA_PROMPT,
-                     max_new_tokens: int = 16,
-                     action_space: str = "base_velocity") -> TextActionPolicy:  # fmt: skip
-    """`adapter: text` for a checkpoint folder (or an artifact of one) with a processor."""
+                     max_new_tokens: int = 16, action_space: str = "base_velocity",
+                     dtype: str = "float32") -> TextActionPolicy:  # fmt: skip
+    """`adapter: text` for a checkpoint folder (or an artifact of one) with a processor;
+    `dtype` what the model computes in (`openvla_adapter.COMPUTE_DTYPES`)."""
     from vla_pruned_ros.models.openvla_adapter import load_model, load_processor, model_variant
 
     folder = Path(artifact).expanduser()
     processor = load_processor(folder, trust_remote_code)
-    model = load_model(folder, trust_remote_code, mode, device)
+    model = load_model(folder, trust_remote_code, mode, device, dtype)
     names = tuple(action_names)
     memory = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     info = PolicyInfo(folder.name, model_variant(folder, model), -1, action_space, names,
