@@ -37,15 +37,20 @@ from checkpoint_fixtures import (  # noqa: E402
 def built(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("openvla")
     folder = write_openvla_contract_fixture(root / "tiny-openvla")
-    out = root / "art"
+    out = _prune(folder, root / "art", "--rank", "64", "--svd", "exact", "--factor-dtype",
+                 "float32")  # fmt: skip
+    return folder, out
+
+
+def _prune(folder: Path, out: Path, *options: str) -> Path:
+    """`vla-prune --model folder --trust-remote-code --pattern 2:4 *options -o out`, checked."""
     done = subprocess.run(
         [sys.executable, "-m", "vla_pruned_ros.cli.prune", "--model", str(folder),
-         "--trust-remote-code", "--pattern", "2:4", "--rank", "64", "--svd", "exact",
-         "--factor-dtype", "float32", "-o", str(out)],
+         "--trust-remote-code", "--pattern", "2:4", *options, "-o", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    return folder, out
+    return out
 
 
 def test_the_artifact_carries_processor_code_adapter_and_actions(built) -> None:
@@ -126,14 +131,8 @@ def test_a_bf16_artifact_runs_as_bf16_from_its_adapter_options_alone(built, tmp_
     from vla_pruned_ros.models.registry import load_policy
 
     folder, _ = built
-    out = tmp_path / "bf16"
-    done = subprocess.run(
-        [sys.executable, "-m", "vla_pruned_ros.cli.prune", "--model", str(folder),
-         "--trust-remote-code", "--pattern", "2:4", "--rank", "8", "--weight-dtype", "bfloat16",
-         "--adapter-option", "dtype=bfloat16", "-o", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    out = _prune(folder, tmp_path / "bf16", "--rank", "8", "--weight-dtype", "bfloat16",
+                 "--adapter-option", "dtype=bfloat16")  # fmt: skip
     assert read_manifest(out)["extra"]["deploy"]["adapter"]["options"]["dtype"] == "bfloat16"
     policy = load_policy(str(out), "nav", trust_remote_code=True)
     layers = [m for m in policy.model.modules() if isinstance(m, SparseGluestickLinear)]
