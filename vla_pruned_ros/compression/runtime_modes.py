@@ -26,9 +26,16 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from vla_pruned_ros.compression.artifact_layout import DTYPES, FACTORS, PRUNED, WEIGHTS, kind_files
+from vla_pruned_ros.compression.artifact_layout import (
+    DTYPES,
+    FACTORS,
+    PRUNED,
+    WEIGHTS,
+    dtype_name,
+    kind_files,
+)
 from vla_pruned_ros.compression.gluestick import GluestickConv2d, GluestickLinear
-from vla_pruned_ros.compression.kernels import kernel_unavailable_reason
+from vla_pruned_ros.compression.kernels import kernel, kernel_unavailable_reason
 from vla_pruned_ros.compression.memory import resident_bytes
 from vla_pruned_ros.compression.prune import compressed_layers, replace_module
 from vla_pruned_ros.compression.runtime import semi_structured_reason, to_packed, to_semi_structured
@@ -153,19 +160,20 @@ def sparse_path_note(compute: torch.dtype = torch.float32,
     in `compute` with layer `values` of those dtypes takes its AMX tile path for many tokens),
     or the pure-PyTorch path and why. What an operator reads to see that the bf16 recipe
     really reaches the tiles."""
-    from vla_pruned_ros.compression.kernels import kernel
-
     reason = kernel_unavailable_reason()
     if reason is not None:
         return f"pure-PyTorch path ({reason})"
     module = kernel()
-    if compute != torch.bfloat16 or module is None or not module.use_tiles():
+    if compute != torch.bfloat16 or not module.use_tiles():
         return "compiled kernel"
     if values == {torch.bfloat16}:
-        return "compiled kernel, AMX tiles from 2 tokens (bf16 values and inputs)"
-    return ("compiled kernel; not on AMX tiles: bf16 inputs need bf16 values (this artifact "
-            "stores " + ", ".join(sorted(str(v).removeprefix("torch.") for v in values)) +
-            "; prune with --weight-dtype bfloat16)")  # fmt: skip
+        tile_tokens = module.set_tuning()[3]  # no arguments: the tuning as it is, unchanged
+        return f"compiled kernel, AMX tiles from {tile_tokens} tokens (bf16 values and inputs)"
+    stored = ", ".join(sorted(dtype_name(v) for v in values))
+    return (
+        f"compiled kernel; not on AMX tiles: bf16 inputs need bf16 values (this artifact "
+        f"stores {stored}; prune with --weight-dtype bfloat16)"
+    )
 
 
 def meta_layer(entry: dict[str, Any]) -> GluestickLinear:

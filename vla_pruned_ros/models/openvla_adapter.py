@@ -77,13 +77,19 @@ def compute_dtype(name: str) -> torch.dtype:
     return COMPUTE_DTYPES[name]
 
 
-def model_inputs(inputs: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
-    """A processor's tensors on the model's device, floating ones in its dtype (pixels come
-    as float32 whatever the model computes in)."""
+def model_place(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and compute dtype of a loaded model (its first float parameter), found once
+    at load: `model_inputs` needs them per frame."""
     first = next((p for p in model.parameters() if p.is_floating_point()), None)
     if first is None:
-        return dict(inputs)
-    dev, dtype = first.device, first.dtype
+        return torch.device("cpu"), torch.float32
+    return first.device, first.dtype
+
+
+def model_inputs(inputs: dict[str, Any], place: tuple[torch.device, torch.dtype]) -> dict[str, Any]:
+    """A processor's tensors on the model's device, floating ones in its dtype (`place`, from
+    `model_place`; pixels come as float32 whatever the model computes in)."""
+    dev, dtype = place
     return {k: (v.to(dev, dtype) if v.is_floating_point() else v.to(dev))
             if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}  # fmt: skip
 
@@ -190,6 +196,7 @@ class OpenVLAPolicy:
         if resize != "processor" and self._pixels is None:
             raise ValueError(f"resize {resize!r} cannot apply: {self.pixel_path}")
         self._text: dict[str, dict[str, torch.Tensor]] = {}
+        self._place = model_place(model)
 
     def inputs(self, image: np.ndarray, instruction: str) -> dict[str, torch.Tensor]:
         """What the processor makes of (prompt, image); the text part cached per instruction."""
@@ -209,7 +216,7 @@ class OpenVLAPolicy:
             else:  # the array itself: the processor would convert a PIL image back to one
                 pixels = self.processor.image_processor(rgb, return_tensors="pt")["pixel_values"]
             out = {**text, "pixel_values": pixels}
-        return model_inputs(out, self.model)
+        return model_inputs(out, self._place)
 
     def predict(self, image: np.ndarray, instruction: str) -> np.ndarray:
         inputs = self.inputs(image, instruction)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from vla_pruned_ros.models.base import PolicyInfo
-from vla_pruned_ros.models.openvla_adapter import model_inputs
+from vla_pruned_ros.models.openvla_adapter import model_inputs, model_place
 
 NUMBER = r"(-?\d+(?:\.\d+)?)"
 # NaVILA's answers, onto our navigation twist (linear_x m/s, angular_z rad/s) for one step
@@ -93,6 +93,7 @@ class TextActionPolicy:
         self.model, self.processor, self.parser, self.info = model, processor, parser, info
         self.prompt, self.max_new_tokens = prompt, max_new_tokens
         self.last_text = ""
+        self._place = model_place(model)
 
     @property
     def text_only(self) -> bool:
@@ -108,7 +109,7 @@ class TextActionPolicy:
             inputs = self.processor(text, return_tensors="pt")
         else:
             inputs = self.processor(text=text, images=Image.fromarray(image), return_tensors="pt")
-        inputs = model_inputs(inputs, self.model)
+        inputs = model_inputs(inputs, self._place)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
                                       do_sample=False)  # fmt: skip
