@@ -138,6 +138,10 @@ def test_a_bf16_artifact_runs_as_bf16_from_its_adapter_options_alone(built, tmp_
     layers = [m for m in policy.model.modules() if isinstance(m, SparseGluestickLinear)]
     assert layers and {m.weight_dtype for m in layers} == {torch.bfloat16}
     assert {p.dtype for p in policy.model.parameters() if p.is_floating_point()} == {torch.bfloat16}
+    # an adapter named in the deployment (to add an action_map) keeps the recorded dtype
+    named = load_policy(str(out), "nav", adapter="openvla", trust_remote_code=True,
+                        action_map={"names": ["x"], "order": ["x"]})  # fmt: skip
+    assert {p.dtype for p in named.policy.model.parameters()} == {torch.bfloat16}
     note = runtime_summary(policy.model).modes
     k = kernel()
     if k is not None and k.use_tiles():

@@ -2,10 +2,12 @@
 (the OpenVLA-contract fixture of test/checkpoint_fixtures.py; not OpenVLA) -> `vla-prune
 --model DIR` -> an artifact -> `vla-ros up` on a bringup YAML beside it that names only the
 artifact, the adapter and its options, with paths relative to the YAML's own folder -> the
-policy node and the safety monitor over DDS -> a gated command on cmd_vel equal to the dense
-model's mapped action -> a contact stops it at the gate while the policy keeps acting (its
+policy node and the safety monitor over DDS -> a gated command on cmd_vel equal to the
+expected mapped action -> a contact stops it at the gate while the policy keeps acting (its
 /diagnostics say how the model runs and what it holds) -> Ctrl-C (SIGINT) -> a clean exit with
-the monitor's report written."""
+the monitor's report written. Run for the fp32 default and for the bf16 recipe
+(`--weight-dtype bfloat16 --adapter-option dtype=bfloat16`), which takes the kernel's AMX
+tiles where the CPU has them."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from checkpoint_fixtures import (  # noqa: E402
 )
 from test_policy_node import Camera  # noqa: E402
 
+from vla_pruned_ros.compression.kernels import kernel  # noqa: E402
 from vla_pruned_ros.ros import topics  # noqa: E402
 from vla_pruned_ros.ros.conversions import sec_to_stamp  # noqa: E402
 from vla_pruned_ros.ros.image_io import rgb_to_image  # noqa: E402
@@ -72,19 +75,41 @@ def camera():
     cam.close()
 
 
+# fp32 (the default) and the bf16 recipe for a CPU with AMX (bf16 values, the model run in bf16
+# from the artifact's own adapter options: nothing in the bringup YAML says bf16)
+RECIPES = {"fp32": [], "bf16": ["--weight-dtype", "bfloat16", "--adapter-option", "dtype=bfloat16"]}
+
+
+def _expected_action(recipe: str, folder: Path, artifact: Path) -> np.ndarray:
+    """What the node must publish: fp32, the dense model's action (pruning with factors kept in
+    fp32 at this rank leaves it unchanged); bf16, the same artifact's action loaded in this
+    process the way the node loads it (bf16 rounding may move an action bin off the dense one)."""
+    if recipe == "fp32":
+        dense = openvla_contract_dense_action(folder, FRAME, INSTRUCTION)
+    else:
+        from vla_pruned_ros.models.registry import load_policy
+
+        dense = load_policy(str(artifact), "nav", trust_remote_code=True).predict(
+            FRAME, INSTRUCTION
+        )
+    return np.asarray([dense[0], dense[5]]) * SCALE  # order [x, yaw]
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_a_checkpoint_folder_to_a_gated_command_and_a_clean_exit(
-    camera: Camera, tmp_path: Path
+    camera: Camera, tmp_path: Path, recipe: str
 ) -> None:
     user, robot, reports = tmp_path / "user", tmp_path / "robot", tmp_path / "reports"
     folder = write_openvla_contract_fixture(user / "my_vla")
     # --output relative to the user's folder, as a user types it
     pruned = subprocess.run(
         [str(BIN / "vla-prune"), "--model", "my_vla", "--trust-remote-code", "--rank", "32",
-         "--factor-dtype", "float32", "--output", "../robot/art"],
+         "--factor-dtype", "float32", "--output", "../robot/art", *RECIPES[recipe]],
         cwd=user, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert pruned.returncode == 0, pruned.stderr[-3000:]
     bringup = _write_robot_folder(robot, reports)
+    want = _expected_action(recipe, folder, robot / "art")
 
     cmds: list[tuple[float, float]] = []  # (receipt time, gated linear.x)
     camera.node.create_subscription(
@@ -115,8 +140,6 @@ def test_a_checkpoint_folder_to_a_gated_command_and_a_clean_exit(
         assert camera.actions, f"the policy never acted:\n{out[-3000:]}"
         action = camera.actions[-1]
         assert tuple(action.names) == ("linear_x", "angular_z") and action.variant == "gluestick"
-        dense = openvla_contract_dense_action(folder, FRAME, INSTRUCTION)
-        want = np.asarray([dense[0], dense[5]]) * SCALE  # order [x, yaw]
         np.testing.assert_allclose(np.asarray(action.action), want, rtol=0, atol=1e-6)
         passed = [x for _, x in cmds if x != 0.0]
         assert passed, f"the gate passed no command:\n{out[-3000:]}"
@@ -133,6 +156,10 @@ def test_a_checkpoint_folder_to_a_gated_command_and_a_clean_exit(
         loaded = [values for _, values in camera.diagnostics if values.get("model")]
         assert loaded, "no /diagnostics from the loaded policy"
         assert "runtime_modes" in loaded[-1] and float(loaded[-1]["resident_mb"]) > 0, loaded[-1]
+        k = kernel()
+        on_tiles = "AMX tiles from" in loaded[-1]["runtime_modes"]
+        want_tiles = recipe == "bf16" and k is not None and bool(k.use_tiles())
+        assert on_tiles == want_tiles, loaded[-1]["runtime_modes"]
     finally:
         proc.send_signal(signal.SIGINT)
         try:

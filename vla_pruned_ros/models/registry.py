@@ -118,9 +118,12 @@ def load_policy(
     options = dict(options)
     action_map = options.pop("action_map", None)
     folder = Path(artifact).expanduser() if artifact not in ("", EMBEDDED) else None
-    if adapter in ("", EMBEDDED) and folder is not None:
+    if folder is not None:
+        # the artifact's recorded adapter and options (vla-prune --adapter-option) apply under
+        # the given ones whether the adapter is left unset or named the same: a bringup that
+        # names `adapter: openvla` to add an action_map keeps the artifact's dtype=bfloat16
         preset, recorded = manifest_adapter(folder)
-        if preset and preset != EMBEDDED:
+        if preset and preset != EMBEDDED and adapter in ("", EMBEDDED, preset):
             recorded.pop("trust_remote_code", None)  # only ever the deployment's own opt-in
             adapter, options = preset, {**recorded, **options}
             action_map = action_map or options.pop("action_map", None)
