@@ -30,6 +30,7 @@ from checkpoint_fixtures import (  # noqa: E402
     load_openvla_contract_dense,
     openvla_norm_stats,
     write_openvla_contract_fixture,
+    write_text_action_fixture,
 )
 
 
@@ -171,3 +172,33 @@ def test_weight_dtype_is_refused_where_it_cannot_apply(tmp_path) -> None:
          "-o", str(tmp_path / "x")], capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 2 and "--weight-dtype applies to checkpoint folders" in done.stderr
+
+
+def test_the_text_adapter_computes_in_the_dtype_it_is_given(tmp_path) -> None:
+    """`adapter: text` with `dtype: bfloat16` (the option `openvla` takes too): every parameter
+    is bf16, the answer is the checkpoint's own greedy answer in bf16 (a user's transformers
+    code, independent of the adapter's), and a dtype that is not one is refused by name."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vla_pruned_ros.models.registry import load_policy
+    from vla_pruned_ros.models.text_action import NAVILA_PROMPT
+
+    folder = write_text_action_fixture(tmp_path / "text_llama")
+    rules = [{"pattern": r"^\s*(\d+)", "action": [0.1, 0.0], "per_unit": [0.0, 0.01]}]
+    policy = load_policy(str(folder), "nav", adapter="text", rules=rules, max_new_tokens=4,
+                         dtype="bfloat16")  # fmt: skip
+    assert {p.dtype for p in policy.model.parameters()} == {torch.bfloat16}
+    instruction = "go to the door"
+    action = policy.predict(np.zeros((16, 16, 3), np.uint8), instruction)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True,
+                                                 dtype=torch.bfloat16).eval()  # fmt: skip
+    inputs = tokenizer(NAVILA_PROMPT.format(instruction=instruction), return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    text = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert policy.last_text == text
+    number = float(text.split()[0])
+    np.testing.assert_allclose(action, [0.1, 0.01 * number], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="dtype 'half' is not one of"):
+        load_policy(str(folder), "nav", adapter="text", rules=rules, dtype="half")
