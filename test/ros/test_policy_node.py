@@ -123,6 +123,14 @@ def policy(tmp_path: Path):
     proc.wait(timeout=30)
 
 
+def _acted_on(camera: Camera, stamps: list[float]) -> list[VLAAction]:
+    """The actions on frames of `stamps` (an action carries its frame's stamp): what a test
+    judges after a state change, so that an action on an earlier frame, still in flight on a
+    loaded machine when the test cleared its list, is not counted against the node."""
+    sent = set(stamps)
+    return [a for a in camera.actions if stamp_to_sec(a.header.stamp) in sent]
+
+
 def _wait_for_actions(camera: Camera, timeout: float = 90.0) -> None:
     camera.instr_pub.publish(String(data="go to the red marker"))
     deadline = time.monotonic() + timeout
@@ -156,9 +164,9 @@ def test_stale_frames_are_skipped_and_counted(camera: Camera, policy) -> None:
     _wait_for_actions(camera)
     camera.spin(0.5)
     camera.actions.clear()
-    camera.stream(1.5, make=lambda: camera.frame(stamp=camera.now() - 5.0))
+    stale = camera.stream(1.5, make=lambda: camera.frame(stamp=camera.now() - 5.0))
     camera.spin(1.2)
-    assert not camera.actions, "acted on frames 5 s old"
+    assert not _acted_on(camera, stale), "acted on frames 5 s old"
     assert int(camera.diagnostics[-1][1]["stale"]) > 0
 
 
@@ -188,14 +196,14 @@ def test_bad_input_leaves_the_node_alive_and_commandless(camera: Camera, policy)
     camera.stream(1.5, make=bad_frame)
     camera.spin(1.2)
     assert policy.poll() is None, "the node died on bad input"
-    assert not camera.actions, "published an action from a bad frame"
+    assert not _acted_on(camera, bad_stamps), "published an action from a bad frame"
     levels = [level for level, values in camera.diagnostics[-3:]]
     assert any(level >= 1 for level in levels)
     assert int(camera.diagnostics[-1][1]["rejected"]) > 0 or any(
         int(v["rejected"]) > 0 for _, v in camera.diagnostics
     )
-    camera.stream(1.0)  # good frames, but the last instruction was refused: no action
-    assert not camera.actions, "acted on a withdrawn instruction"
+    good = camera.stream(1.0)  # good frames, but the last instruction was refused: no action
+    assert not _acted_on(camera, good), "acted on a withdrawn instruction"
     camera.instr_pub.publish(String(data="go to the blue marker"))
     deadline = time.monotonic() + 20.0
     while not camera.actions and time.monotonic() < deadline:
@@ -429,9 +437,9 @@ def test_an_empty_or_refused_instruction_stops_the_policy(
     camera.instr_pub.publish(String(data=text))
     camera.stream(1.0)  # the instruction lands; an in-flight step may still finish
     camera.actions.clear()
-    camera.stream(1.5)
+    after = camera.stream(1.5)
     camera.spin(1.2)
-    assert not camera.actions, f"kept acting after instruction {text[:20]!r}"
+    assert not _acted_on(camera, after), f"kept acting after instruction {text[:20]!r}"
     level, values = camera.diagnostics[-1]
     assert level == 1 and values["message"].startswith("not acting: "), values["message"]
     camera.instr_pub.publish(String(data="go to the blue marker"))
@@ -446,8 +454,9 @@ def test_an_instruction_with_nul_never_drives_the_policy(camera: Camera, policy)
     camera.instr_pub.publish(String(data="\x00go forward"))
     camera.stream(1.0)
     camera.actions.clear()
-    camera.stream(1.5)
-    assert not camera.actions, "acted after an instruction starting with NUL"
+    after = camera.stream(1.5)
+    camera.spin(1.2)
+    assert not _acted_on(camera, after), "acted after an instruction starting with NUL"
 
 
 def test_the_instruction_validator() -> None:
@@ -515,12 +524,17 @@ def test_parameters_are_applied_live_or_refused_with_a_reason(
         assert set_param("max_image_age_s", 10.0).successful
         camera.actions.clear()
         old = lambda: camera.frame(stamp=camera.now() - 5.0)  # noqa: E731
-        assert _stream_until(camera, lambda: bool(camera.actions), make=old), "age not live"
+        # an action on one of these 5 s old frames, not one on a live frame still in flight
+        acted_on_old = lambda: any(  # noqa: E731
+            stamp_to_sec(a.header.stamp) < camera.now() - 4.0 for a in camera.actions
+        )
+        assert _stream_until(camera, acted_on_old, make=old), "age not live"
         assert set_param("dry_run", True).successful
         camera.stream(1.0)
         camera.actions.clear()
-        camera.stream(1.5)
-        assert not camera.actions, "dry_run not applied live"
+        after = camera.stream(1.5)
+        camera.spin(1.2)
+        assert not _acted_on(camera, after), "dry_run not applied live"
         # descriptors tell `ros2 param describe` the ranges and what is read-only
         names = ["control_rate_hz", "max_consecutive_failures", "autostart", "camera_topic"]
         request = DescribeParameters.Request(names=names)

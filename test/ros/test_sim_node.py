@@ -13,7 +13,7 @@ import rclpy
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -21,6 +21,10 @@ from std_msgs.msg import String
 from vla_pruned_ros.ros import topics
 from vla_pruned_ros.ros.conversions import stamp_to_sec
 from vla_pruned_ros.ros.sim_node import LATCHED
+
+# the episode topic read with room for "end" and the next "start", published one tick (25 ms
+# wall at 4x) apart: a depth-1 reader keeps only the last if the test is slow to take them
+EPISODES = QoSProfile(depth=10, reliability=LATCHED.reliability, durability=LATCHED.durability)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +47,7 @@ def test_sim_node_runs_episodes_and_obeys_commands(tmp_path: Path) -> None:
         String, topics.INSTRUCTION, lambda m: seen["instruction"].append(m.data), LATCHED
     )
     node.create_subscription(
-        String, topics.EPISODE, lambda m: seen["episode"].append(m.data), LATCHED
+        String, topics.EPISODE, lambda m: seen["episode"].append(m.data), EPISODES
     )
     node.create_subscription(Odometry, topics.ODOM, seen["odom"].append, 100)
     cmd = node.create_publisher(Twist, topics.CMD, 10)
@@ -101,7 +105,7 @@ def test_sim_waits_for_the_policy_then_obeys_twist_stamped_reverse_in_rep105_fra
     node.create_subscription(TFMessage, "/tf", seen["tf"].append, 100)
     node.create_subscription(TFMessage, "/tf_static", seen["st"].append, LATCHED)
     node.create_subscription(
-        String, topics.EPISODE, lambda m: seen["episode"].append(m.data), LATCHED
+        String, topics.EPISODE, lambda m: seen["episode"].append(m.data), EPISODES
     )
     node.create_subscription(Odometry, topics.ODOM, seen["odom"].append, 100)
     node.create_subscription(Image, topics.CAMERA, seen["image"].append, qos_profile_sensor_data)

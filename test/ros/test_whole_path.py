@@ -153,6 +153,11 @@ def test_a_checkpoint_folder_to_a_gated_command_and_a_clean_exit(
         assert len(held) >= 3, f"{len(held)} gated commands during the stop"
         assert all(x == 0.0 for x in held), "the gate passed a command during the contact's stop"
         assert len(camera.actions) > n_actions, "the policy stopped; the gate was to stop it"
+        deadline = time.monotonic() + 10.0  # the 1 s diagnostics timer starts at configure
+        while not any(v.get("model") for _, v in camera.diagnostics):
+            if time.monotonic() > deadline:
+                break
+            frames(0.2)
         loaded = [values for _, values in camera.diagnostics if values.get("model")]
         assert loaded, "no /diagnostics from the loaded policy"
         assert "runtime_modes" in loaded[-1] and float(loaded[-1]["resident_mb"]) > 0, loaded[-1]
