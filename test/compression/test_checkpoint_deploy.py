@@ -146,7 +146,7 @@ def test_a_bf16_artifact_runs_as_bf16_from_its_adapter_options_alone(built, tmp_
     note = runtime_summary(policy.model).modes
     k = kernel()
     if k is not None and k.use_tiles():
-        assert "AMX tiles from 2 tokens" in note, note
+        assert "AMX tiles from 4 tokens" in note, note
     else:
         assert "AMX" not in note, note
     frame = np.random.default_rng(1).integers(0, 255, (16, 16, 3), np.uint8)

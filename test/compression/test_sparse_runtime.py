@@ -121,7 +121,8 @@ def test_the_avx512_and_avx2_dots_both_equal_the_dense_layer(values) -> None:
     # VLA_SPARSE_KERNEL_PORTABLE=1, leaves every SIMD path out)
     has = "avx512f" in open("/proc/cpuinfo").read().split() and k.vectorized()
     assert k.use_avx512() == has
-    limits = k.set_tuning(4)  # the few-token path for up to 4 tokens
+    limits = k.set_tuning()  # as it is, restored after
+    k.set_tuning(4)  # the few-token path for up to 4 tokens
     try:
         for on in (False, True):
             assert k.use_avx512(int(on)) == (on and has)
@@ -170,7 +171,7 @@ def test_the_amx_tile_path_equals_the_dense_layer_in_bf16(pattern) -> None:
     flags = open("/proc/cpuinfo").read().split()
     has = {"amx_bf16", "amx_tile"} <= set(flags) and k.vectorized()
     assert k.use_tiles() == has
-    assert k.set_tuning()[3] == 2  # the default limit: from 2 tokens on
+    assert k.set_tuning()[3] == 4  # the default limit: from 4 tokens on
     assert kernel_build().endswith("+amx") == has
     gen = torch.Generator().manual_seed(13)
     differs = []

@@ -19,7 +19,7 @@
 // hands out row groups dynamically), which needs the build's -fopenmp (kernels.compile_flags).
 // AVX2+FMA+F16C paths are compiled where the compiler targets them; a portable scalar path
 // elsewhere (aarch64). A model run in bf16 (bf16 values and inputs) on a CPU with AMX-BF16
-// takes AMX tiles from 2 tokens on (see tiled). Inputs are validated once (validate_nm,
+// takes AMX tiles from 4 tokens on (see tiled). Inputs are validated once (validate_nm,
 // bitmask_row_offsets) and every call re-checks the shapes it relies on, so a malformed tensor
 // raises instead of reading out of bounds.
 #include <torch/extension.h>
@@ -475,8 +475,22 @@ struct MaskRows {
 };
 
 // Tuning (set_tuning, for benchmarks): up to g_small_tokens tokens the few-token path, above
-// it the column-blocked one (many_tokens).
-int64_t g_small_tokens = 1;
+// it the column-blocked one (many_tokens); 0 (the default): by the rows' kind, few_token_limit.
+int64_t g_small_tokens = 0;
+
+// Tokens up to which the few-token path (each row read once per 4 tokens, straight from its
+// packed form) beats the column-blocked one: 8 for 2:4 rows the vector dot reads from their
+// index bytes, 4 for the others, whose rows are widened once per 4 tokens. On the 7B-shaped
+// block (idle Xeon, 2 threads, 2026-12-03): 2:4 at 2 / 4 / 8 tokens 15.6 / 22.0 / 41.1 ms
+// against 64.1 / 64.3 / 61.2 for the blocked path, at 16 tokens 89.6 against 60.3; 4:8 and
+// unstructured 0.5 at 2-4 tokens 0.8-0.95x of the blocked path's time, at 8 tokens 1.8-1.9x
+// (ad hoc probes of the kernel calls; bench/RESULTS_runtime.md).
+template <class E>
+int64_t few_token_limit(const E& e) {
+  if constexpr (std::is_same_v<E, NMRows>)
+    if (e.n == 2 && e.m == 4 && e.kind != I8 && e.cols % 8 == 0) return 8;
+  return 4;
+}
 
 // out (rows x T, row-major) = M x^T [+ bias] [+ A z^T] for M given by `e`, x (T x cols) fp32,
 // z (T x r) fp32 and A's rows given by `a` (or null).
@@ -790,7 +804,7 @@ template <class E>
 void rows_times(const E& e, int64_t rows, int64_t cols, const float* x, int64_t T,
                 const float* bias, const DenseRows* a, const float* z, float* out) {
   if (rows == 0 || T == 0) return;
-  if (T <= g_small_tokens)
+  if (T <= (g_small_tokens > 0 ? g_small_tokens : few_token_limit(e)))
     few_tokens(e, rows, cols, x, T, bias, a, z, out);
   else
     many_tokens(e, rows, cols, x, T, bias, a, z, out);
@@ -822,9 +836,10 @@ Factors read_factors(const c10::optional<torch::Tensor>& a, const c10::optional<
 // On a CPU with AMX-BF16, one tile multiply (16x32 by 32x16 bf16, fp32 sums) does the work of
 // 512 16-lane FMAs; torch's bf16 GEMM on it runs 16 tokens of the 7B-shaped block in the time
 // of one, where the fp32 micro-kernel above took 2.7x as long. So for bf16 values and bf16
-// inputs (a model run in bf16), from g_tile_tokens tokens on (2: on the 7B-shaped block's
-// layers at 2-16 tokens 0.34-0.38x of the fp32 paths' time, at 1 token 1.6x of the SIMD dot's;
-// an ad hoc probe on an idle Xeon, 2026-12-03, see bench/RESULTS_runtime.md): the tokens are
+// inputs (a model run in bf16), from g_tile_tokens tokens on (4: on the 7B-shaped block, bf16
+// values, 2 threads, against the few-token path, 2 / 3 / 4 / 6 tokens 19.5 / 17.9 / 18.1 / 19.0
+// ms against 13.4 / 15.7 / 20.3 / 33.5; at 1 token 1.6x of the SIMD dot's; ad hoc probes on a
+// Xeon, 2026-12-03, see bench/RESULTS_runtime.md): the tokens are
 // laid out once as the tiles' B operand (pairs of columns interleaved, 16 tokens a tile,
 // zero-padded to 16 tokens and 32 columns); each thread takes
 // groups of 32 rows, decodes them from the packed form into bf16 rows in L2 (2:4: a byte
@@ -990,7 +1005,7 @@ torch::Tensor tiled(const E&, int64_t, int64_t, const torch::Tensor&, const torc
 }
 #endif
 bool g_tiles = cpu_has_amx_bf16();  // the AMX path on (use_tiles)
-int64_t g_tile_tokens = 2;  // from this many tokens on (set_tuning; 1 token: the SIMD dot wins)
+int64_t g_tile_tokens = 4;  // from this many tokens on (set_tuning; below: the few-token path)
 
 template <class E>
 torch::Tensor run(const E& e, int64_t d_out, int64_t d_in, const torch::Tensor& x_in,
@@ -1188,12 +1203,13 @@ bool use_tiles(int64_t on) {
   return g_tiles;
 }
 
-// Set the few-token limit, the many-token path's columns per block (rounded up to a multiple
-// of 16) and rows decoded at once, and the tokens from which the AMX tile path runs (small
-// and tile tokens <= 0, the others < 0: unchanged); returns all four.
+// Set the few-token limit (0: by the rows' kind, few_token_limit), the many-token path's
+// columns per block (rounded up to a multiple of 16) and rows decoded at once, and the tokens
+// from which the AMX tile path runs (tile tokens <= 0, the others < 0: unchanged); returns all
+// four.
 std::vector<int64_t> set_tuning(int64_t small_tokens, int64_t block_cols, int64_t sub_rows,
                                 int64_t tile_tokens) {
-  if (small_tokens > 0) g_small_tokens = small_tokens;
+  if (small_tokens >= 0) g_small_tokens = small_tokens;
   if (block_cols >= 0) g_block_cols = (block_cols + 15) / 16 * 16;
   if (sub_rows >= 0) g_sub_rows = sub_rows;
   if (tile_tokens > 0) g_tile_tokens = tile_tokens;
@@ -1212,8 +1228,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
           "returns whether it is on", py::arg("on") = -1);
   mod.def("use_tiles", &use_tiles, "AMX tile path (bf16, many tokens) on (1) / off (0) / "
           "unchanged (-1); returns whether it is on", py::arg("on") = -1);
-  mod.def("set_tuning", &set_tuning, "few-token limit (<= 0: unchanged), block columns and rows "
-          "decoded at once (0: by token count, < 0: unchanged), tokens from which the AMX tile "
-          "path runs (<= 0: unchanged)", py::arg("small_tokens") = 0,
+  mod.def("set_tuning", &set_tuning, "few-token limit (0: by the rows' kind, < 0: unchanged), "
+          "block columns and rows decoded at once (0: by token count, < 0: unchanged), tokens "
+          "from which the AMX tile path runs (<= 0: unchanged)", py::arg("small_tokens") = -1,
           py::arg("block_cols") = -1, py::arg("sub_rows") = -1, py::arg("tile_tokens") = 0);
 }
