@@ -202,3 +202,21 @@ def test_the_text_adapter_computes_in_the_dtype_it_is_given(tmp_path) -> None:
     np.testing.assert_allclose(action, [0.1, 0.01 * number], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="dtype 'half' is not one of"):
         load_policy(str(folder), "nav", adapter="text", rules=rules, dtype="half")
+
+
+def test_an_action_map_given_at_deployment_replaces_the_recorded_one(built, tmp_path) -> None:
+    """An artifact that records an action_map (vla-prune --adapter-option action_map=...),
+    loaded with another one and the adapter named (a bringup's overrides): the deployment's
+    map applies, the recorded one is not passed to the adapter as an option."""
+    from vla_pruned_ros.models.registry import load_policy
+
+    folder, _ = built
+    recorded = '{"names": ["x"], "order": ["x"]}'
+    out = _prune(folder, tmp_path / "mapped", "--rank", "8", "--adapter-option",
+                 f"action_map={recorded}")  # fmt: skip
+    given = {"names": ["linear_x", "angular_z"], "order": ["x", "yaw"]}
+    for adapter in ("", "openvla"):
+        policy = load_policy(str(out), "nav", adapter=adapter, trust_remote_code=True,
+                             action_map=given)  # fmt: skip
+        assert policy.info.action_names == ("linear_x", "angular_z"), adapter
+    assert load_policy(str(out), "nav", trust_remote_code=True).info.action_names == ("x",)

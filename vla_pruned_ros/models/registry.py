@@ -126,7 +126,8 @@ def load_policy(
         if preset and preset != EMBEDDED and adapter in ("", EMBEDDED, preset):
             recorded.pop("trust_remote_code", None)  # only ever the deployment's own opt-in
             adapter, options = preset, {**recorded, **options}
-            action_map = action_map or options.pop("action_map", None)
+            recorded_map = options.pop("action_map", None)  # never passed on as an option
+            action_map = action_map or recorded_map
     policy = _load(artifact, folder, task, mode, device, adapter, options, instruction_cache)
     if action_map:
         from vla_pruned_ros.models.action_map import apply_action_map
