@@ -119,7 +119,7 @@ class SparseGluestickLinear(GluestickLinear):
             return y.reshape(*lead, self.out_features)
         k = kernel()
         # the buffers read straight from their dict: nn.Module.__getattr__ costs about half a
-        # microsecond a name, and a small layer's whole call (the embedded VLA's) is ~10 us
+        # microsecond a name, and a small layer's whole call (the embedded VLA's) is ~20 us
         buf = self._buffers
         a = buf["a"]
         if a.numel():

@@ -480,8 +480,9 @@ int64_t g_small_tokens = 0;
 
 // Tokens up to which the few-token path (each row read once per 4 tokens, straight from its
 // packed form) beats the column-blocked one: 8 for 2:4 rows the vector dot reads from their
-// index bytes, 4 for the others, whose rows are widened once per 4 tokens. On the 7B-shaped
-// block (idle Xeon, 2 threads, 2026-12-03): 2:4 at 2 / 4 / 8 tokens 15.6 / 22.0 / 41.1 ms
+// index bytes, 4 for the others, whose rows are widened once per 4 tokens (dense factor rows,
+// the z = B x pass, were not measured apart). On the 7B-shaped block (Xeon with AMX, 2
+// threads, load ~1, 2026-12-03): 2:4 at 2 / 4 / 8 tokens 15.6 / 22.0 / 41.1 ms
 // against 64.1 / 64.3 / 61.2 for the blocked path, at 16 tokens 89.6 against 60.3; 4:8 and
 // unstructured 0.5 at 2-4 tokens 0.8-0.95x of the blocked path's time, at 8 tokens 1.8-1.9x
 // (ad hoc probes of the kernel calls; bench/RESULTS_runtime.md).
