@@ -8,14 +8,14 @@ loading the model, the first batch's instruction features and its 32 frames); st
 the rest, and x real time is the bag's span of recorded steps over those seconds. `model s` is
 the time inside the model calls, so `steady - model` is reading, decoding, pairing and the
 command checks. `cache` is the instruction-feature cache (models/instruction_cache.py): `off`
-loads the whole model as before it existed (MiniLM, transformers, the tokenizer); `cold` finds
+loads the whole model as before it existed (MiniLM and its tokenizer); `cold` finds
 no entry (loads them at the first batch and stores the features); `warm` finds every
 instruction and never loads the text encoder. The cache lives in a temporary folder of this
 run. Bags are the committed fixtures and a 10-minute bag built here from the nav fixture's own
 frames, restamped (its instructions are the nav fixture's, so it finds them warm). `--models`
 replays other models than the shipped one, e.g. a compressed artifact's folder (`vla-prune
 ... -o ART`), each on its own (one model per run); `transformers` says whether the run had
-imported it by its end.
+imported it by its end (MiniLM has not needed it since `models/minilm.py`).
 
     nice -n 10 .venv/bin/python bench/replay.py               # prints the table
     nice -n 10 .venv/bin/python bench/replay.py --minutes 10 --repeats 2 --batches 1,32

@@ -2,7 +2,8 @@
 artifact's vision stem and heads alone (`embedded_artifact.load_embedded_vision_artifact`): in
 a fresh interpreter `vla-eval bag`'s replay never imports transformers (nor rclpy, Ray or
 matplotlib before its report), and gives the actions, report and PolicyInfo of a replay that
-loads the whole artifact."""
+loads the whole artifact. With the cache off it loads the whole artifact, still without
+transformers."""
 
 from __future__ import annotations
 
@@ -130,14 +131,15 @@ def test_warm_artifact_replay_imports_no_transformers(artifacts, tmp_path, monke
     assert policies[0].model.text is None and policies[0]._encoder is not None
     assert untimed(first) == untimed(plain)
 
-    monkeypatch.setenv("VLA_INSTRUCTION_CACHE", str(tmp_path))
     code = CHILD.format(threads=torch.get_num_threads(), bag=str(BAG), art=art)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, timeout=120)  # fmt: skip
-    child = json.loads(done.stdout.strip().splitlines()[-1])
-    assert child["modules"] == {"transformers": False, "rclpy": False, "ray": False,
-                                "matplotlib": False}  # fmt: skip
-    assert untimed(child["result"]) == untimed(plain)
-    assert child["result"]["models"][art]["steps"] >= 100
-    # every action, bit for bit, as the whole artifact computes it
-    assert child["outputs"] == outputs
+    for cache in (str(tmp_path), "off"):
+        monkeypatch.setenv("VLA_INSTRUCTION_CACHE", cache)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, timeout=120)  # fmt: skip
+        child = json.loads(done.stdout.strip().splitlines()[-1])
+        assert child["modules"] == {"transformers": False, "rclpy": False, "ray": False,
+                                    "matplotlib": False}, cache  # fmt: skip
+        assert untimed(child["result"]) == untimed(plain)
+        assert child["result"]["models"][art]["steps"] >= 100
+        # every action, bit for bit, as the whole artifact computes it
+        assert child["outputs"] == outputs

@@ -126,7 +126,7 @@ def test_task_cycle_gives_each_task_its_share_of_steps(tmp_path, tokenizer) -> N
 def _assert_same_actions(model: EmbeddedVLA, loaded: EmbeddedVLA, tokenizer) -> None:
     """A saved and reloaded model acts like the original (fp16 storage: to 5e-3)."""
     demos = _toy_demos(2, 2)
-    enc = tokenizer(demos.instructions, padding=True, return_tensors="pt")
+    enc = tokenizer(demos.instructions, model.config.max_text_tokens)
     images = torch.from_numpy(demos.images)
     index = torch.from_numpy(demos.instruction_ids).long()
     with torch.no_grad():
@@ -175,7 +175,7 @@ def test_a_mixture_head_picks_a_mode_where_regression_averages(tmp_path, tokeniz
     demos = {"toy": _either_way_demos()}
     cfg = TrainConfig(steps=120, episodes_per_batch=4, frames_per_episode=8, warmup_steps=5,
                       max_shift_px=0, checkpoint_every=1000, lr=3e-3)  # fmt: skip
-    enc = tokenizer(demos["toy"].instructions, return_tensors="pt")
+    enc = tokenizer(demos["toy"].instructions, CONFIG.max_text_tokens)
     frames = torch.from_numpy(demos["toy"].images[:4])
     actions = {}
     for head in ("mse", "gmm"):

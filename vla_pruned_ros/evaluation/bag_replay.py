@@ -330,7 +330,7 @@ def evaluate_bag(
 def replay_loader(loader_kwargs: dict[str, Any]) -> Callable[[str, str], Any]:
     """How replay loads a model: `load_policy` with the adapter arguments, and the on-disk
     instruction-feature cache (`models.instruction_cache`, `$VLA_INSTRUCTION_CACHE`), so a
-    replay whose instructions were seen before starts without MiniLM or transformers and gives
+    replay whose instructions were seen before starts without loading MiniLM and gives
     the same actions as one that computes them."""
     from vla_pruned_ros.models.instruction_cache import InstructionCache
     from vla_pruned_ros.models.registry import load_policy

@@ -77,7 +77,7 @@ def text_latency_ms(model: Any, repeats: int = 30) -> float:
 
     from vla_pruned_ros.models.embedded import load_tokenizer
 
-    enc = load_tokenizer()(["push the green block onto the target"], return_tensors="pt")
+    enc = load_tokenizer()(["push the green block onto the target"], model.config.max_text_tokens)
     times = []
     with torch.inference_mode():
         for i in range(repeats + 3):

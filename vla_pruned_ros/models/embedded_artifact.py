@@ -40,13 +40,7 @@ def calibration_batches(
         for start in range(0, len(images), batch_size):
             texts = list(instructions[start : start + batch_size])
             distinct = sorted(set(texts))
-            enc = tokenizer(
-                distinct,
-                padding=True,
-                truncation=True,
-                max_length=model.config.max_text_tokens,
-                return_tensors="pt",
-            )
+            enc = tokenizer(distinct, model.config.max_text_tokens)
             yield {
                 "images": torch.from_numpy(
                     np.ascontiguousarray(images[start : start + batch_size])
@@ -113,16 +107,12 @@ def _dtype(device: str) -> torch.dtype:
     return torch.float16 if str(device).startswith("cuda") else torch.float32
 
 
-# What the text encoder's skeleton (transformers' BertModel) holds besides its state dict: the
-# non-persistent int64 buffers of its embeddings, one row of max_position_embeddings each.
-_TEXT_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
-
 VISION_MODES = (None, "auto", "sparse", "materialize")  # what load_embedded_vision_artifact takes
 
 
 def embedded_vision_factory(manifest: dict[str, Any]) -> EmbeddedVLA:
     """An artifact's skeleton without its text encoder (`EmbeddedVLA.without_text`: no
-    transformers, no MiniLM weights), for `load_artifact(..., leave_out=("text",))`."""
+    MiniLM weights), for `load_artifact(..., leave_out=("text",))`."""
     return EmbeddedVLA.without_text(embedded_factory_config(manifest))
 
 
@@ -132,7 +122,7 @@ def load_embedded_vision_artifact(
     """An embedded-VLA artifact's vision stem and heads without its text encoder, for a caller
     that has the text features already (offline replay with cached instruction features):
     the same modules, modes and weights as `load_embedded_artifact` gives them, without
-    importing transformers or reading MiniLM's weights or the encoder's tensors. Returns the
+    reading MiniLM's weights or the encoder's tensors. Returns the
     model, the full model's PolicyInfo fields (`artifact_info`, its `memory_bytes` those of
     the whole model) and the full model's `runtime_summary(...).modes`, both worked out from
     the manifest, the tensor headers and MiniLM's config.json (`load_artifact`'s `left_out`).
@@ -155,8 +145,8 @@ def load_embedded_vision_artifact(
     if unknown:
         raise ValueError(f"{path}: the text encoder's factory tensors {unknown} are not known "
                          "to the vision-only load; load the whole artifact")  # fmt: skip
-    buffers = len(_TEXT_BUFFERS) * minilm["max_position_embeddings"] * 8
-    memory = resident_bytes(model) + left["bytes"] + buffers + sum(
+    # The text encoder (`models.minilm.MiniLM`) holds nothing besides its state dict.
+    memory = resident_bytes(model) + left["bytes"] + sum(
         provided[k] for k in left["provided_by_factory"])  # fmt: skip
     modes = {**left["layer_modes"], **info["layer_modes"]}  # the text encoder's layers first
     fallbacks = {**left["fallbacks"], **info["fallbacks"]}

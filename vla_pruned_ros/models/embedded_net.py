@@ -1,6 +1,7 @@
 """The embedded VLA's network: MiniLM text features conditioning a small conv vision stem
 through FiLM, spatial-softmax keypoints, and one action head per embodiment (regression or a
-Gaussian mixture). Pure torch + transformers; no files, no tokenizer, no policy interface."""
+Gaussian mixture). Pure torch (MiniLM from `models.minilm`, not transformers); no files, no
+tokenizer, no policy interface."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from vla_pruned_ros.models.embedded_config import (
     minilm_hidden_size,
     minilm_path,
 )
+from vla_pruned_ros.models.minilm import MiniLM, MiniLMConfig, load_minilm
 
 
 class FiLMConvBlock(nn.Module):
@@ -47,7 +49,7 @@ class EmbeddedVLA(nn.Module):
     def __init__(
         self,
         config: EmbeddedVLAConfig,
-        text_model: nn.Module | None = None,
+        text_model: MiniLM | None = None,
         *,
         text_width: int | None = None,
     ) -> None:
@@ -57,11 +59,8 @@ class EmbeddedVLA(nn.Module):
         super().__init__()
         self.config = config
         if text_model is None and text_width is None:
-            from transformers import BertConfig, BertModel
-
-            bert_cfg = BertConfig.from_pretrained(minilm_path())
-            bert_cfg.num_hidden_layers = config.text_layers
-            text_model = BertModel(bert_cfg, add_pooling_layer=False)
+            text_model = MiniLM(MiniLMConfig.from_file(
+                minilm_path() / "config.json", num_hidden_layers=config.text_layers))  # fmt: skip
         self.text = text_model
         d_text = text_width if text_model is None else self.text.config.hidden_size
         chans = (5, *config.channels)  # RGB + two pixel-coordinate channels (CoordConv)
@@ -111,9 +110,9 @@ class EmbeddedVLA(nn.Module):
     def without_text(cls, config: EmbeddedVLAConfig) -> EmbeddedVLA:
         """The vision stem and action heads alone, for a caller that has the text features
         already (offline replay with cached instruction features, `models.instruction_cache`):
-        building it imports no transformers and reads no MiniLM weights, which is most of a
-        full load's start-up. `encode_text` refuses; every frame-side method works and gives
-        the same numbers as the full model with the same weights."""
+        building it reads no MiniLM weights and no encoder tensors. `encode_text` refuses;
+        every frame-side method works and gives the same numbers as the full model with the
+        same weights."""
         return cls(config, text_width=minilm_hidden_size())
 
     def _head_width(self, dims: int) -> int:
@@ -124,18 +123,7 @@ class EmbeddedVLA(nn.Module):
     @classmethod
     def from_minilm(cls, config: EmbeddedVLAConfig) -> EmbeddedVLA:
         """Start from the pretrained MiniLM (the 'base VLM' that divergence pruning compares to)."""
-        from transformers import BertModel
-        from transformers.utils import logging
-
-        verbosity = logging.get_verbosity()
-        logging.set_verbosity_error()  # the unused pooler / dropped layers are expected
-        try:
-            text = BertModel.from_pretrained(
-                minilm_path(), num_hidden_layers=config.text_layers, add_pooling_layer=False
-            )
-        finally:
-            logging.set_verbosity(verbosity)
-        return cls(config, text)
+        return cls(config, load_minilm(minilm_path(), config.text_layers))
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Mean-pooled MiniLM features (the sentence-transformers pooling), one row per text."""
@@ -144,7 +132,7 @@ class EmbeddedVLA(nn.Module):
                 "this embedded VLA was built without its text encoder "
                 "(EmbeddedVLA.without_text); load the full model to encode text"
             )
-        hidden = self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.text(input_ids, attention_mask)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 

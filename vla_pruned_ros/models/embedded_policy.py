@@ -73,7 +73,7 @@ class EmbeddedPolicy:
 
     @property
     def tokenizer(self):
-        """MiniLM's tokenizer, loaded on first use (it imports transformers)."""
+        """MiniLM's tokenizer, loaded on first use (only an instruction not cached needs it)."""
         if self._tokenizer is None:
             from vla_pruned_ros.models.embedded_io import load_tokenizer
 
@@ -110,12 +110,7 @@ class EmbeddedPolicy:
 
     def _encode(self, instruction: str) -> torch.Tensor:
         encoder = self.encoder()
-        enc = self.tokenizer(
-            [instruction],
-            truncation=True,
-            max_length=encoder.config.max_text_tokens,
-            return_tensors="pt",
-        )
+        enc = self.tokenizer([instruction], encoder.config.max_text_tokens)
         device = next(encoder.parameters()).device
         return encoder.encode_text(enc["input_ids"].to(device), enc["attention_mask"].to(device))
 

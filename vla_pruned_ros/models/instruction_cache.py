@@ -1,5 +1,5 @@
 """Instruction features kept on disk between runs, so that offline replay of a bag whose
-instructions were seen before never loads MiniLM (nor imports transformers): a bag holds a few
+instructions were seen before never loads MiniLM: a bag holds a few
 distinct instructions, and the text encoder's output for one is a 384-float row.
 
 Why reading an entry back is safe, i.e. gives exactly the row the encoder would compute now:
@@ -7,7 +7,7 @@ an entry holds the encoder's output bytes, stored under a key that names everyth
 depend on: the model's own weights (`identity`: sha256 of a saved model's weights and config,
 or of an artifact's manifest, which holds every file's checksum, plus its layers' runtime
 modes), the MiniLM package that provides the frozen word-embedding table and the tokenizer, and
-the transformers version (`embedded_config.minilm_identity`), the dtype and device, torch's
+the tokenizer and encoder code (`embedded_config.minilm_identity`), the dtype and device, torch's
 version, its CPU kernel capability and its thread count (the order of a reduction changes the
 float rounding), and the text itself. The invalidation rule is the key: change any of these
 and the entry is simply not found (it is recomputed and stored under the new key); old entries

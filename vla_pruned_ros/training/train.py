@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from vla_pruned_ros.models.embedded import EmbeddedVLA
+from vla_pruned_ros.models.minilm import MiniLMTokenizer
 from vla_pruned_ros.paths import atomic_path, atomic_write
 from vla_pruned_ros.training.dataset import Demonstrations, GroupedSampler
 
@@ -118,7 +119,7 @@ def _progress_line(step: int, total: int, seconds: float, losses: dict[str, floa
 
 def train(
     model: EmbeddedVLA,
-    tokenizer,
+    tokenizer: MiniLMTokenizer,
     demos: dict[str, Demonstrations],
     cfg: TrainConfig,
     workdir: Path,
@@ -137,16 +138,7 @@ def train(
     samplers = {
         t: GroupedSampler(demos[t], cfg.episodes_per_batch, cfg.frames_per_episode) for t in tasks
     }
-    tokens = {
-        t: tokenizer(
-            demos[t].instructions,
-            padding=True,
-            truncation=True,
-            max_length=model.config.max_text_tokens,
-            return_tensors="pt",
-        )
-        for t in tasks
-    }
+    tokens = {t: tokenizer(demos[t].instructions, model.config.max_text_tokens) for t in tasks}
     scale = {t: np.asarray(model.config.action_scale[t], np.float32) for t in tasks}
     with_state = {t for t in tasks if cfg.state_loss_weight > 0 and demos[t].states is not None}
     if cfg.state_loss_weight > 0:
