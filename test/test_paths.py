@@ -1,5 +1,6 @@
 """The one atomic file write: a writer killed mid-write leaves the old file, an error leaves no
-temporary behind, and a finished write replaces the file whole."""
+temporary behind, and a finished write replaces the file whole; and a shipped file that is
+missing is named, whether or not a ROS environment is sourced."""
 
 from __future__ import annotations
 
@@ -49,3 +50,16 @@ def test_a_process_killed_mid_write_leaves_the_old_file(tmp_path) -> None:
     finally:
         proc.kill()
     assert target.read_text() == "old"
+
+
+def test_a_file_not_shipped_is_named_with_or_without_a_ros_environment(monkeypatch) -> None:
+    from vla_pruned_ros.paths import package_file
+
+    assert package_file("config/policy_nav.yaml").is_file()
+    for ament in (None, "/nonexistent_prefix"):
+        if ament is None:
+            monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)  # ament raises OSError then
+        else:
+            monkeypatch.setenv("AMENT_PREFIX_PATH", ament)
+        with pytest.raises(FileNotFoundError, match="does not ship config/nope.yaml"):
+            package_file("config/nope.yaml")

@@ -22,7 +22,7 @@ def package_file(relative: str) -> Path:
         from ament_index_python.packages import get_package_share_directory
 
         candidate = Path(get_package_share_directory("vla_pruned_ros")) / relative
-    except (ImportError, LookupError):
+    except (ImportError, LookupError, OSError):  # OSError: no ROS environment sourced
         pass
     if candidate.exists():
         return candidate
