@@ -133,7 +133,12 @@ def markdown(rows: dict, command: str, seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", nargs="*", default=["magnitude", "wanda"])
+    p.add_argument(
+        "--methods",
+        nargs="*",
+        default=["magnitude", "wanda"],
+        help="pruning methods for the embedded VLA's rows (none: skip them)",
+    )
     p.add_argument("--fit-seeds", type=int, default=8, help="training scenes 0..N-1 to fit")
     p.add_argument("--synthetic-scale", type=float, default=0.5, help="0: skip the synthetic")
     p.add_argument("--synthetic-tokens", type=int, default=256)
@@ -141,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     start = time.time()
     fit = list(range(args.fit_seeds))
-    rows = embedded_rows(args.methods, fit, [s + args.fit_seeds for s in fit])
+    rows = (
+        embedded_rows(args.methods, fit, [s + args.fit_seeds for s in fit]) if args.methods else {}
+    )
     if args.synthetic_scale > 0:
         rows.update(synthetic_rows(args.synthetic_scale, args.synthetic_tokens))
     command = "nice -n 10 .venv/bin/python bench/correction.py " + " ".join(
