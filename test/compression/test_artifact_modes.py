@@ -130,3 +130,29 @@ print(runtime_summary(m).modes)
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "pure-PyTorch path (disabled by VLA_SPARSE_KERNEL=0)" in done.stdout
+
+
+def test_the_dtypes_held_and_computed_in_are_reported(tmp_path) -> None:
+    from vla_pruned_ros.compression.memory import compute_dtype, float_dtypes
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(8, 8, bias=False).to(torch.bfloat16)  # 128 bytes
+            self.b = self.a  # shared: counted once
+            self.register_buffer("factors", torch.zeros(96))  # float32, 384 bytes
+            self.register_buffer("index", torch.zeros(1000, dtype=torch.int64))  # not a float
+
+    mixed = Mixed()
+    assert float_dtypes(mixed) == "float32 75%, bfloat16 25%"
+    assert compute_dtype(mixed) == "bfloat16"  # the parameters', not the largest buffer's
+    ints = nn.Module()
+    ints.register_buffer("ids", torch.zeros(3, dtype=torch.int64))
+    assert float_dtypes(ints) == compute_dtype(ints) == "none"
+    _, folder = _artifact(tmp_path)
+    summary = runtime_summary(load_artifact(folder, _Net))
+    # the sparse values stay at their stored fp16 (the kernel reads them so), the rest float32;
+    # the int8 factors are not floats
+    assert summary.compute_dtype == "float32" and summary.dtypes.startswith("float16")
+    half = runtime_summary(load_artifact(folder, _Net, dtype=torch.bfloat16))
+    assert half.compute_dtype == "bfloat16" and "bfloat16" in half.dtypes

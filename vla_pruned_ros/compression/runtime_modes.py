@@ -36,7 +36,7 @@ from vla_pruned_ros.compression.artifact_layout import (
 )
 from vla_pruned_ros.compression.gluestick import GluestickConv2d, GluestickLinear
 from vla_pruned_ros.compression.kernels import kernel, kernel_unavailable_reason
-from vla_pruned_ros.compression.memory import resident_bytes
+from vla_pruned_ros.compression.memory import compute_dtype, float_dtypes, resident_bytes
 from vla_pruned_ros.compression.prune import compressed_layers, replace_module
 from vla_pruned_ros.compression.runtime import semi_structured_reason, to_packed, to_semi_structured
 from vla_pruned_ros.compression.safetensors_io import safetensors_keys
@@ -114,11 +114,15 @@ def apply_mode(
 class RuntimeSummary(NamedTuple):
     """What a loaded model runs as, for /diagnostics and logs: `modes` in one line
     ('sparse 44/46, materialize 2/46 (convolutions are not supported ...)'; 'dense' for a
-    model that is not an artifact), the layer count per mode, and the bytes it holds."""
+    model that is not an artifact), the layer count per mode, the bytes it holds, its
+    floating-point dtypes by bytes and the dtype it computes in (`memory.float_dtypes`,
+    `memory.compute_dtype`)."""
 
     modes: str
     layers: dict[str, int]
     resident_bytes: int
+    dtypes: str
+    compute_dtype: str
 
 
 def runtime_summary(model: nn.Module) -> RuntimeSummary:
@@ -127,7 +131,8 @@ def runtime_summary(model: nn.Module) -> RuntimeSummary:
     info = getattr(model, "artifact", None) or {}
     layer_modes: dict[str, str] = info.get("layer_modes", {})
     text, counts = modes_text(layer_modes, info.get("fallbacks", {}), info.get("sparse_path"))
-    return RuntimeSummary(text, counts, resident_bytes(model))
+    return RuntimeSummary(text, counts, resident_bytes(model), float_dtypes(model),
+                          compute_dtype(model))  # fmt: skip
 
 
 def modes_text(

@@ -40,6 +40,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from vla_pruned_ros_msgs.msg import VLAAction
 
+from vla_pruned_ros.compression.runtime_modes import RuntimeSummary, runtime_summary
 from vla_pruned_ros.evaluation.stats import percentile
 from vla_pruned_ros.models.base import PolicyAdapter
 from vla_pruned_ros.models.instruction import check_instruction
@@ -79,7 +80,7 @@ class PolicyNode(LifecycleNode):
                 raise ValueError(problem)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.policy: PolicyAdapter | None = None
-        self.runtime_modes, self.resident_bytes = "", 0
+        self.runtime = RuntimeSummary("", {}, 0, "", "")
         self.slot: NewestSlot[Image] = NewestSlot()
         self.instruction: str | None = None
         self.instruction_problem: str | None = None  # why the last instruction was refused
@@ -155,7 +156,7 @@ class PolicyNode(LifecycleNode):
             )
             return TransitionCallbackReturn.FAILURE
         info = policy.info
-        self.runtime_modes, self.resident_bytes = runtime_of(policy)
+        self.runtime = runtime_of(policy)
         if not any(name in TWIST_FIELDS for name in info.action_names):
             self.get_logger().warning(
                 f"{info.model_id} acts in {info.action_space} {list(info.action_names)}: none "
@@ -186,7 +187,8 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info(
             f"loaded {info.model_id} ({info.variant}, rank {info.rank}, "
             f"{info.memory_bytes / 1e6:.1f} MB) for {self.p('task')}; runs as "
-            f"{self.runtime_modes}, {self.resident_bytes / 1e6:.1f} MB resident"
+            f"{self.runtime.modes}, {self.runtime.resident_bytes / 1e6:.1f} MB resident "
+            f"({self.runtime.dtypes}), computing in {self.runtime.compute_dtype}"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -424,8 +426,10 @@ class PolicyNode(LifecycleNode):
             "variant": info.variant if info else "",
             "rank": str(info.rank) if info else "",
             "memory_mb": f"{info.memory_bytes / 1e6:.2f}" if info else "",
-            "runtime_modes": self.runtime_modes if info else "",
-            "resident_mb": f"{self.resident_bytes / 1e6:.2f}" if info else "",
+            "runtime_modes": self.runtime.modes if info else "",
+            "resident_mb": f"{self.runtime.resident_bytes / 1e6:.2f}" if info else "",
+            "dtypes": self.runtime.dtypes if info else "",
+            "compute_dtype": self.runtime.compute_dtype if info else "",
             "latency_p50_ms": f"{percentile(lat, 50):.2f}" if lat else "",
             "latency_p99_ms": f"{percentile(lat, 99):.2f}" if lat else "",
             "rate_hz": f"{rate:.2f}",
@@ -442,21 +446,20 @@ class PolicyNode(LifecycleNode):
         self.fault = None
 
 
-def runtime_of(policy: PolicyAdapter) -> tuple[str, int]:
-    """How the loaded model runs (runtime mode per layer, summarised) and the bytes it holds,
-    for the log and /diagnostics: what an operator checks to see that a pruned artifact really
-    runs sparse and fits. Computed once at configure (neither changes while configured)."""
+def runtime_of(policy: PolicyAdapter) -> RuntimeSummary:
+    """How the loaded model runs (runtime mode per layer, summarised), the bytes it holds, its
+    floating-point dtypes and the dtype it computes in, for the log and /diagnostics: what an
+    operator checks to see that a pruned artifact really runs sparse, fits, and computes in the
+    dtype asked for. Computed once at configure (none of them changes while configured)."""
     import torch
 
     model = getattr(policy, "model", None)
     if model is None:  # an action_map wraps the adapter
         model = getattr(getattr(policy, "policy", None), "model", None)
     if not isinstance(model, torch.nn.Module):  # a user's adapter without a torch module
-        return "unknown (not a torch module)", int(policy.info.memory_bytes)
-    from vla_pruned_ros.compression.runtime_modes import runtime_summary
-
-    summary = runtime_summary(model)
-    return summary.modes, int(summary.resident_bytes)
+        return RuntimeSummary("unknown (not a torch module)", {}, int(policy.info.memory_bytes),
+                              "unknown", "unknown")  # fmt: skip
+    return runtime_summary(model)
 
 
 def main(argv: list[str] | None = None) -> int:
