@@ -4,8 +4,8 @@
 artifact, the adapter and its options, with paths relative to the YAML's own folder -> the
 policy node and the safety monitor over DDS -> a gated command on cmd_vel equal to the
 expected mapped action -> a contact stops it at the gate while the policy keeps acting (its
-/diagnostics say how the model runs and what it holds) -> Ctrl-C (SIGINT) -> a clean exit with
-the monitor's report written. Run for the fp32 default and for the bf16 recipe
+/diagnostics say how the model runs, what it holds and in which dtype) -> Ctrl-C (SIGINT) ->
+a clean exit with the monitor's report written. Run for the fp32 default and for the bf16 recipe
 (`--weight-dtype bfloat16 --adapter-option dtype=bfloat16`), which takes the kernel's AMX
 tiles where the CPU has them."""
 
@@ -152,6 +152,9 @@ def test_a_checkpoint_folder_to_a_gated_command_and_a_clean_exit(
         held = [x for when, x in cmds if when > t_touch + 0.4]
         assert len(held) >= 3, f"{len(held)} gated commands during the stop"
         assert all(x == 0.0 for x in held), "the gate passed a command during the contact's stop"
+        deadline = time.monotonic() + 30.0  # loaded: a step took 0.6 s beside a sweep here
+        while len(camera.actions) <= n_actions and time.monotonic() < deadline:
+            frames(0.2)
         assert len(camera.actions) > n_actions, "the policy stopped; the gate was to stop it"
         deadline = time.monotonic() + 10.0  # the 1 s diagnostics timer starts at configure
         while not any(v.get("model") for _, v in camera.diagnostics):
@@ -165,6 +168,10 @@ def test_a_checkpoint_folder_to_a_gated_command_and_a_clean_exit(
         on_tiles = "AMX tiles from" in loaded[-1]["runtime_modes"]
         want_tiles = recipe == "bf16" and k is not None and bool(k.use_tiles())
         assert on_tiles == want_tiles, loaded[-1]["runtime_modes"]
+        # the dtype it computes in, on every CPU (a lost dtype option leaves it in float32,
+        # and the actions can still fall in the same bins), and what it holds
+        assert loaded[-1]["compute_dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[recipe]
+        assert ("bfloat16" in loaded[-1]["dtypes"]) == (recipe == "bf16"), loaded[-1]["dtypes"]
     finally:
         proc.send_signal(signal.SIGINT)
         try:
