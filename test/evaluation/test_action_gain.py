@@ -25,9 +25,9 @@ def _tiny(folder: Path) -> Path:
     torch.manual_seed(0)
     model = EmbeddedVLA.from_minilm(cfg)
     with torch.no_grad():
-        # The head's last layer set, not left to the seed (how much of the RNG MiniLM's loading
-        # consumes decided before whether this head saturated): pre-tanh 0.5 +- a little per
-        # frame, so the raw action is ~46 % of the bound and a gain of 3 clips it.
+        # The head's last layer set, not left to the seed (whether a seeded head saturated
+        # depended on what else drew from the RNG): pre-tanh 0.5 +- a little per frame, so the
+        # raw action is ~46 % of the bound and a gain of 3 clips it.
         last = model.heads["manip"][-1]
         last.weight.mul_(0.01)
         last.bias.copy_(torch.tensor([0.5, -0.5]))

@@ -128,3 +128,12 @@ def test_an_unsupported_or_foreign_checkpoint_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="not a BERT encoder checkpoint"):
         load_minilm(tmp_path)
     assert isinstance(MiniLM(MiniLMConfig.from_file(tmp_path / "config.json")), torch.nn.Module)
+
+
+def test_loading_leaves_torchs_rng_as_it_was() -> None:
+    """As transformers' loader does: a seeded caller (vla-train) builds the same heads after."""
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    load_minilm(minilm_path(), 1)
+    assert torch.equal(torch.rand(3), want)

@@ -183,12 +183,15 @@ class MiniLM(nn.Module):
 def load_minilm(folder: Path, layers: int | None = None) -> MiniLM:
     """The pretrained encoder in `folder` (config.json + model.safetensors, as the MiniLM
     package ships it), keeping its first `layers` layers (all if None), in eval mode. The
-    checkpoint's pooler and any dropped layers are not read."""
+    checkpoint's pooler and any dropped layers are not read; torch's RNG is left as it was."""
     from safetensors import safe_open
 
     overrides = {} if layers is None else {"num_hidden_layers": layers}
     config = MiniLMConfig.from_file(folder / "config.json", **overrides)
-    model = MiniLM(config)
+    # The skeleton's random init is overwritten below; it must not move torch's RNG either (as
+    # transformers' loader does not), so a seeded caller builds the same model after loading.
+    with torch.random.fork_rng(devices=[]):
+        model = MiniLM(config)
     wanted = model.state_dict().keys()
     with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
         # A checkpoint saved from a BertModel inside another model may prefix its names.
