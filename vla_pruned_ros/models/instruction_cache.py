@@ -1,6 +1,6 @@
 """Instruction features kept on disk between runs, so that offline replay of a bag whose
-instructions were seen before never loads MiniLM: a bag holds a few
-distinct instructions, and the text encoder's output for one is a 384-float row.
+instructions were seen before never loads MiniLM: a bag holds a few distinct instructions, and
+the text encoder's output for one is a 384-float row.
 
 Why reading an entry back is safe, i.e. gives exactly the row the encoder would compute now:
 an entry holds the encoder's output bytes, stored under a key that names everything those bytes
